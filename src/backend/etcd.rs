@@ -1,0 +1,273 @@
+//! The etcd backend: [`EtcdConnectionManager`] (a `bb8::ManageConnection` over
+//! `etcd_client::Client`), the [`EtcdConnection`] a checkout derefs to, and [`EtcdPool`].
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::config::{EtcdConfig, parse_etcd};
+use crate::connector::{BoxFuture, Kind};
+use crate::error::{Error, Result};
+use crate::health::{Liveness, Retired};
+use crate::pool::{Pool, PooledConnection};
+
+/// A pool of etcd clients; what [`Manager::etcd`](crate::Manager::etcd) returns.
+///
+/// ```no_run
+/// # async fn demo(manager: connhub::Manager) -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = manager.etcd("registry")?;
+/// let mut client = pool.get().await?;
+/// client.put("service/a", "10.0.0.1:80", None).await?;
+/// let resp = client.get("service/a", None).await?;
+/// # Ok(()) }
+/// ```
+pub type EtcdPool = Pool<EtcdConnectionManager>;
+
+/// A checked-out etcd client.
+pub type PooledEtcdConnection<'a> = PooledConnection<'a, EtcdConnectionManager>;
+
+/// Makes and validates etcd clients for bb8.
+pub struct EtcdConnectionManager {
+    name: Arc<str>,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    liveness: Arc<Liveness>,
+}
+
+impl std::fmt::Debug for EtcdConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConnectionManager")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdConnectionManager {
+    /// A manager for the connector `name`. The config is validated first.
+    pub fn new(name: &str, config: &EtcdConfig) -> Result<Self> {
+        let mut errors = crate::error::ConfigErrors::default();
+        config.validate(&format!("etcd.{name}"), &mut errors);
+        errors.into_result()?;
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for e in &config.endpoints {
+            // Validated above; parsing again gives the canonical host:port.
+            if let Ok(hp) = parse_etcd(e) {
+                endpoints.push(format!("http://{hp}"));
+            }
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.dial_timeout)
+            .with_keep_alive(Duration::from_secs(10), config.dial_timeout)
+            .with_keep_alive_while_idle(true);
+        if let Some(t) = config.command_timeout {
+            options = options.with_timeout(t);
+        }
+        if let (Some(user), Some(pw)) = (&config.username, &config.password) {
+            options = options.with_user(user.clone(), pw.expose().to_owned());
+        }
+        Ok(EtcdConnectionManager {
+            name: name.into(),
+            endpoints,
+            options,
+            connect_timeout: config.connector.connect_timeout,
+            command_timeout: config
+                .command_timeout
+                .unwrap_or(config.connector.connect_timeout),
+            liveness: Arc::default(),
+        })
+    }
+
+    /// The endpoints, comma separated, for status.
+    pub fn endpoint(&self) -> String {
+        self.endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub(crate) fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+}
+
+/// Sorts an etcd error into connhub's kinds.
+pub(crate) fn classify(
+    name: &str,
+    endpoint: &str,
+    what: &'static str,
+    after: Duration,
+    e: etcd_client::Error,
+) -> Error {
+    use etcd_client::Error as E;
+    let connector = name.to_owned();
+    match &e {
+        E::GRpcStatus(status) => {
+            let msg = status.message();
+            let auth = matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) || msg.contains("authentication failed")
+                || msg.contains("auth: ")
+                || msg.contains("authentication is not enabled");
+            if auth {
+                return Error::Auth {
+                    connector,
+                    kind: Kind::ETCD,
+                    message: msg.to_owned(),
+                };
+            }
+            if status.code() == tonic::Code::Unavailable {
+                return Error::Connect {
+                    connector,
+                    kind: Kind::ETCD,
+                    endpoint: endpoint.to_owned(),
+                    source: Arc::new(e),
+                };
+            }
+            if matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) {
+                return Error::Timeout {
+                    connector: connector.clone(),
+                    kind: Kind::ETCD,
+                    what,
+                    after,
+                    last_error: Some(Box::new(Error::Backend {
+                        connector,
+                        kind: Kind::ETCD,
+                        source: Arc::new(e),
+                    })),
+                };
+            }
+        }
+        E::TransportError(_) | E::IoError(_) => {
+            return Error::Connect {
+                connector,
+                kind: Kind::ETCD,
+                endpoint: endpoint.to_owned(),
+                source: Arc::new(e),
+            };
+        }
+        _ => {}
+    }
+    Error::Backend {
+        connector,
+        kind: Kind::ETCD,
+        source: Arc::new(e),
+    }
+}
+
+impl bb8::ManageConnection for EtcdConnectionManager {
+    type Connection = EtcdConnection;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<EtcdConnection> {
+        if self.liveness.is_closed() {
+            return Err(Error::Closed {
+                connector: self.name.to_string(),
+            });
+        }
+        let epoch = self.liveness.epoch();
+        let endpoint = self.endpoint();
+        let connect = async {
+            let mut client = Client::connect(&self.endpoints, Some(self.options.clone()))
+                .await
+                .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
+            // Connecting is lazy without auth; one request proves a member answers.
+            client
+                .status()
+                .await
+                .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
+            Ok(client)
+        };
+        let client = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    connector: self.name.to_string(),
+                    kind: Kind::ETCD,
+                    what: "connect",
+                    after: self.connect_timeout,
+                    last_error: None,
+                });
+            }
+        };
+        Ok(EtcdConnection {
+            client,
+            epoch,
+            name: self.name.clone(),
+            endpoint: endpoint.into(),
+            command_timeout: self.command_timeout,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut EtcdConnection) -> Result<()> {
+        if !self.liveness.is_current(conn.epoch) {
+            return Err(Error::Backend {
+                connector: self.name.to_string(),
+                kind: Kind::ETCD,
+                source: Arc::new(Retired),
+            });
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut EtcdConnection) -> bool {
+        !self.liveness.is_current(conn.epoch)
+    }
+}
+
+/// Asks a member for its status; the health check of an etcd connector.
+pub(crate) fn ping(conn: &mut EtcdConnection) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        match conn.client.status().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify(
+                &conn.name,
+                &conn.endpoint,
+                "status request",
+                conn.command_timeout,
+                e,
+            )),
+        }
+    })
+}
+
+/// A pooled etcd client; derefs to [`etcd_client::Client`].
+pub struct EtcdConnection {
+    client: Client,
+    epoch: u64,
+    name: Arc<str>,
+    endpoint: Arc<str>,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConnection")
+            .field("endpoint", &self.endpoint)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for EtcdConnection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for EtcdConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}

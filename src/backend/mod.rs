@@ -1,0 +1,5 @@
+//! The backends that ship with connhub. Any other bb8 manager plugs in through
+//! [`Manager::add_pool`](crate::Manager::add_pool).
+
+pub mod etcd;
+pub mod redis;

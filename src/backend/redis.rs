@@ -1,0 +1,322 @@
+//! The Redis backend: [`RedisConnectionManager`] (a `bb8::ManageConnection` over redis
+//! multiplexed connections), the [`RedisConnection`] a checkout derefs to, and
+//! [`RedisPool`].
+//!
+//! Unlike bb8-redis, a checkout costs no `PING`: a connection is handed out unless it was
+//! seen failing (a connection-level I/O error marks it broken) or was made before the
+//! connector last went down. The round trip belongs to the background health check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
+    RedisResult, Value,
+};
+
+use crate::config::{RedisConfig, parse_redis};
+use crate::connector::{BoxFuture, Kind};
+use crate::error::{Error, Result};
+use crate::health::{Liveness, Retired};
+use crate::pool::{Pool, PooledConnection};
+
+/// A pool of Redis connections; what [`Manager::redis`](crate::Manager::redis) returns.
+///
+/// ```no_run
+/// # async fn demo(manager: connhub::Manager) -> Result<(), Box<dyn std::error::Error>> {
+/// use connhub::redis::AsyncCommands;
+/// let pool = manager.redis("cache")?;
+/// let mut conn = pool.get().await?;
+/// let _: () = conn.set("greeting", "hello").await?;
+/// let v: String = conn.get("greeting").await?;
+/// # Ok(()) }
+/// ```
+pub type RedisPool = Pool<RedisConnectionManager>;
+
+/// A checked-out Redis connection.
+pub type PooledRedisConnection<'a> = PooledConnection<'a, RedisConnectionManager>;
+
+/// Makes and validates Redis connections for bb8.
+pub struct RedisConnectionManager {
+    name: Arc<str>,
+    endpoint: String,
+    client: redis::Client,
+    async_config: AsyncConnectionConfig,
+    max_retries: u32,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    liveness: Arc<Liveness>,
+}
+
+impl std::fmt::Debug for RedisConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnectionManager")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnectionManager {
+    /// A manager for the connector `name`. The config is validated first.
+    pub fn new(name: &str, config: &RedisConfig) -> Result<Self> {
+        let mut errors = crate::error::ConfigErrors::default();
+        config.validate(&format!("redis.{name}"), &mut errors);
+        errors.into_result()?;
+        let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
+        let endpoint = hp.to_string();
+        let mut settings =
+            redis::RedisConnectionInfo::default().set_db(i64::from(hp.db.unwrap_or(config.db)));
+        if let Some(user) = &config.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(pw) = &config.password {
+            settings = settings.set_password(pw.expose());
+        }
+        let info = ConnectionAddr::Tcp(hp.host, hp.port)
+            .into_connection_info()
+            .map_err(|e| invalid(name, "addr", e.to_string()))?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| invalid(name, "addr", e.to_string()))?;
+        let async_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connector.connect_timeout))
+            .set_response_timeout(config.command_timeout);
+        Ok(RedisConnectionManager {
+            name: name.into(),
+            endpoint,
+            client,
+            async_config,
+            max_retries: config.max_retries,
+            connect_timeout: config.connector.connect_timeout,
+            command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
+            liveness: Arc::default(),
+        })
+    }
+
+    /// `host:port` it connects to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub(crate) fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    fn classify(&self, e: redis::RedisError) -> Error {
+        classify(
+            &self.name,
+            &self.endpoint,
+            "connect",
+            self.connect_timeout,
+            e,
+        )
+    }
+}
+
+fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
+    let mut errors = crate::error::ConfigErrors::default();
+    errors.push(format!("redis.{name}.{key}"), message);
+    Error::InvalidConfig(errors)
+}
+
+/// Sorts a redis error into connhub's kinds; `what` and `after` describe the limit a
+/// timeout reached.
+pub(crate) fn classify(
+    name: &str,
+    endpoint: &str,
+    what: &'static str,
+    after: Duration,
+    e: redis::RedisError,
+) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
+    let connector = name.to_owned();
+    let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
+        || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || e.code()
+            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"));
+    if auth {
+        return Error::Auth {
+            connector,
+            kind: Kind::REDIS,
+            message: e.to_string(),
+        };
+    }
+    if e.is_timeout() {
+        return Error::Timeout {
+            connector: connector.clone(),
+            kind: Kind::REDIS,
+            what,
+            after,
+            last_error: Some(Box::new(Error::Backend {
+                connector,
+                kind: Kind::REDIS,
+                source: Arc::new(e),
+            })),
+        };
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        return Error::Connect {
+            connector,
+            kind: Kind::REDIS,
+            endpoint: endpoint.to_owned(),
+            source: Arc::new(e),
+        };
+    }
+    Error::Backend {
+        connector,
+        kind: Kind::REDIS,
+        source: Arc::new(e),
+    }
+}
+
+impl bb8::ManageConnection for RedisConnectionManager {
+    type Connection = RedisConnection;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<RedisConnection> {
+        if self.liveness.is_closed() {
+            return Err(Error::Closed {
+                connector: self.name.to_string(),
+            });
+        }
+        // Stamped before connecting: if the connector goes down meanwhile, this
+        // connection is retired with the others.
+        let epoch = self.liveness.epoch();
+        let mut attempt = 0;
+        loop {
+            match self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.async_config)
+                .await
+            {
+                Ok(inner) => {
+                    return Ok(RedisConnection {
+                        inner,
+                        epoch,
+                        broken: false,
+                        liveness: self.liveness.clone(),
+                        name: self.name.clone(),
+                        endpoint: self.endpoint.clone().into(),
+                        command_timeout: self.command_timeout,
+                    });
+                }
+                Err(e) => {
+                    let err = self.classify(e);
+                    if attempt >= self.max_retries || err.is_permanent() {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut RedisConnection) -> Result<()> {
+        if conn.broken || !self.liveness.is_current(conn.epoch) {
+            return Err(Error::Backend {
+                connector: self.name.to_string(),
+                kind: Kind::REDIS,
+                source: Arc::new(Retired),
+            });
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut RedisConnection) -> bool {
+        conn.broken || !self.liveness.is_current(conn.epoch)
+    }
+}
+
+/// Sends `PING`; the health check of a Redis connector.
+pub(crate) fn ping(conn: &mut RedisConnection) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
+        match pong {
+            Ok(_) => Ok(()),
+            Err(e) => Err(classify(
+                &conn.name,
+                &conn.endpoint,
+                "PING",
+                conn.command_timeout,
+                e,
+            )),
+        }
+    })
+}
+
+/// A pooled Redis connection: a redis multiplexed connection that remembers whether it
+/// failed, so the pool never hands it out again.
+///
+/// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
+/// and [`redis::AsyncCommands`] work on a checkout.
+pub struct RedisConnection {
+    inner: MultiplexedConnection,
+    epoch: u64,
+    broken: bool,
+    liveness: Arc<Liveness>,
+    name: Arc<str>,
+    endpoint: Arc<str>,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("epoch", &self.epoch)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// True once the connection saw a connection-level failure; it will be dropped when
+    /// it goes back to the pool.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// The redis multiplexed connection underneath. Clones of it are not tracked by the
+    /// pool.
+    pub fn multiplexed(&self) -> &MultiplexedConnection {
+        &self.inner
+    }
+
+    fn observe<T>(&mut self, r: &RedisResult<T>) {
+        if let Err(e) = r {
+            if e.is_connection_dropped() || e.is_unrecoverable_error() && e.is_io_error() {
+                self.broken = true;
+                self.liveness.report_trouble();
+            } else if e.is_timeout() {
+                self.liveness.report_trouble();
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = self.inner.send_packed_command(cmd).await;
+            self.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = self.inner.send_packed_commands(cmd, offset, count).await;
+            self.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}

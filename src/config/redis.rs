@@ -1,0 +1,108 @@
+//! [`RedisConfig`]: one Redis connector.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::connector::{key, non_zero_opt};
+use super::{ConnectorConfig, Secret, TlsConfig, addr};
+use crate::error::ConfigErrors;
+
+/// One Redis connector: where it connects, how it authenticates, how its pool is sized.
+///
+/// ```
+/// let mut c = connhub::RedisConfig::default();
+/// c.addr = "127.0.0.1:6379".into();
+/// c.pool_size = 16;
+/// assert!(!format!("{c:?}").contains("hunter2"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Timeouts, health checks and reconnects.
+    #[serde(flatten)]
+    pub connector: ConnectorConfig,
+    /// `host:port`, or a `redis://host:port` URL. Default `127.0.0.1:6379`.
+    pub addr: String,
+    /// ACL user name (Redis 6+); `None` authenticates as `default`.
+    pub username: Option<String>,
+    /// Password; never printed.
+    pub password: Option<Secret>,
+    /// Database selected after authentication. Default `0`.
+    pub db: u32,
+    /// How many times a failed connection attempt is retried right away (I/O errors only,
+    /// never bad credentials) before the attempt counts as failed. Default `0`.
+    pub max_retries: u32,
+    /// Largest number of pooled connections. Default `10`.
+    pub pool_size: u32,
+    /// Connections kept open even when idle. Default `0`.
+    pub min_idle_conns: u32,
+    /// Idle connections above `min_idle_conns` are closed after this long. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_time: Option<Duration>,
+    /// Connections are closed after this age. Default `30m`.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    /// Longest wait for the answer to one command; a hung server fails the call with
+    /// [`Error::Timeout`](crate::Error::Timeout) instead of hanging it. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Option<Duration>,
+    /// TLS settings.
+    pub tls: TlsConfig,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            connector: ConnectorConfig::default(),
+            addr: "127.0.0.1:6379".into(),
+            username: None,
+            password: None,
+            db: 0,
+            max_retries: 0,
+            pool_size: 10,
+            min_idle_conns: 0,
+            max_idle_time: Some(Duration::from_secs(300)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            command_timeout: Some(Duration::from_secs(5)),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// A config for this address with every other setting at its default.
+    pub fn new(addr: impl Into<String>) -> Self {
+        RedisConfig {
+            addr: addr.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// Checks every setting; `prefix` is the key path of this connector (`redis.cache`).
+    pub(crate) fn validate(&self, prefix: &str, errors: &mut ConfigErrors) {
+        self.connector.validate(prefix, errors);
+        if let Err(msg) = addr::parse_redis(&self.addr) {
+            errors.push(key(prefix, "addr"), msg);
+        }
+        if self.pool_size == 0 {
+            errors.push(key(prefix, "pool_size"), "must be at least 1");
+        }
+        if self.min_idle_conns > self.pool_size {
+            errors.push(
+                key(prefix, "min_idle_conns"),
+                format!(
+                    "{} is above pool_size ({})",
+                    self.min_idle_conns, self.pool_size
+                ),
+            );
+        }
+        if self.username.as_deref() == Some("") {
+            errors.push(key(prefix, "username"), "must not be empty when given");
+        }
+        non_zero_opt(prefix, "max_idle_time", self.max_idle_time, errors);
+        non_zero_opt(prefix, "max_lifetime", self.max_lifetime, errors);
+        non_zero_opt(prefix, "command_timeout", self.command_timeout, errors);
+        self.tls.validate(prefix, errors);
+    }
+}

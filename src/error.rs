@@ -1,0 +1,257 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connector::{Kind, State};
+
+/// A shared, cloneable cause.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result<T, connhub::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in connhub.
+///
+/// Every variant that concerns a registered connector names it, and every variant that
+/// comes from a backend keeps the backend's own error as its [`source`](std::error::Error::source).
+/// Errors are cheap to clone, so the last error of a connector can be handed to every caller
+/// that asks while it is down.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was refused before anything was connected; every problem is listed.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(ConfigErrors),
+
+    /// No connector is registered under this name.
+    #[error("no connector named {name:?} is registered")]
+    NotFound {
+        /// The name that was looked up.
+        name: String,
+    },
+
+    /// A connector with this name is registered already (names are unique across kinds).
+    #[error("a connector named {name:?} is already registered")]
+    AlreadyRegistered {
+        /// The name that was registered twice.
+        name: String,
+    },
+
+    /// The connector exists, but is of another kind than the one asked for.
+    #[error("connector {name:?} is a {actual} connector, not {expected}")]
+    WrongType {
+        /// The connector's name.
+        name: String,
+        /// What the caller asked for.
+        expected: String,
+        /// What the connector is.
+        actual: Kind,
+    },
+
+    /// The connector is known to be down; returned at once instead of waiting for a timeout.
+    #[error("{kind} connector {connector:?} is unavailable ({state}){}", last(.last_error))]
+    Unavailable {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// Its state when the call was refused.
+        state: State,
+        /// The last real error seen from the backend, if any.
+        last_error: Option<Box<Error>>,
+    },
+
+    /// A checkout or a command did not complete in time.
+    #[error("{kind} connector {connector:?}: {what} timed out after {}{}", humantime::format_duration(*.after), last(.last_error))]
+    Timeout {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// What timed out ("checkout", "connect", "command", "health check").
+        what: &'static str,
+        /// The limit that was reached.
+        after: Duration,
+        /// The last real error seen from the backend while waiting, if any.
+        last_error: Option<Box<Error>>,
+    },
+
+    /// The backend could not be reached.
+    #[error("{kind} connector {connector:?}: cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// The endpoint that was tried (never with credentials).
+        endpoint: String,
+        /// The underlying cause.
+        #[source]
+        source: Cause,
+    },
+
+    /// The backend refused the credentials.
+    #[error("{kind} connector {connector:?}: authentication failed: {message}")]
+    Auth {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// What the server said (never the password).
+        message: String,
+    },
+
+    /// TLS could not be set up (bad files, untrusted certificate, hostname mismatch...).
+    #[error("{kind} connector {connector:?}: TLS: {message}")]
+    Tls {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// What went wrong, naming the file or the reason.
+        message: String,
+    },
+
+    /// The connector (or the whole manager) was closed.
+    #[error("connector {connector:?} is closed")]
+    Closed {
+        /// The connector's name (`"*"` when the manager itself is closed).
+        connector: String,
+    },
+
+    /// Any other error the backend returned.
+    #[error("{kind} connector {connector:?}: {source}")]
+    Backend {
+        /// The connector's name.
+        connector: String,
+        /// The connector's kind.
+        kind: Kind,
+        /// The backend's error.
+        #[source]
+        source: Cause,
+    },
+}
+
+fn last(e: &Option<Box<Error>>) -> String {
+    match e {
+        Some(e) => format!("; last error: {e}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// The name of the connector this error concerns, if any.
+    pub fn connector(&self) -> Option<&str> {
+        match self {
+            Error::InvalidConfig(_) => None,
+            Error::NotFound { name }
+            | Error::AlreadyRegistered { name }
+            | Error::WrongType { name, .. } => Some(name),
+            Error::Unavailable { connector, .. }
+            | Error::Timeout { connector, .. }
+            | Error::Connect { connector, .. }
+            | Error::Auth { connector, .. }
+            | Error::Tls { connector, .. }
+            | Error::Closed { connector }
+            | Error::Backend { connector, .. } => Some(connector),
+        }
+    }
+
+    /// True for errors that retrying will not fix (bad credentials, TLS, configuration).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidConfig(_) | Error::Auth { .. } | Error::Tls { .. }
+        )
+    }
+
+    /// Turns any backend error into a connhub error: a connhub error passes through, anything
+    /// else becomes [`Error::Backend`].
+    pub(crate) fn from_backend<E>(connector: &str, kind: &Kind, err: E) -> Error
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
+        match boxed.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => Error::Backend {
+                connector: connector.to_owned(),
+                kind: kind.clone(),
+                source: Arc::from(other),
+            },
+        }
+    }
+}
+
+/// One problem found in a configuration, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, such as `redis.cache.pool_size`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors {
+    issues: Vec<ConfigIssue>,
+}
+
+impl ConfigErrors {
+    /// The problems, in the order they were found.
+    pub fn issues(&self) -> &[ConfigIssue] {
+        &self.issues
+    }
+
+    /// True when some problem names exactly this key.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.issues.iter().any(|i| i.key == key)
+    }
+
+    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.issues.is_empty()
+    }
+
+    /// `Ok(())` when nothing was found, the whole list as [`Error::InvalidConfig`] otherwise.
+    pub(crate) fn into_result(self) -> Result<()> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(self))
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

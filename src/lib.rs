@@ -1,0 +1,87 @@
+//! # connhub
+//!
+//! One place for a service to declare, pool, watch and close its connections to Redis,
+//! etcd and any backend that has a [`bb8`] manager.
+//!
+//! ## The model
+//!
+//! - A **connector** is one named connection to one backend (`cache` on Redis, `registry`
+//!   on etcd). Every connector is a [`Pool`]: a `bb8` pool plus the connector's health.
+//!   The [`Connector`] trait is the object-safe view the [`Manager`] keeps of all of them.
+//! - The **[`Manager`]** is the registry: it builds connectors from a [`ManagerConfig`]
+//!   (YAML, TOML, JSON, environment overrides; validated before anything connects) or one
+//!   by one (`add_redis`, `add_etcd`, `add_pool`), hands out typed pools by name
+//!   (`manager.redis("cache")?`), checks them, reports their [`Status`], broadcasts their
+//!   state changes as [`Event`]s, and closes them.
+//! - **Health** is a background concern. Each connector has a task that checks the backend
+//!   every `health_check_interval`; a failed check, or a connection failing in use, moves
+//!   it to [`State::Reconnecting`], where it reconnects with exponential backoff and
+//!   jitter, up to `max_reconnect_attempts` before [`State::Failed`] (where it is still
+//!   probed). A checkout never pings the server: while healthy, `get()` is a bb8 checkout
+//!   and nothing more, and a connection that failed or predates an outage is never handed
+//!   out again.
+//! - **Fail fast.** While a connector is down, `get()` returns [`Error::Unavailable`] at
+//!   once, carrying the last real error, instead of waiting out a timeout; a checkout that
+//!   does time out says why ([`Error::Timeout`] with the last error).
+//! - **Errors** are one [`Error`] type; each names its connector and keeps the real cause.
+//!   Passwords are held in [`Secret`] and never printed.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use connhub::{Manager, ManagerConfig};
+//! use connhub::redis::AsyncCommands;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ManagerConfig::from_yaml_str(r#"
+//! redis:
+//!   cache:
+//!     addr: 127.0.0.1:6379
+//!     pool_size: 16
+//! etcd:
+//!   registry:
+//!     endpoints: [127.0.0.1:2379]
+//! "#)?;
+//! let manager = Manager::from_config(config).await?;
+//!
+//! let mut conn = manager.redis("cache")?.get().await?;
+//! let _: () = conn.set("greeting", "hello").await?;
+//!
+//! let mut etcd = manager.etcd("registry")?.get().await?;
+//! etcd.put("service/a", "10.0.0.1:80", None).await?;
+//! # drop((conn, etcd));
+//! manager.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! - `testkit`: start real `redis-server` and `etcd` processes on free loopback ports, with
+//!   kill, pause, resume and restart, for your own tests ([`testkit`]).
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backend;
+pub mod config;
+mod connector;
+mod error;
+mod health;
+mod health_task;
+mod manager;
+mod pool;
+mod pool_config;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use backend::etcd::{EtcdConnection, EtcdConnectionManager, EtcdPool};
+pub use backend::redis::{RedisConnection, RedisConnectionManager, RedisPool};
+pub use config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, Secret, TlsConfig};
+pub use connector::{BoxFuture, Connector, Event, Kind, PoolCounts, State, Status};
+pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Result};
+pub use manager::{HealthCheck, HealthReport, Manager};
+pub use pool::{Backend, Pool, PooledConnection};
+pub use pool_config::PoolConfig;
+
+pub use bb8;
+pub use etcd_client;
+pub use redis;

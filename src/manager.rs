@@ -1,0 +1,389 @@
+//! [`Manager`]: the registry of connectors, by name.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::broadcast;
+
+use crate::backend::etcd::{self as etcd_backend, EtcdConnectionManager, EtcdPool};
+use crate::backend::redis::{self as redis_backend, RedisConnectionManager, RedisPool};
+use crate::config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, check_name};
+use crate::connector::{Connector, Event, Kind, Status};
+use crate::error::{ConfigErrors, Error, Result};
+use crate::pool::{Backend, Pool, Spec};
+use crate::pool_config::{PoolConfig, kind_from_type_name};
+
+/// How many state changes a slow subscriber may fall behind before it misses some.
+const EVENT_CAPACITY: usize = 1024;
+
+/// One place for every connection of a service: register connectors, look them up by name
+/// as typed pools, check them, watch their state, close them.
+///
+/// `Manager` is cheap to clone and safe to share between tasks; lookups take a read lock
+/// for a hash-map lookup and an `Arc` clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = connhub::ManagerConfig::from_file("connhub.yaml")?;
+/// let manager = connhub::Manager::from_config(config).await?;
+/// let cache = manager.redis("cache")?;
+/// let mut conn = cache.get().await?;
+/// let pong: String = connhub::redis::cmd("PING").query_async(&mut *conn).await?;
+/// drop(conn);
+/// manager.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: RwLock<HashMap<String, Arc<dyn Connector>>>,
+    closed: AtomicBool,
+    events: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        f.debug_struct("Manager")
+            .field("connectors", &names)
+            .field("closed", &self.inner.closed.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Manager::new()
+    }
+}
+
+/// The outcome of [`Manager::health_check`]: one entry per connector, by name.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    /// Every connector's check, sorted by name.
+    pub checks: Vec<HealthCheck>,
+}
+
+/// One connector's check.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// The connector's name.
+    pub name: String,
+    /// The connector's kind.
+    pub kind: Kind,
+    /// How long the check took, or why it failed.
+    pub result: Result<Duration>,
+}
+
+impl HealthReport {
+    /// True when every check succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.result.is_ok())
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &HealthCheck> {
+        self.checks.iter().filter(|c| c.result.is_err())
+    }
+}
+
+impl Manager {
+    /// An empty manager.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Manager {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                events,
+            }),
+        }
+    }
+
+    /// Validates the whole config (every problem at once, nothing connected), then
+    /// registers every connector concurrently. If one fails to connect, those already
+    /// connected are closed and the first error (by kind, then name) is returned.
+    pub async fn from_config(config: ManagerConfig) -> Result<Manager> {
+        config.validate()?;
+        let manager = Manager::new();
+        let redis = config
+            .redis
+            .into_iter()
+            .map(|(name, c)| {
+                let m = manager.clone();
+                async move { m.add_redis(name, c).await.map(|_| ()) }
+            })
+            .collect::<Vec<_>>();
+        let etcd = config
+            .etcd
+            .into_iter()
+            .map(|(name, c)| {
+                let m = manager.clone();
+                async move { m.add_etcd(name, c).await.map(|_| ()) }
+            })
+            .collect::<Vec<_>>();
+        let (redis, etcd) = tokio::join!(join_all(redis), join_all(etcd));
+        if let Some(err) = redis.into_iter().chain(etcd).find_map(|r| r.err()) {
+            let _ = manager.close().await;
+            return Err(err);
+        }
+        Ok(manager)
+    }
+
+    /// Registers a Redis connector and returns its pool. The config is validated first;
+    /// unless `lazy_connect` is set, the first connection is made (and a wrong password is
+    /// [`Error::Auth`]) before this returns.
+    pub async fn add_redis(
+        &self,
+        name: impl Into<String>,
+        config: RedisConfig,
+    ) -> Result<RedisPool> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let manager = RedisConnectionManager::new(&name, &config)?;
+        let spec = Spec {
+            kind: Kind::REDIS,
+            endpoint: manager.endpoint().to_owned(),
+            pool: PoolConfig {
+                max_size: config.pool_size,
+                min_idle: (config.min_idle_conns > 0).then_some(config.min_idle_conns),
+                max_idle_time: config.max_idle_time,
+                max_lifetime: config.max_lifetime,
+                kind: None,
+                endpoint: String::new(),
+            },
+            liveness: Some(manager.liveness()),
+            ping: Some(redis_backend::ping),
+            connector: config.connector,
+            events: self.inner.events.clone(),
+            name: name.clone(),
+        };
+        self.register(name, Pool::build(spec, manager).await?).await
+    }
+
+    /// Registers an etcd connector and returns its pool; see [`add_redis`](Manager::add_redis).
+    pub async fn add_etcd(&self, name: impl Into<String>, config: EtcdConfig) -> Result<EtcdPool> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let manager = EtcdConnectionManager::new(&name, &config)?;
+        let spec = Spec {
+            kind: Kind::ETCD,
+            endpoint: manager.endpoint(),
+            pool: PoolConfig {
+                max_size: config.pool_size,
+                ..PoolConfig::default()
+            },
+            liveness: Some(manager.liveness()),
+            ping: Some(etcd_backend::ping),
+            connector: config.connector,
+            events: self.inner.events.clone(),
+            name: name.clone(),
+        };
+        self.register(name, Pool::build(spec, manager).await?).await
+    }
+
+    /// Registers any bb8 backend (bb8-postgres, bb8-lapin, your own) and returns its pool.
+    ///
+    /// Its health check is a validated checkout (bb8's `is_valid`, which for most managers
+    /// is a round trip), and its kind comes from [`PoolConfig::kind`] or the manager's
+    /// type name.
+    pub async fn add_pool<M: Backend>(
+        &self,
+        name: impl Into<String>,
+        manager: M,
+        connector: ConnectorConfig,
+        pool: PoolConfig,
+    ) -> Result<Pool<M>> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let mut errors = ConfigErrors::default();
+        check_name("pool", &name, &mut errors);
+        connector.validate(&name, &mut errors);
+        pool.validate(&name, &mut errors);
+        errors.into_result()?;
+        let kind = match &pool.kind {
+            Some(k) => Kind::custom(k.clone()),
+            None => Kind::custom(kind_from_type_name(std::any::type_name::<M>())),
+        };
+        let spec = Spec {
+            kind,
+            endpoint: pool.endpoint.clone(),
+            pool,
+            liveness: None,
+            ping: None,
+            connector,
+            events: self.inner.events.clone(),
+            name: name.clone(),
+        };
+        self.register(name, Pool::build(spec, manager).await?).await
+    }
+
+    fn check_free(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        if self.read().contains_key(name) {
+            return Err(Error::AlreadyRegistered {
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                connector: "*".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn register<M: Backend>(&self, name: String, pool: Pool<M>) -> Result<Pool<M>> {
+        let refused = {
+            let mut registry = self.write();
+            if self.inner.closed.load(Ordering::Acquire) {
+                Some(Error::Closed {
+                    connector: "*".into(),
+                })
+            } else if registry.contains_key(&name) {
+                Some(Error::AlreadyRegistered { name: name.clone() })
+            } else {
+                registry.insert(name, Arc::new(pool.clone()));
+                None
+            }
+        };
+        match refused {
+            Some(e) => {
+                // Lost a race with another registration or with close: undo quietly.
+                let _ = pool.close().await;
+                Err(e)
+            }
+            None => Ok(pool),
+        }
+    }
+
+    /// The Redis pool registered as `name`.
+    pub fn redis(&self, name: &str) -> Result<RedisPool> {
+        self.pool_of(name, "redis")
+    }
+
+    /// The etcd pool registered as `name`.
+    pub fn etcd(&self, name: &str) -> Result<EtcdPool> {
+        self.pool_of(name, "etcd")
+    }
+
+    /// The pool of any backend registered as `name`, typed by its bb8 manager.
+    pub fn pool<M: Backend>(&self, name: &str) -> Result<Pool<M>> {
+        self.pool_of(name, std::any::type_name::<M>())
+    }
+
+    fn pool_of<M: Backend>(&self, name: &str, expected: &str) -> Result<Pool<M>> {
+        let connector = self.connector(name)?;
+        match connector.as_any().downcast_ref::<Pool<M>>() {
+            Some(pool) => Ok(pool.clone()),
+            None => Err(Error::WrongType {
+                name: name.to_owned(),
+                expected: expected.to_owned(),
+                actual: connector.kind().clone(),
+            }),
+        }
+    }
+
+    /// The connector registered as `name`, behind the object-safe interface.
+    pub fn connector(&self, name: &str) -> Result<Arc<dyn Connector>> {
+        self.check_open()?;
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The names of every registered connector, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Unregisters `name` and closes it (see [`Pool::close`]).
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let removed = self.write().remove(name);
+        match removed {
+            Some(c) => c.disconnect().await,
+            None => Err(Error::NotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Checks every connector now, concurrently; each check is bounded by its
+    /// `connect_timeout`. Failed checks move their connector to `Reconnecting`.
+    pub async fn health_check(&self) -> HealthReport {
+        let connectors = self.snapshot();
+        let checks = join_all(connectors.iter().map(|c| async move {
+            HealthCheck {
+                name: c.name().to_owned(),
+                kind: c.kind().clone(),
+                result: c.health_check().await,
+            }
+        }))
+        .await;
+        HealthReport { checks }
+    }
+
+    /// A snapshot of every connector, sorted by name; free of secrets.
+    pub fn status(&self) -> Vec<Status> {
+        self.snapshot().iter().map(|c| c.status()).collect()
+    }
+
+    /// Every state change of every connector from now on, in order per connector.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Closes every connector concurrently (each drains up to its `drain_timeout`).
+    /// Afterwards lookups and checkouts are [`Error::Closed`]. Calling it again does
+    /// nothing.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let drained: Vec<Arc<dyn Connector>> = self.write().drain().map(|(_, c)| c).collect();
+        let results = join_all(drained.iter().map(|c| c.disconnect())).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
+    /// True once [`close`](Manager::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn snapshot(&self) -> Vec<Arc<dyn Connector>> {
+        let mut all: Vec<Arc<dyn Connector>> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<dyn Connector>>> {
+        // A poisoned lock only means a panic elsewhere while it was held; the map itself
+        // is never left half-updated (single insert/remove calls).
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<dyn Connector>>> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,205 @@
+//! Real `etcd` members for tests: one alone, or an N-member cluster.
+
+use std::io;
+
+use tempfile::TempDir;
+
+use super::process::{Process, exchange, free_port, require};
+use crate::config::EtcdConfig;
+
+/// One etcd member process, killed when dropped.
+#[derive(Debug)]
+pub struct EtcdServer {
+    name: String,
+    client_port: u16,
+    process: Process,
+    _dir: TempDir,
+}
+
+struct MemberPorts {
+    name: String,
+    client: u16,
+    peer: u16,
+}
+
+fn member_args(m: &MemberPorts, cluster: &str, data_dir: &str) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{}", m.client);
+    let peer = format!("http://127.0.0.1:{}", m.peer);
+    vec![
+        "--name".into(),
+        m.name.clone(),
+        "--data-dir".into(),
+        data_dir.to_owned(),
+        "--listen-client-urls".into(),
+        client.clone(),
+        "--advertise-client-urls".into(),
+        client,
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer,
+        "--initial-cluster".into(),
+        cluster.to_owned(),
+        "--initial-cluster-state".into(),
+        "new".into(),
+        "--initial-cluster-token".into(),
+        format!("connhub-{}", m.client),
+        "--heartbeat-interval".into(),
+        "50".into(),
+        "--election-timeout".into(),
+        "500".into(),
+        "--logger".into(),
+        "zap".into(),
+        "--log-level".into(),
+        "warn".into(),
+    ]
+}
+
+impl EtcdServer {
+    /// Starts a single-member cluster and waits until it answers.
+    pub fn start() -> io::Result<EtcdServer> {
+        let mut cluster = EtcdCluster::start(1)?;
+        cluster
+            .members
+            .pop()
+            .ok_or_else(|| io::Error::other("no member started"))
+    }
+
+    fn spawn(m: &MemberPorts, cluster: &str) -> io::Result<EtcdServer> {
+        let dir = tempfile::Builder::new().prefix("connhub-etcd-").tempdir()?;
+        let data = dir.path().join("data").display().to_string();
+        let log = dir.path().join("etcd.log");
+        let process = Process::spawn("etcd", member_args(m, cluster, &data), &log)?;
+        Ok(EtcdServer {
+            name: m.name.clone(),
+            client_port: m.client,
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// An [`EtcdConfig`] pointing at this member.
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig::new([self.endpoint()])
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&self) -> io::Result<()> {
+        self.process.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) -> io::Result<()> {
+        self.process.signal(libc::SIGCONT)
+    }
+
+    /// Kills the member if it runs and starts it again on the same ports with its data.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.kill();
+        self.process.start()?;
+        self.wait_ready()
+    }
+
+    /// True once the member reports itself healthy (it has a leader).
+    pub fn is_healthy(&self) -> bool {
+        exchange(self.client_port, b"GET /health HTTP/1.0\r\n\r\n")
+            .is_some_and(|r| r.contains("\"health\":\"true\""))
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let port = self.client_port;
+        self.process.wait_ready("etcd", || {
+            exchange(port, b"GET /health HTTP/1.0\r\n\r\n")
+                .is_some_and(|r| r.contains("\"health\":\"true\""))
+        })
+    }
+
+    /// Turns on authentication: adds `root` with `root_password` and enables auth.
+    pub async fn enable_auth(&self, root_password: &str) -> Result<(), etcd_client::Error> {
+        let mut c = etcd_client::Client::connect([self.endpoint()], None).await?;
+        c.user_add("root", root_password, None).await?;
+        c.user_grant_role("root", "root").await?;
+        c.auth_enable().await?;
+        Ok(())
+    }
+}
+
+/// An N-member etcd cluster on loopback ports.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one is healthy.
+    pub fn start(n: usize) -> io::Result<EtcdCluster> {
+        require("etcd", "etcd-server")?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a cluster needs at least one member",
+            ));
+        }
+        let mut ports = Vec::with_capacity(n);
+        for i in 0..n {
+            ports.push(MemberPorts {
+                name: format!("m{i}"),
+                client: free_port()?,
+                peer: free_port()?,
+            });
+        }
+        let cluster = ports
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::with_capacity(n);
+        for m in &ports {
+            members.push(EtcdServer::spawn(m, &cluster)?);
+        }
+        for m in &mut members {
+            m.wait_ready()?;
+        }
+        Ok(EtcdCluster { members })
+    }
+
+    /// Every member's `127.0.0.1:<port>`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdServer::endpoint).collect()
+    }
+
+    /// An [`EtcdConfig`] with every member's endpoint.
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig::new(self.endpoints())
+    }
+
+    /// Member `i`, if there is one.
+    pub fn member(&mut self, i: usize) -> Option<&mut EtcdServer> {
+        self.members.get_mut(i)
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Always false: a cluster has at least one member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}

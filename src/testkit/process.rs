@@ -1,0 +1,174 @@
+//! A child server process: spawn, signal, wait until it answers, clean up on drop.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server gets to start answering.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1 (free when asked; servers bind it right after).
+pub fn free_port() -> io::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Finds `binary` on the PATH, or says how to install it.
+pub(crate) fn require(binary: &str, debian_package: &str) -> io::Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(binary).is_file()))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "`{binary}` was not found on PATH; install it (Debian: apt-get install {debian_package}, or run scripts/install-deps)"
+            ),
+        ))
+    }
+}
+
+/// One running server process.
+#[derive(Debug)]
+pub(crate) struct Process {
+    child: Option<Child>,
+    program: String,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    pub(crate) fn spawn(program: &str, args: Vec<String>, log: &Path) -> io::Result<Process> {
+        let mut p = Process {
+            child: None,
+            program: program.to_owned(),
+            args,
+            log: log.to_owned(),
+        };
+        p.start()?;
+        Ok(p)
+    }
+
+    pub(crate) fn start(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", self.program)))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub(crate) fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    pub(crate) fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGCONT first: a stopped process still dies on SIGKILL, but this keeps
+            // its sockets from lingering in odd states.
+            self.signal_pid(c.id(), libc::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
+        match &self.child {
+            Some(c) => {
+                self.signal_pid(c.id(), sig);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the server is not running",
+            )),
+        }
+    }
+
+    fn signal_pid(&self, pid: u32, sig: i32) {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory is shared.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Polls `probe` until it answers true, the process exits, or the timeout passes.
+    pub(crate) fn wait_ready(&mut self, what: &str, probe: impl Fn() -> bool) -> io::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if probe() {
+                return Ok(());
+            }
+            if !self.is_running() {
+                return Err(io::Error::other(format!(
+                    "{what} exited during start-up; its log says:\n{}",
+                    self.log_tail()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{what} did not answer within {READY_TIMEOUT:?}; its log says:\n{}",
+                        self.log_tail()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `request` to a loopback port and returns what came back within a short time.
+pub(crate) fn exchange(port: u16, request: &[u8]) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(request).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.ends_with(b"\r\n") && !request.starts_with(b"GET") {
+            break;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}

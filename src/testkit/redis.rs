@@ -1,0 +1,160 @@
+//! A real `redis-server` for tests.
+
+use std::io;
+
+use tempfile::TempDir;
+
+use super::process::{Process, exchange, free_port, require};
+use crate::config::{RedisConfig, Secret};
+
+/// Options for a [`RedisServer`].
+#[derive(Debug, Default, Clone)]
+pub struct RedisServerBuilder {
+    password: Option<String>,
+    users: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl RedisServerBuilder {
+    /// Require this password for the `default` user (`requirepass`).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Add an ACL user with every permission.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+
+    /// Extra `redis-server` arguments, such as `["--maxclients", "10"]`.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn start(self) -> io::Result<RedisServer> {
+        require("redis-server", "redis-server")?;
+        let dir = tempfile::Builder::new()
+            .prefix("connhub-redis-")
+            .tempdir()?;
+        let port = free_port()?;
+        let mut args = vec![
+            "--port".to_owned(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--daemonize".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+        ];
+        if let Some(pw) = &self.password {
+            args.push("--requirepass".into());
+            args.push(pw.clone());
+        }
+        for (user, pw) in &self.users {
+            args.extend([
+                "--user".into(),
+                user.clone(),
+                "on".into(),
+                format!(">{pw}"),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ]);
+        }
+        args.extend(self.args.iter().cloned());
+        let log = dir.path().join("redis.log");
+        let process = Process::spawn("redis-server", args, &log)?;
+        let mut server = RedisServer {
+            port,
+            password: self.password,
+            process,
+            _dir: dir,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+}
+
+/// A `redis-server` process on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    process: Process,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with no password.
+    pub fn start() -> io::Result<RedisServer> {
+        RedisServerBuilder::default().start()
+    }
+
+    /// Options: password, ACL users, extra arguments.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A [`RedisConfig`] pointing at this server, with its password if it has one.
+    pub fn config(&self) -> RedisConfig {
+        let mut c = RedisConfig::new(self.addr());
+        c.password = self.password.clone().map(Secret::new);
+        c
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.process.pid()
+    }
+
+    /// SIGKILL: the server dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGSTOP: the server keeps its connections but answers nothing.
+    pub fn pause(&self) -> io::Result<()> {
+        self.process.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT: a paused server answers again.
+    pub fn resume(&self) -> io::Result<()> {
+        self.process.signal(libc::SIGCONT)
+    }
+
+    /// Kills the server if it runs and starts it again on the same port (empty: nothing
+    /// is saved).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.kill();
+        self.process.start()?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let port = self.port;
+        self.process.wait_ready("redis-server", || {
+            exchange(port, b"PING\r\n").is_some_and(|r| {
+                r.starts_with("+PONG") || r.starts_with("-NOAUTH") || r.starts_with("-WRONGPASS")
+            })
+        })
+    }
+}

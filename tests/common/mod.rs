@@ -1,0 +1,30 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+
+use std::time::Duration;
+
+use connhub::ConnectorConfig;
+
+/// Short timeouts so failures show quickly; generous enough for a loaded CI machine.
+pub fn quick() -> ConnectorConfig {
+    ConnectorConfig {
+        connect_timeout: Duration::from_secs(3),
+        health_check_interval: Duration::from_millis(500),
+        reconnect_interval: Duration::from_millis(200),
+        reconnect_backoff_max: Duration::from_millis(400),
+        drain_timeout: Duration::from_secs(2),
+        ..ConnectorConfig::default()
+    }
+}
+
+/// Waits up to `limit` for `cond`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
