@@ -1,1 +1,94 @@
-fn main() {}
+//! The etcd backend against real etcd members started by the testkit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use connhub::testkit::{EtcdCluster, EtcdServer};
+use connhub::{EtcdConfig, Error, Manager, Secret, State};
+
+fn config(server: &EtcdServer) -> EtcdConfig {
+    let mut c = server.config();
+    c.connector = common::quick();
+    c
+}
+
+#[tokio::test]
+async fn put_and_get_through_the_pool() {
+    let server = EtcdServer::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_etcd("registry", config(&server)).await.unwrap();
+    assert_eq!(pool.state(), State::Healthy);
+
+    let mut client = pool.get().await.unwrap();
+    client.put("service/a", "10.0.0.1:80", None).await.unwrap();
+    let resp = client.get("service/a", None).await.unwrap();
+    assert_eq!(resp.kvs()[0].value_str().unwrap(), "10.0.0.1:80");
+    drop(client);
+
+    let status = manager.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].kind.to_string(), "etcd");
+    assert_eq!(status[0].endpoint, server.endpoint());
+    manager.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_endpoints_reach_the_cluster() {
+    let cluster = EtcdCluster::start(3).unwrap();
+    let manager = Manager::new();
+    let mut c = cluster.config();
+    c.connector = common::quick();
+    let pool = manager.add_etcd("cluster", c).await.unwrap();
+    let mut client = pool.get().await.unwrap();
+    client.put("k", "v", None).await.unwrap();
+    let members = client.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+    drop(client);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_error_within_connect_timeout() {
+    let server = EtcdServer::start().unwrap();
+    server.enable_auth("root-secret").await.unwrap();
+    let manager = Manager::new();
+
+    let mut bad = config(&server);
+    bad.username = Some("root".into());
+    bad.password = Some(Secret::new("not-the-root-secret"));
+    bad.connector.connect_timeout = Duration::from_secs(5);
+    let start = Instant::now();
+    let err = manager.add_etcd("registry", bad).await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("registry"), "{text}");
+    assert!(!text.contains("not-the-root-secret"), "{text}");
+
+    let mut good = config(&server);
+    good.username = Some("root".into());
+    good.password = Some(Secret::new("root-secret"));
+    let pool = manager.add_etcd("registry", good).await.unwrap();
+    let mut client = pool.get().await.unwrap();
+    client.put("a", "b", None).await.unwrap();
+    drop(client);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_cluster_fails_within_connect_timeout() {
+    let port = connhub::testkit::free_port().unwrap();
+    let manager = Manager::new();
+    let mut c = EtcdConfig::new([format!("127.0.0.1:{port}")]);
+    c.connector = common::quick();
+    c.dial_timeout = Duration::from_secs(1);
+    let start = Instant::now();
+    let err = manager.add_etcd("gone", c).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        matches!(err, Error::Connect { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("gone"), "{err}");
+}

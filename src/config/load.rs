@@ -184,19 +184,42 @@ where
             Ok(parsed) => return parsed,
             Err(e) => {
                 let path = e.path().to_string();
-                let key = if path == "." || path.is_empty() {
-                    prefix.to_owned()
-                } else {
-                    format!("{prefix}.{path}")
-                };
-                errors.push(key, e.inner().to_string());
-                if !remove_path(&mut value, e.path()) {
+                if path != "." && !path.is_empty() {
+                    errors.push(format!("{prefix}.{path}"), e.inner().to_string());
+                    if remove_path(&mut value, e.path()) {
+                        continue;
+                    }
                     break;
+                }
+                // No path (a flattened field): find the key by trying each alone.
+                match isolate::<T>(&value) {
+                    Some((key, message)) => {
+                        errors.push(format!("{prefix}.{key}"), message);
+                        if let Value::Object(m) = &mut value {
+                            m.remove(&key);
+                        }
+                    }
+                    None => {
+                        errors.push(prefix, e.inner().to_string());
+                        break;
+                    }
                 }
             }
         }
     }
     T::default()
+}
+
+/// The first top-level key whose value alone fails to deserialize, with the message.
+fn isolate<T: DeserializeOwned>(value: &Value) -> Option<(String, String)> {
+    let Value::Object(m) = value else { return None };
+    m.iter().find_map(|(k, v)| {
+        let mut single = Map::new();
+        single.insert(k.clone(), v.clone());
+        serde_json::from_value::<T>(Value::Object(single))
+            .err()
+            .map(|e| (k.clone(), e.to_string()))
+    })
 }
 
 fn unknown_keys(value: &Value, template: &Value, prefix: &str, out: &mut Vec<String>) {

@@ -22,7 +22,7 @@ struct MemberPorts {
     peer: u16,
 }
 
-fn member_args(m: &MemberPorts, cluster: &str, data_dir: &str) -> Vec<String> {
+fn member_args(m: &MemberPorts, cluster: &str, token: &str, data_dir: &str) -> Vec<String> {
     let client = format!("http://127.0.0.1:{}", m.client);
     let peer = format!("http://127.0.0.1:{}", m.peer);
     vec![
@@ -43,7 +43,7 @@ fn member_args(m: &MemberPorts, cluster: &str, data_dir: &str) -> Vec<String> {
         "--initial-cluster-state".into(),
         "new".into(),
         "--initial-cluster-token".into(),
-        format!("connhub-{}", m.client),
+        token.to_owned(),
         "--heartbeat-interval".into(),
         "50".into(),
         "--election-timeout".into(),
@@ -65,11 +65,11 @@ impl EtcdServer {
             .ok_or_else(|| io::Error::other("no member started"))
     }
 
-    fn spawn(m: &MemberPorts, cluster: &str) -> io::Result<EtcdServer> {
+    fn spawn(m: &MemberPorts, cluster: &str, token: &str) -> io::Result<EtcdServer> {
         let dir = tempfile::Builder::new().prefix("connhub-etcd-").tempdir()?;
         let data = dir.path().join("data").display().to_string();
         let log = dir.path().join("etcd.log");
-        let process = Process::spawn("etcd", member_args(m, cluster, &data), &log)?;
+        let process = Process::spawn("etcd", member_args(m, cluster, token, &data), &log)?;
         Ok(EtcdServer {
             name: m.name.clone(),
             client_port: m.client,
@@ -168,9 +168,11 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        // One token per cluster, so members of different test clusters never merge.
+        let token = format!("connhub-{}", ports[0].peer);
         let mut members = Vec::with_capacity(n);
         for m in &ports {
-            members.push(EtcdServer::spawn(m, &cluster)?);
+            members.push(EtcdServer::spawn(m, &cluster, &token)?);
         }
         for m in &mut members {
             m.wait_ready()?;

@@ -1,0 +1,251 @@
+//! Loading and validating configuration: every rule, every format, errors by key path.
+
+use std::io::Write;
+use std::time::Duration;
+
+use connhub::{ConfigErrors, Error, ManagerConfig};
+
+fn errors(r: connhub::Result<ManagerConfig>) -> ConfigErrors {
+    match r {
+        Err(Error::InvalidConfig(e)) => e,
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+fn yaml_errors(text: &str) -> ConfigErrors {
+    errors(ManagerConfig::from_yaml_str(text))
+}
+
+fn assert_key(e: &ConfigErrors, key: &str) {
+    assert!(e.has_key(key), "no error for {key}; got: {e}");
+}
+
+#[test]
+fn full_yaml_loads_with_defaults_and_durations() {
+    let cfg = ManagerConfig::from_yaml_str(
+        r#"
+defaults:
+  connect_timeout: 2s
+  health_check_interval: 30s
+  auto_reconnect: true
+  reconnect_interval: 500ms
+  max_reconnect_attempts: 3
+redis:
+  cache:
+    addr: 127.0.0.1:6379
+    db: 2
+    pool_size: 16
+    min_idle_conns: 2
+    max_idle_time: 5m
+    max_lifetime: 1h
+    command_timeout: 250ms
+    password: s3cret
+etcd:
+  registry:
+    endpoints: [127.0.0.1:2379, "http://127.0.0.2:2379"]
+    dial_timeout: 3s
+    connect_timeout: 9s
+"#,
+    )
+    .unwrap();
+    let r = &cfg.redis["cache"];
+    assert_eq!(r.db, 2);
+    assert_eq!(r.pool_size, 16);
+    assert_eq!(r.min_idle_conns, 2);
+    assert_eq!(r.max_idle_time, Some(Duration::from_secs(300)));
+    assert_eq!(r.max_lifetime, Some(Duration::from_secs(3600)));
+    assert_eq!(r.command_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(r.connector.connect_timeout, Duration::from_secs(2));
+    assert_eq!(r.connector.max_reconnect_attempts, 3);
+    assert_eq!(r.password.as_ref().unwrap().expose(), "s3cret");
+    let e = &cfg.etcd["registry"];
+    assert_eq!(e.endpoints.len(), 2);
+    assert_eq!(e.connector.connect_timeout, Duration::from_secs(9));
+    assert_eq!(e.connector.reconnect_interval, Duration::from_millis(500));
+}
+
+#[test]
+fn toml_and_json_load_the_same() {
+    let toml = ManagerConfig::from_toml_str(
+        "[defaults]\nconnect_timeout = \"2s\"\n[redis.cache]\naddr = \"127.0.0.1:6379\"\npool_size = 4\n[etcd.reg]\nendpoints = [\"127.0.0.1:2379\"]\n",
+    )
+    .unwrap();
+    let json = ManagerConfig::from_json_str(
+        r#"{"defaults":{"connect_timeout":"2s"},"redis":{"cache":{"addr":"127.0.0.1:6379","pool_size":4}},"etcd":{"reg":{"endpoints":["127.0.0.1:2379"]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(toml, json);
+    assert_eq!(toml.redis["cache"].pool_size, 4);
+    assert_eq!(toml.redis["cache"].connector.connect_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn from_file_picks_the_format_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        ("a.yaml", "redis:\n  c:\n    addr: h:1\n"),
+        ("a.yml", "redis:\n  c:\n    addr: h:1\n"),
+        ("a.toml", "[redis.c]\naddr = \"h:1\"\n"),
+        ("a.json", r#"{"redis":{"c":{"addr":"h:1"}}}"#),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path).unwrap().write_all(body.as_bytes()).unwrap();
+        let cfg = ManagerConfig::from_file(&path).unwrap();
+        assert_eq!(cfg.redis["c"].addr, "h:1", "{name}");
+    }
+    let bad = dir.path().join("a.ini");
+    std::fs::write(&bad, "x").unwrap();
+    let e = errors(ManagerConfig::from_file(&bad));
+    assert!(e.to_string().contains("extension"), "{e}");
+    let e = errors(ManagerConfig::from_file(dir.path().join("missing.yaml")));
+    assert!(e.to_string().contains("cannot read"), "{e}");
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    ManagerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/connhub.yaml")).unwrap();
+}
+
+#[test]
+fn pool_size_zero_is_refused() {
+    let e = yaml_errors("redis:\n  c:\n    pool_size: 0\netcd:\n  e:\n    pool_size: 0\n");
+    assert_key(&e, "redis.c.pool_size");
+    assert_key(&e, "etcd.e.pool_size");
+}
+
+#[test]
+fn min_idle_above_pool_size_is_refused() {
+    let e = yaml_errors("redis:\n  c:\n    pool_size: 2\n    min_idle_conns: 3\n");
+    assert_key(&e, "redis.c.min_idle_conns");
+}
+
+#[test]
+fn empty_or_malformed_addr_is_refused() {
+    for addr in ["\"\"", "localhost", "localhost:abc", "h:0", "h:99999", "\"redis://u:p@h:1\""] {
+        let e = yaml_errors(&format!("redis:\n  c:\n    addr: {addr}\n"));
+        assert_key(&e, "redis.c.addr");
+        assert!(!e.to_string().contains("u:p@"), "credentials echoed: {e}");
+    }
+}
+
+#[test]
+fn zero_timeouts_and_intervals_are_refused() {
+    for key in [
+        "connect_timeout",
+        "health_check_interval",
+        "reconnect_interval",
+        "command_timeout",
+        "max_idle_time",
+        "max_lifetime",
+    ] {
+        let e = yaml_errors(&format!("redis:\n  c:\n    {key}: 0s\n"));
+        assert_key(&e, &format!("redis.c.{key}"));
+    }
+    let e = yaml_errors("etcd:\n  e:\n    dial_timeout: 0s\n");
+    assert_key(&e, "etcd.e.dial_timeout");
+    let e = yaml_errors("defaults:\n  connect_timeout: 0ms\n");
+    assert_key(&e, "defaults.connect_timeout");
+}
+
+#[test]
+fn negative_and_non_numeric_values_are_refused() {
+    let e = yaml_errors("redis:\n  c:\n    pool_size: -1\n    db: many\n    connect_timeout: soon\n");
+    assert_key(&e, "redis.c.pool_size");
+    assert_key(&e, "redis.c.db");
+    assert_key(&e, "redis.c.connect_timeout");
+    let e = yaml_errors("defaults:\n  max_reconnect_attempts: -3\n");
+    assert_key(&e, "defaults.max_reconnect_attempts");
+}
+
+#[test]
+fn empty_etcd_endpoints_are_refused() {
+    let e = yaml_errors("etcd:\n  e:\n    endpoints: []\n");
+    assert_key(&e, "etcd.e.endpoints");
+    let e = yaml_errors("etcd:\n  e:\n    endpoints: [\"nohost\"]\n");
+    assert_key(&e, "etcd.e.endpoints[0]");
+}
+
+#[test]
+fn missing_tls_files_are_refused() {
+    let e = yaml_errors(
+        "redis:\n  c:\n    tls:\n      ca_file: /no/such/ca.pem\netcd:\n  e:\n    tls:\n      cert_file: /no/such/cert.pem\n      key_file: /no/such/key.pem\n",
+    );
+    assert_key(&e, "redis.c.tls.ca_file");
+    assert_key(&e, "etcd.e.tls.cert_file");
+    assert_key(&e, "etcd.e.tls.key_file");
+}
+
+#[test]
+fn names_are_unique_across_kinds() {
+    let e = yaml_errors("redis:\n  shared: {}\netcd:\n  shared: {}\n");
+    assert_key(&e, "etcd.shared");
+    let e = yaml_errors("redis:\n  \"\": {}\n");
+    assert!(e.to_string().contains("name must not be empty"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused_at_every_level() {
+    let e = yaml_errors(
+        "redis:\n  c:\n    pool_sise: 16\n    tls:\n      enabeld: true\ndefaults:\n  conect_timeout: 1s\netcd:\n  e:\n    endpoint: [h:1]\nredsi: {}\n",
+    );
+    assert_key(&e, "redis.c.pool_sise");
+    assert_key(&e, "redis.c.tls.enabeld");
+    assert_key(&e, "defaults.conect_timeout");
+    assert_key(&e, "etcd.e.endpoint");
+    assert_key(&e, "redsi");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = yaml_errors(
+        "redis:\n  a:\n    pool_size: 0\n    addr: \"\"\n    connect_timeout: 0s\n    pool_sise: 3\n  b:\n    db: -1\netcd:\n  c:\n    endpoints: []\n",
+    );
+    for key in [
+        "redis.a.pool_size",
+        "redis.a.addr",
+        "redis.a.connect_timeout",
+        "redis.a.pool_sise",
+        "redis.b.db",
+        "etcd.c.endpoints",
+    ] {
+        assert_key(&e, key);
+    }
+    assert!(e.issues().len() >= 6);
+}
+
+#[test]
+fn malformed_documents_are_clear_errors() {
+    let e = yaml_errors("redis: [unclosed\n");
+    assert!(e.to_string().contains("cannot parse"), "{e}");
+    let e = yaml_errors("- a list\n");
+    assert!(e.to_string().contains("map"), "{e}");
+    let e = yaml_errors("redis: 5\n");
+    assert_key(&e, "redis");
+}
+
+#[test]
+fn secrets_do_not_print() {
+    let cfg = ManagerConfig::from_yaml_str(
+        "redis:\n  c:\n    password: very-secret-1\netcd:\n  e:\n    username: u\n    password: very-secret-2\n",
+    )
+    .unwrap();
+    let debug = format!("{cfg:?} {:?} {:?}", cfg.redis["c"], cfg.etcd["e"]);
+    let json = serde_json::to_string(&cfg).unwrap();
+    for text in [debug, json] {
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains("***"));
+    }
+}
+
+#[test]
+fn programmatic_configs_are_validated_too() {
+    let mut cfg = ManagerConfig::default();
+    let mut r = connhub::RedisConfig::default();
+    r.pool_size = 0;
+    cfg.redis.insert("c".into(), r);
+    let e = match cfg.validate() {
+        Err(Error::InvalidConfig(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_key(&e, "redis.c.pool_size");
+}
