@@ -79,7 +79,7 @@ pub enum Error {
     },
 
     /// The backend could not be reached.
-    #[error("{kind} connector {connector:?}: cannot connect to {endpoint}: {source}")]
+    #[error("{kind} connector {connector:?}: connection to {endpoint} failed: {source}")]
     Connect {
         /// The connector's name.
         connector: String,
@@ -115,7 +115,7 @@ pub enum Error {
     },
 
     /// The connector (or the whole manager) was closed.
-    #[error("connector {connector:?} is closed")]
+    #[error("{}", closed(.connector))]
     Closed {
         /// The connector's name (`"*"` when the manager itself is closed).
         connector: String,
@@ -132,6 +132,14 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+}
+
+fn closed(connector: &str) -> String {
+    if connector == "*" {
+        "the manager is closed".to_owned()
+    } else {
+        format!("connector {connector:?} is closed")
+    }
 }
 
 fn last(e: &Option<Box<Error>>) -> String {

@@ -1,0 +1,24 @@
+# The two commands a new machine needs:
+#   make demo   start local servers, run the demo, exit
+#   make test   every test (unit, integration against real servers, doc tests)
+CARGO ?= cargo
+
+.PHONY: deps demo test lint bench doc
+
+deps:
+	@bash scripts/install-deps
+
+demo: deps
+	$(CARGO) run --quiet --example demo --features testkit -- $(CONFIG)
+
+test: deps
+	$(CARGO) test --all-features --all-targets
+	$(CARGO) test --all-features --doc
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --all-features
+
+bench: deps
+	$(CARGO) bench --features testkit
