@@ -17,20 +17,27 @@ fn checkout(c: &mut Criterion) {
         let pool = manager.add_redis("bench", cfg).await.expect("connhub pool");
         let m = bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr()))
             .expect("bb8-redis manager");
-        let b = bb8::Pool::builder().max_size(16).build(m).await.expect("bb8-redis pool");
+        let b = bb8::Pool::builder()
+            .max_size(16)
+            .build(m)
+            .await
+            .expect("bb8-redis pool");
         let raw = connhub::redis::Client::open(format!("redis://{}", server.addr()))
             .expect("client")
             .get_multiplexed_async_connection()
             .await
             .expect("raw connection");
-        let mut conn = pool.get().await.expect("checkout");
-        let _: () = conn.set("bench:key", "value").await.expect("SET");
+        {
+            let mut conn = pool.get().await.expect("checkout");
+            let _: () = conn.set("bench:key", "value").await.expect("SET");
+        }
         (pool, Arc::new(b), raw)
     });
 
     let mut g = c.benchmark_group("checkout");
     g.bench_function("connhub get()", |b| {
-        b.to_async(&rt).iter(|| async { drop(pool.get().await.expect("checkout")) })
+        b.to_async(&rt)
+            .iter(|| async { drop(pool.get().await.expect("checkout")) })
     });
     g.bench_function("bb8-redis get() (PING per checkout)", |b| {
         b.to_async(&rt)

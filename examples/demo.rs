@@ -72,7 +72,14 @@ async fn main() -> Result<(), BoxError> {
     let mut events = manager.subscribe();
     println!("\nregistered: {}", manager.names().join(", "));
     let report = manager.health_check().await;
-    println!("health check: {}", if report.is_healthy() { "all healthy" } else { "some failed" });
+    println!(
+        "health check: {}",
+        if report.is_healthy() {
+            "all healthy"
+        } else {
+            "some failed"
+        }
+    );
     table(&manager.status());
 
     for name in manager.names() {
@@ -85,9 +92,14 @@ async fn main() -> Result<(), BoxError> {
         }
         if let Ok(pool) = manager.etcd(&name) {
             let mut client = pool.get().await?;
-            client.put("connhub/demo", "hello from connhub", None).await?;
+            client
+                .put("connhub/demo", "hello from connhub", None)
+                .await?;
             let resp = client.get("connhub/demo", None).await?;
-            let v = resp.kvs().first().map(|kv| kv.value_str().unwrap_or("?").to_owned());
+            let v = resp
+                .kvs()
+                .first()
+                .map(|kv| kv.value_str().unwrap_or("?").to_owned());
             println!("etcd {name}: get connhub/demo = {v:?}");
         }
     }
@@ -112,7 +124,10 @@ async fn main() -> Result<(), BoxError> {
         while !cache.is_connected() && start.elapsed() < Duration::from_secs(15) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        println!("connector healthy again {:.2?} after the restart", start.elapsed());
+        println!(
+            "connector healthy again {:.2?} after the restart",
+            start.elapsed()
+        );
         let mut conn = cache.get().await?;
         let n: i64 = conn.incr("connhub:demo:counter", 1).await?;
         println!("INCR after recovery = {n} (the server restarted empty)");
@@ -127,9 +142,12 @@ async fn main() -> Result<(), BoxError> {
     println!();
     table(&manager.status());
     manager.close().await?;
-    println!("\nclosed; a checkout now gives: {}", match manager.redis("cache") {
-        Err(e) => e.to_string(),
-        Ok(_) => "a pool (unexpected)".into(),
-    });
+    println!(
+        "\nclosed; a checkout now gives: {}",
+        match manager.redis("cache") {
+            Err(e) => e.to_string(),
+            Ok(_) => "a pool (unexpected)".into(),
+        }
+    );
     Ok(())
 }

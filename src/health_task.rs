@@ -69,10 +69,8 @@ async fn reconnect<M: Backend>(health: &Health, pool: &Weak<Inner<M>>) -> bool {
         attempt = attempt.saturating_add(1);
         health.set_reconnect_attempts(attempt);
         let delay = health.backoff(attempt);
-        if !delay.is_zero() {
-            if let Wait::Stopped = wait(health, delay, false).await {
-                return false;
-            }
+        if !delay.is_zero() && matches!(wait(health, delay, false).await, Wait::Stopped) {
+            return false;
         }
         if health.state() != State::Reconnecting {
             return health.state() != State::Closed;

@@ -1,6 +1,7 @@
 //! [`Manager`]: the registry of connectors, by name.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -251,11 +252,16 @@ impl Manager {
                 Some(Error::Closed {
                     connector: "*".into(),
                 })
-            } else if registry.contains_key(&name) {
-                Some(Error::AlreadyRegistered { name: name.clone() })
             } else {
-                registry.insert(name, Arc::new(pool.clone()));
-                None
+                match registry.entry(name) {
+                    Entry::Occupied(e) => Some(Error::AlreadyRegistered {
+                        name: e.key().clone(),
+                    }),
+                    Entry::Vacant(v) => {
+                        v.insert(Arc::new(pool.clone()));
+                        None
+                    }
+                }
             }
         };
         match refused {

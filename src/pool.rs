@@ -179,26 +179,10 @@ impl<M: Backend> Pool<M> {
     /// down (with `fail_fast`, the default), [`Error::Auth`] / [`Error::Tls`] when that is
     /// why it is down, [`Error::Timeout`] (with the last real error) when no connection
     /// came within `connect_timeout`, [`Error::Closed`] after close.
-    pub async fn get(&self) -> Result<PooledConnection<'_, M>> {
-        let h = &*self.inner.health;
-        let down = h.went_down();
-        match h.state() {
-            State::Closed => return Err(h.closed()),
-            State::Reconnecting | State::Failed if h.config.fail_fast => {
-                return Err(h.unavailable());
-            }
-            _ => {}
-        }
-        tokio::select! {
-            biased;
-            r = self.inner.bb8.get() => r.map_err(|e| self.run_error(e)),
-            () = down, if h.config.fail_fast => Err(h.unavailable()),
-        }
-    }
-
-    /// Like [`get`](Pool::get), but the connection does not borrow the pool, so it can be
-    /// moved into a spawned task.
-    pub async fn get_owned(&self) -> Result<PooledConnection<'static, M>> {
+    ///
+    /// The connection holds its own reference to the pool, so it can outlive this handle
+    /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
+    pub async fn get(&self) -> Result<PooledConnection<'static, M>> {
         let h = &*self.inner.health;
         let down = h.went_down();
         match h.state() {

@@ -47,13 +47,13 @@ impl PoolConfig {
         if self.max_size == 0 {
             errors.push(key(prefix, "max_size"), "must be at least 1");
         }
-        if let Some(min) = self.min_idle {
-            if min > self.max_size {
-                errors.push(
-                    key(prefix, "min_idle"),
-                    format!("{min} is above max_size ({})", self.max_size),
-                );
-            }
+        if let Some(min) = self.min_idle
+            && min > self.max_size
+        {
+            errors.push(
+                key(prefix, "min_idle"),
+                format!("{min} is above max_size ({})", self.max_size),
+            );
         }
         if self.kind.as_deref().is_some_and(|k| k.trim().is_empty()) {
             errors.push(key(prefix, "kind"), "must not be empty when given");

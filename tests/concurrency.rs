@@ -55,7 +55,11 @@ async fn register_remove_lookup_and_checkout_concurrently() {
     for r in all {
         r.expect("no panic");
     }
-    assert!(ops.load(Ordering::Relaxed) > 100, "{} ops", ops.load(Ordering::Relaxed));
+    assert!(
+        ops.load(Ordering::Relaxed) > 100,
+        "{} ops",
+        ops.load(Ordering::Relaxed)
+    );
 
     // Nothing leaked: every pool still registered closes; after close none remains and
     // the server sees only its own connection.
@@ -77,7 +81,11 @@ async fn register_remove_lookup_and_checkout_concurrently() {
         .unwrap();
     let mut clients = usize::MAX;
     for _ in 0..100 {
-        let list: String = connhub::redis::cmd("CLIENT").arg("LIST").query_async(&mut probe).await.unwrap();
+        let list: String = connhub::redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut probe)
+            .await
+            .unwrap();
         clients = list.lines().count();
         if clients == 1 {
             break;

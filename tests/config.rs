@@ -76,7 +76,10 @@ fn toml_and_json_load_the_same() {
     .unwrap();
     assert_eq!(toml, json);
     assert_eq!(toml.redis["cache"].pool_size, 4);
-    assert_eq!(toml.redis["cache"].connector.connect_timeout, Duration::from_secs(2));
+    assert_eq!(
+        toml.redis["cache"].connector.connect_timeout,
+        Duration::from_secs(2)
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn from_file_picks_the_format_by_extension() {
         ("a.json", r#"{"redis":{"c":{"addr":"h:1"}}}"#),
     ] {
         let path = dir.path().join(name);
-        std::fs::File::create(&path).unwrap().write_all(body.as_bytes()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
         let cfg = ManagerConfig::from_file(&path).unwrap();
         assert_eq!(cfg.redis["c"].addr, "h:1", "{name}");
     }
@@ -103,7 +109,11 @@ fn from_file_picks_the_format_by_extension() {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    ManagerConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/connhub.yaml")).unwrap();
+    ManagerConfig::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/connhub.yaml"
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -121,7 +131,14 @@ fn min_idle_above_pool_size_is_refused() {
 
 #[test]
 fn empty_or_malformed_addr_is_refused() {
-    for addr in ["\"\"", "localhost", "localhost:abc", "h:0", "h:99999", "\"redis://u:p@h:1\""] {
+    for addr in [
+        "\"\"",
+        "localhost",
+        "localhost:abc",
+        "h:0",
+        "h:99999",
+        "\"redis://u:p@h:1\"",
+    ] {
         let e = yaml_errors(&format!("redis:\n  c:\n    addr: {addr}\n"));
         assert_key(&e, "redis.c.addr");
         assert!(!e.to_string().contains("u:p@"), "credentials echoed: {e}");
@@ -149,7 +166,8 @@ fn zero_timeouts_and_intervals_are_refused() {
 
 #[test]
 fn negative_and_non_numeric_values_are_refused() {
-    let e = yaml_errors("redis:\n  c:\n    pool_size: -1\n    db: many\n    connect_timeout: soon\n");
+    let e =
+        yaml_errors("redis:\n  c:\n    pool_size: -1\n    db: many\n    connect_timeout: soon\n");
     assert_key(&e, "redis.c.pool_size");
     assert_key(&e, "redis.c.db");
     assert_key(&e, "redis.c.connect_timeout");
@@ -240,8 +258,10 @@ fn secrets_do_not_print() {
 #[test]
 fn programmatic_configs_are_validated_too() {
     let mut cfg = ManagerConfig::default();
-    let mut r = connhub::RedisConfig::default();
-    r.pool_size = 0;
+    let r = connhub::RedisConfig {
+        pool_size: 0,
+        ..Default::default()
+    };
     cfg.redis.insert("c".into(), r);
     let e = match cfg.validate() {
         Err(Error::InvalidConfig(e)) => e,

@@ -18,7 +18,10 @@ fn environment_overrides_the_document() {
     .unwrap();
     assert_eq!(cfg.redis["cache"].addr, "10.1.2.3:6380");
     assert_eq!(cfg.redis["cache"].pool_size, 32);
-    assert_eq!(cfg.etcd["reg"].dial_timeout, std::time::Duration::from_secs(7));
+    assert_eq!(
+        cfg.etcd["reg"].dial_timeout,
+        std::time::Duration::from_secs(7)
+    );
     assert!(!cfg.redis["cache"].connector.fail_fast);
     assert!(!cfg.etcd["reg"].connector.fail_fast);
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use connhub::testkit::{EtcdCluster, EtcdServer};
-use connhub::{EtcdConfig, Error, Manager, Secret, State};
+use connhub::{Error, EtcdConfig, Manager, Secret, State};
 
 fn config(server: &EtcdServer) -> EtcdConfig {
     let mut c = server.config();
@@ -61,7 +61,11 @@ async fn wrong_password_is_auth_error_within_connect_timeout() {
     let start = Instant::now();
     let err = manager.add_etcd("registry", bad).await.unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let text = format!("{err} {err:?}");
     assert!(text.contains("registry"), "{text}");
     assert!(!text.contains("not-the-root-secret"), "{text}");
@@ -85,7 +89,11 @@ async fn unreachable_cluster_fails_within_connect_timeout() {
     c.dial_timeout = Duration::from_secs(1);
     let start = Instant::now();
     let err = manager.add_etcd("gone", c).await.unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(
         matches!(err, Error::Connect { .. } | Error::Timeout { .. }),
         "{err:?}"

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use connhub::testkit::{EtcdServer, RedisServer};
-use connhub::{Connector, Error, Manager, ManagerConfig, PoolConfig, State};
+use connhub::{Error, Manager, ManagerConfig, PoolConfig, State};
 
 #[tokio::test]
 async fn from_config_registers_every_connector() {
@@ -22,13 +22,19 @@ async fn from_config_registers_every_connector() {
     assert_eq!(manager.names(), ["cache", "registry", "sessions"]);
     let status = manager.status();
     assert_eq!(status.len(), 3);
-    assert!(status.iter().all(|s| s.state == State::Healthy), "{status:?}");
+    assert!(
+        status.iter().all(|s| s.state == State::Healthy),
+        "{status:?}"
+    );
 
     let report = manager.health_check().await;
     assert!(report.is_healthy(), "{report:?}");
     assert_eq!(report.checks.len(), 3);
     let status = manager.status();
-    assert!(status.iter().all(|s| s.last_check_latency.is_some()), "{status:?}");
+    assert!(
+        status.iter().all(|s| s.last_check_latency.is_some()),
+        "{status:?}"
+    );
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json[0]["name"], "cache");
     assert_eq!(json[0]["state"], "healthy");
@@ -57,11 +63,16 @@ async fn lookups_report_not_found_and_wrong_type() {
     manager.add_redis("cache", redis.config()).await.unwrap();
 
     assert!(matches!(manager.redis("nope"), Err(Error::NotFound { .. })));
-    assert!(matches!(manager.connector("nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        manager.connector("nope"),
+        Err(Error::NotFound { .. })
+    ));
     let err = manager.etcd("cache").unwrap_err();
     assert!(matches!(err, Error::WrongType { .. }), "{err:?}");
     assert!(err.to_string().contains("redis"), "{err}");
-    let err = manager.pool::<bb8_redis::RedisConnectionManager>("cache").unwrap_err();
+    let err = manager
+        .pool::<bb8_redis::RedisConnectionManager>("cache")
+        .unwrap_err();
     assert!(matches!(err, Error::WrongType { .. }), "{err:?}");
 
     let c = manager.connector("cache").unwrap();
@@ -71,7 +82,10 @@ async fn lookups_report_not_found_and_wrong_type() {
     assert_eq!(c.config().connect_timeout, Duration::from_secs(5));
     assert!(c.as_any().downcast_ref::<connhub::RedisPool>().is_some());
 
-    let err = manager.add_redis("cache", redis.config()).await.unwrap_err();
+    let err = manager
+        .add_redis("cache", redis.config())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyRegistered { .. }), "{err:?}");
     manager.close().await.unwrap();
 }
@@ -106,12 +120,18 @@ async fn remove_closes_the_connector() {
     let pool = manager.add_redis("cache", redis.config()).await.unwrap();
     let mut events = manager.subscribe();
     manager.remove("cache").await.unwrap();
-    assert!(matches!(manager.redis("cache"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        manager.redis("cache"),
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(pool.get().await, Err(Error::Closed { .. })));
     assert_eq!(pool.state(), State::Closed);
     let e = events.recv().await.unwrap();
     assert_eq!((e.from, e.to), (State::Healthy, State::Closed));
-    assert!(matches!(manager.remove("cache").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        manager.remove("cache").await,
+        Err(Error::NotFound { .. })
+    ));
     // The name is free again.
     manager.add_redis("cache", redis.config()).await.unwrap();
     manager.close().await.unwrap();
@@ -144,7 +164,7 @@ async fn close_waits_for_checked_out_connections() {
     let redis = RedisServer::start().unwrap();
     let manager = Manager::new();
     let pool = manager.add_redis("cache", redis.config()).await.unwrap();
-    let mut conn = pool.get_owned().await.unwrap();
+    let mut conn = pool.get().await.unwrap();
     let worker = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let r: Result<(), _> = connhub::redis::AsyncCommands::set(&mut *conn, "k", "v").await;
@@ -161,7 +181,8 @@ async fn close_waits_for_checked_out_connections() {
 async fn any_bb8_manager_registers_with_add_pool() {
     let redis = RedisServer::start().unwrap();
     let manager = Manager::new();
-    let backend = bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
+    let backend =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
     let pool_config = PoolConfig {
         max_size: 4,
         kind: Some("bb8-redis".into()),
@@ -173,17 +194,25 @@ async fn any_bb8_manager_registers_with_add_pool() {
         .await
         .unwrap();
     let mut conn = pool.get().await.unwrap();
-    let _: () = connhub::redis::AsyncCommands::set(&mut *conn, "c", 1).await.unwrap();
+    let _: () = connhub::redis::AsyncCommands::set(&mut *conn, "c", 1)
+        .await
+        .unwrap();
     drop(conn);
 
-    let typed = manager.pool::<bb8_redis::RedisConnectionManager>("custom").unwrap();
+    let typed = manager
+        .pool::<bb8_redis::RedisConnectionManager>("custom")
+        .unwrap();
     assert_eq!(typed.status().kind.to_string(), "bb8-redis");
-    assert!(matches!(manager.redis("custom"), Err(Error::WrongType { .. })));
+    assert!(matches!(
+        manager.redis("custom"),
+        Err(Error::WrongType { .. })
+    ));
     let report = manager.health_check().await;
     assert!(report.is_healthy(), "{report:?}");
 
     // Without a kind, the kind comes from the manager's type name.
-    let backend = bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
+    let backend =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
     let p = manager
         .add_pool("named", backend, common::quick(), PoolConfig::default())
         .await
@@ -194,8 +223,12 @@ async fn any_bb8_manager_registers_with_add_pool() {
         max_size: 0,
         ..PoolConfig::default()
     };
-    let backend = bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
-    let err = manager.add_pool("bad", backend, common::quick(), bad).await.unwrap_err();
+    let backend =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", redis.addr())).unwrap();
+    let err = manager
+        .add_pool("bad", backend, common::quick(), bad)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
     manager.close().await.unwrap();
 }

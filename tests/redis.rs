@@ -191,11 +191,11 @@ async fn a_broken_connection_is_never_handed_out_again() {
     assert!(ok, "state {:?}", pool.state());
     let mut worked = false;
     for _ in 0..50 {
-        if let Ok(mut conn) = pool.get().await {
-            if conn.set::<_, _, ()>("a", 3).await.is_ok() {
-                worked = true;
-                break;
-            }
+        if let Ok(mut conn) = pool.get().await
+            && conn.set::<_, _, ()>("a", 3).await.is_ok()
+        {
+            worked = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

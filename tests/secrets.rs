@@ -55,8 +55,14 @@ async fn no_password_in_any_output() {
         format!("{ec:?}"),
         format!("{manager:?}"),
         format!("{pool:?}"),
-        format!("{:?}", connhub::RedisConnectionManager::new("x", &rc).unwrap()),
-        format!("{:?}", connhub::EtcdConnectionManager::new("y", &ec).unwrap()),
+        format!(
+            "{:?}",
+            connhub::RedisConnectionManager::new("x", &rc).unwrap()
+        ),
+        format!(
+            "{:?}",
+            connhub::EtcdConnectionManager::new("y", &ec).unwrap()
+        ),
         format!("{:?}", pool.get().await.unwrap()),
         serde_json::to_string(&rc).unwrap(),
         serde_json::to_string(&ec).unwrap(),
@@ -75,7 +81,10 @@ async fn no_password_in_any_output() {
     // An outage: state changes, failed checks and their errors in status and events.
     redis.kill();
     let _ = manager.health_check().await;
-    let _ = pool.get().await.map_err(|e| texts.push(format!("{e} {e:?}")));
+    let _ = pool
+        .get()
+        .await
+        .map_err(|e| texts.push(format!("{e} {e:?}")));
     redis.restart().unwrap();
     common::eventually(Duration::from_secs(10), || pool.is_connected()).await;
     texts.push(serde_json::to_string(&manager.status()).unwrap());
@@ -92,5 +101,8 @@ async fn no_password_in_any_output() {
         assert!(!t.contains(ETCD_PW), "etcd password leaked: {t}");
     }
     let log = texts.last().unwrap();
-    assert!(log.contains("connector state changed"), "the outage was logged: {log}");
+    assert!(
+        log.contains("connector state changed"),
+        "the outage was logged: {log}"
+    );
 }

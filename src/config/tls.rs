@@ -31,13 +31,13 @@ impl TlsConfig {
             ("key_file", &self.key_file),
             ("ca_file", &self.ca_file),
         ] {
-            if let Some(path) = file {
-                if !path.is_file() {
-                    errors.push(
-                        key(&prefix, name),
-                        format!("file {} does not exist", path.display()),
-                    );
-                }
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                errors.push(
+                    key(&prefix, name),
+                    format!("file {} does not exist", path.display()),
+                );
             }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
