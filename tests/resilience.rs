@@ -1,0 +1,245 @@
+//! Outages against real servers: kill -9 and restart, SIGSTOP, giving up and coming back.
+//! Bounds are generous; the figures are printed for the record.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use connhub::redis::AsyncCommands;
+use connhub::testkit::RedisServer;
+use connhub::{Error, Manager, RedisConfig, State};
+use tokio::sync::Mutex;
+
+fn config(server: &RedisServer) -> RedisConfig {
+    let mut c = server.config();
+    c.connector = common::quick();
+    c.connector.connect_timeout = Duration::from_secs(2);
+    c.command_timeout = Some(Duration::from_millis(500));
+    c.pool_size = 16;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_under_load_fails_fast_and_recovers() {
+    let mut server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let cfg = config(&server);
+    let connect_timeout = cfg.connector.connect_timeout;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+
+    // (finished at, took, ok)
+    let log = Arc::new(Mutex::new(Vec::<(Instant, Duration, bool)>::new()));
+    let stop = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let pool = pool.clone();
+        let log = log.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while stop.load(Ordering::Relaxed) == 0 {
+                let start = Instant::now();
+                let ok = match pool.get().await {
+                    Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
+                    Err(_) => false,
+                };
+                log.lock().await.push((Instant::now(), start.elapsed(), ok));
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().unwrap();
+    let restarted = Instant::now();
+    let healthy =
+        common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    let recovered_after = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(1, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(healthy, "not healthy again: {:?}", pool.status());
+
+    let log = log.lock().await;
+    let down: Vec<_> = log
+        .iter()
+        .filter(|(at, _, ok)| !ok && *at > killed + Duration::from_millis(300) && *at < restarted)
+        .collect();
+    assert!(!down.is_empty(), "calls failed while the server was down");
+    let mut lat: Vec<Duration> = down.iter().map(|(_, d, _)| *d).collect();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    let late_failures = log
+        .iter()
+        .filter(|(at, _, ok)| !ok && *at > restarted + Duration::from_secs(1))
+        .count();
+    let ok_after = log
+        .iter()
+        .filter(|(at, _, ok)| *ok && *at > restarted)
+        .count();
+    eprintln!(
+        "figures: {} failed calls while down, p50 {:?}, p99 {:?}, max {:?}; healthy {:?} after restart; {} failures later than 1s after restart; {} successes after restart",
+        down.len(),
+        lat[lat.len() / 2],
+        p99,
+        lat[lat.len() - 1],
+        recovered_after,
+        late_failures,
+        ok_after
+    );
+    assert!(p99 < connect_timeout / 4, "fail-fast p99 {p99:?}");
+    assert!(
+        recovered_after < Duration::from_secs(3),
+        "{recovered_after:?}"
+    );
+    assert_eq!(late_failures, 0);
+    assert!(ok_after > 100);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_never_hangs_a_caller() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let cfg = config(&server);
+    let bound =
+        cfg.connector.connect_timeout + cfg.command_timeout.unwrap() + Duration::from_secs(1);
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+
+    server.pause().unwrap();
+    let paused = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while paused.elapsed() < Duration::from_secs(3) {
+                let start = Instant::now();
+                if let Ok(mut c) = pool.get().await {
+                    let _ = c.set::<_, _, ()>(format!("p{t}"), t).await;
+                }
+                worst = worst.max(start.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            worst
+        }));
+    }
+    for t in tasks {
+        worst = worst.max(t.await.unwrap());
+    }
+    server.resume().unwrap();
+    eprintln!("figures: slowest call while paused {worst:?} (bound {bound:?})");
+    assert!(worst < bound, "a call took {worst:?}");
+    let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    assert!(back, "{:?}", pool.status());
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(mut c) = pool.get().await
+            && c.set::<_, _, ()>("after", 1).await.is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn gives_up_to_failed_then_comes_back_with_events_in_order() {
+    let mut server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut events = manager.subscribe();
+    let mut cfg = config(&server);
+    cfg.connector.max_reconnect_attempts = 2;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    let e = events.recv().await.unwrap();
+    assert_eq!((e.from, e.to), (State::Connecting, State::Healthy));
+
+    server.kill();
+    let report = manager.health_check().await;
+    assert!(!report.is_healthy());
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.from, e.to), (State::Healthy, State::Reconnecting));
+    assert!(e.error.is_some());
+    match pool.get().await {
+        Err(Error::Unavailable {
+            last_error: Some(_),
+            ..
+        }) => {}
+        other => panic!("expected Unavailable with the last error, got {other:?}"),
+    }
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.from, e.to),
+        (State::Reconnecting, State::Failed),
+        "{e:?}"
+    );
+    let status = pool.status();
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(status.reconnect_attempts, 2);
+    assert!(status.last_error.is_some());
+    assert!(status.last_check_latency.is_some());
+
+    server.restart().unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.from, e.to), (State::Failed, State::Healthy), "{e:?}");
+    let mut conn = pool.get().await.unwrap();
+    let _: () = conn.set("back", 1).await.unwrap();
+    drop(conn);
+    assert_eq!(pool.status().reconnect_attempts, 0);
+    assert!(pool.status().last_error.is_none());
+    manager.close().await.unwrap();
+    let e = events.recv().await.unwrap();
+    assert_eq!((e.from, e.to), (State::Healthy, State::Closed));
+}
+
+#[tokio::test]
+async fn without_fail_fast_a_checkout_times_out_with_the_real_error() {
+    let mut server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut cfg = config(&server);
+    cfg.connector.fail_fast = false;
+    cfg.connector.connect_timeout = Duration::from_millis(500);
+    cfg.connector.reconnect_interval = Duration::from_secs(30);
+    cfg.connector.reconnect_backoff_max = Duration::from_secs(30);
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    server.kill();
+    let _ = manager.health_check().await;
+    let err = loop {
+        match pool.get().await {
+            Err(e) => break e,
+            Ok(mut c) => {
+                let _ = c.set::<_, _, ()>("x", 1).await;
+            }
+        }
+    };
+    match &err {
+        Error::Timeout {
+            last_error: Some(last),
+            ..
+        } => {
+            assert!(last.to_string().contains("cache"), "{err}")
+        }
+        other => panic!("expected Timeout with the last error, got {other:?}"),
+    }
+    manager.close().await.unwrap();
+}
