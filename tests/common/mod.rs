@@ -28,3 +28,17 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
     cond()
 }
+
+/// True once a checkout and a SET succeed, trying for up to five seconds.
+pub async fn redis_serves(pool: &connhub::RedisPool) -> bool {
+    use connhub::redis::AsyncCommands;
+    for _ in 0..100 {
+        if let Ok(mut conn) = pool.get().await
+            && conn.set::<_, _, ()>("connhub:test:serves", 1).await.is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
