@@ -130,11 +130,11 @@ impl Health {
         }
         self.state.store(to.to_u8(), Ordering::Release);
         let error = error.map(ToString::to_string);
-        match (&error, to) {
-            (Some(e), _) => {
+        match &error {
+            Some(e) => {
                 tracing::warn!(connector = %self.name, kind = %self.kind, %from, %to, error = %e, "connector state changed")
             }
-            (None, _) => {
+            None => {
                 tracing::info!(connector = %self.name, kind = %self.kind, %from, %to, "connector state changed")
             }
         }
