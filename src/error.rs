@@ -134,8 +134,11 @@ pub enum Error {
     },
 }
 
+/// The name [`Error::Closed`] carries when the whole manager is closed.
+pub(crate) const WHOLE_MANAGER: &str = "*";
+
 fn closed(connector: &str) -> String {
-    if connector == "*" {
+    if connector == WHOLE_MANAGER {
         "the manager is closed".to_owned()
     } else {
         format!("connector {connector:?} is closed")

@@ -113,9 +113,33 @@ impl Health {
     /// Moves to `to`, broadcasting the change. Returns false when nothing changed (same
     /// state, or already closed: `Closed` is final).
     pub(crate) fn set_state(&self, to: State, error: Option<&Error>) -> bool {
+        self.transition(|_| true, to, error)
+    }
+
+    /// Something failed: a `Healthy` (or still `Connecting`) connector goes to
+    /// `Reconnecting`, or to `Failed` when `auto_reconnect` is off. Other states stay.
+    pub(crate) fn mark_down(&self, error: &Error) {
+        let to = if self.config.auto_reconnect {
+            State::Reconnecting
+        } else {
+            State::Failed
+        };
+        self.transition(
+            |from| matches!(from, State::Healthy | State::Connecting),
+            to,
+            Some(error),
+        );
+    }
+
+    fn transition(
+        &self,
+        allowed: impl Fn(State) -> bool,
+        to: State,
+        error: Option<&Error>,
+    ) -> bool {
         let _guard = lock(&self.transition);
         let from = self.state();
-        if from == to || from == State::Closed {
+        if from == to || from == State::Closed || !allowed(from) {
             return false;
         }
         if matches!(to, State::Reconnecting | State::Failed | State::Closed) {

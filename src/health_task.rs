@@ -79,15 +79,9 @@ async fn reconnect<M: Backend>(health: &Health, pool: &Weak<Inner<M>>) -> bool {
             return false;
         };
         tracing::info!(connector = %health.name, kind = %health.kind, attempt, "reconnecting");
-        let start = tokio::time::Instant::now();
-        match inner.probe().await {
-            Ok(latency) => {
-                health.record_check(latency, None);
-                health.set_state(State::Healthy, None);
-                return true;
-            }
+        match inner.check().await {
+            Ok(_) => return true,
             Err(e) => {
-                health.record_check(start.elapsed(), Some(&e));
                 tracing::warn!(connector = %health.name, kind = %health.kind, attempt, error = %e, "reconnect attempt failed");
                 if max > 0 && attempt >= max {
                     health.set_state(State::Failed, Some(&e));

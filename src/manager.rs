@@ -13,7 +13,7 @@ use crate::backend::etcd::{self as etcd_backend, EtcdConnectionManager, EtcdPool
 use crate::backend::redis::{self as redis_backend, RedisConnectionManager, RedisPool};
 use crate::config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, check_name};
 use crate::connector::{Connector, Event, Kind, Status};
-use crate::error::{ConfigErrors, Error, Result};
+use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
 use crate::pool::{Backend, Pool, Spec};
 use crate::pool_config::{PoolConfig, kind_from_type_name};
 
@@ -239,7 +239,7 @@ impl Manager {
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
-                connector: "*".into(),
+                connector: WHOLE_MANAGER.into(),
             });
         }
         Ok(())
@@ -250,7 +250,7 @@ impl Manager {
             let mut registry = self.write();
             if self.inner.closed.load(Ordering::Acquire) {
                 Some(Error::Closed {
-                    connector: "*".into(),
+                    connector: WHOLE_MANAGER.into(),
                 })
             } else {
                 match registry.entry(name) {

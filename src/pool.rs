@@ -101,14 +101,7 @@ impl<E: std::error::Error + Send + Sync + 'static> bb8::ErrorSink<E> for Sink {
         }
         tracing::debug!(connector = %h.name, kind = %h.kind, %error, "connection failed");
         h.record_error(&error);
-        if h.state() == State::Healthy {
-            let to = if h.config.auto_reconnect {
-                State::Reconnecting
-            } else {
-                State::Failed
-            };
-            h.set_state(to, Some(&error));
-        }
+        h.mark_down(&error);
         h.liveness.report_trouble();
     }
 
@@ -160,13 +153,11 @@ impl<M: Backend> Pool<M> {
                 own_backend,
             }),
         };
-        if !spec.connector.lazy_connect {
-            if let Err(e) = pool.probe().await {
-                pool.inner.health.record_error(&e);
-                pool.inner.health.set_state(State::Closed, Some(&e));
-                return Err(e);
-            }
-            pool.inner.health.set_state(State::Healthy, None);
+        if !spec.connector.lazy_connect
+            && let Err(e) = pool.inner.check().await
+        {
+            pool.inner.health.set_state(State::Closed, Some(&e));
+            return Err(e);
         }
         health_task::spawn(pool.inner.health.clone(), Arc::downgrade(&pool.inner));
         Ok(pool)
@@ -211,13 +202,6 @@ impl<M: Backend> Pool<M> {
             }
             bb8::RunError::User(e) => Error::from_backend(&h.name, &h.kind, e),
         }
-    }
-
-    /// One real check of the backend, bounded by `connect_timeout`: a ping on an idle
-    /// pooled connection when there is one, else on a new connection that then joins the
-    /// pool.
-    pub(crate) async fn probe(&self) -> Result<Duration> {
-        self.inner.probe().await
     }
 
     /// Closes the pool: the health task stops, new checkouts are refused with
@@ -310,7 +294,10 @@ impl<M: Backend> Pool<M> {
 }
 
 impl<M: Backend> Inner<M> {
-    pub(crate) async fn probe(&self) -> Result<Duration> {
+    /// One real check of the backend, bounded by `connect_timeout`: a ping on an idle
+    /// pooled connection when there is one, else on a new connection that then joins the
+    /// pool.
+    async fn probe(&self) -> Result<Duration> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
         let start = Instant::now();
@@ -348,8 +335,9 @@ impl<M: Backend> Inner<M> {
         }
     }
 
-    /// A check with its consequences: recorded, and the state moved.
-    pub(crate) async fn check_now(&self) -> Result<Duration> {
+    /// A probe, recorded; success makes the connector `Healthy`, failure leaves the state
+    /// to the caller.
+    pub(crate) async fn check(&self) -> Result<Duration> {
         let h = &*self.health;
         let start = Instant::now();
         let r = self.probe().await;
@@ -358,17 +346,16 @@ impl<M: Backend> Inner<M> {
                 h.record_check(*latency, None);
                 h.set_state(State::Healthy, None);
             }
-            Err(e) => {
-                h.record_check(start.elapsed(), Some(e));
-                if matches!(h.state(), State::Healthy | State::Connecting) {
-                    let to = if h.config.auto_reconnect {
-                        State::Reconnecting
-                    } else {
-                        State::Failed
-                    };
-                    h.set_state(to, Some(e));
-                }
-            }
+            Err(e) => h.record_check(start.elapsed(), Some(e)),
+        }
+        r
+    }
+
+    /// A check with all its consequences: a failure marks the connector down.
+    pub(crate) async fn check_now(&self) -> Result<Duration> {
+        let r = self.check().await;
+        if let Err(e) = &r {
+            self.health.mark_down(e);
         }
         r
     }
