@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
+use super::etcd_members::{MemberView, Members};
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::connector::{BoxFuture, Kind};
 use crate::error::{Error, Result};
@@ -31,7 +32,8 @@ pub type PooledEtcdConnection<'a> = PooledConnection<'a, EtcdConnectionManager>;
 /// Makes and validates etcd clients for bb8.
 pub struct EtcdConnectionManager {
     name: Arc<str>,
-    endpoints: Vec<String>,
+    members: Arc<Members>,
+    member_check_interval: Duration,
     options: ConnectOptions,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -42,7 +44,7 @@ impl std::fmt::Debug for EtcdConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdConnectionManager")
             .field("name", &self.name)
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.members.endpoints())
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +74,14 @@ impl EtcdConnectionManager {
         }
         Ok(EtcdConnectionManager {
             name: name.into(),
-            endpoints,
+            members: Arc::new(Members::new(
+                name.into(),
+                endpoints,
+                config
+                    .dial_timeout
+                    .min(config.member_check_interval.max(Duration::from_millis(200))),
+            )),
+            member_check_interval: config.member_check_interval,
             options,
             connect_timeout: config.connector.connect_timeout,
             command_timeout: config
@@ -84,7 +93,8 @@ impl EtcdConnectionManager {
 
     /// The endpoints, comma separated, for status.
     pub fn endpoint(&self) -> String {
-        self.endpoints
+        self.members
+            .endpoints()
             .iter()
             .map(|e| e.trim_start_matches("http://"))
             .collect::<Vec<_>>()
@@ -176,13 +186,18 @@ impl bb8::ManageConnection for EtcdConnectionManager {
         }
         let epoch = self.liveness.epoch();
         let endpoint = self.endpoint();
+        self.members
+            .start_monitor(self.member_check_interval, self.liveness.clone());
+        let mut view = MemberView::all(self.members.endpoints().len());
         let connect = async {
-            let mut client = Client::connect(&self.endpoints, Some(self.options.clone()))
+            let mut client = Client::connect(self.members.endpoints(), Some(self.options.clone()))
                 .await
                 .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
+            // Members already known to be down are left out from the start.
+            self.members.sync(&client, &mut view).await;
             // Connecting is lazy without auth; one request proves a member answers.
-            client
-                .status()
+            self.members
+                .status(&mut client, &mut view)
                 .await
                 .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
             Ok(client)
@@ -202,6 +217,8 @@ impl bb8::ManageConnection for EtcdConnectionManager {
         Ok(EtcdConnection {
             client,
             epoch,
+            view,
+            members: self.members.clone(),
             name: self.name.clone(),
             endpoint: endpoint.into(),
             command_timeout: self.command_timeout,
@@ -216,6 +233,10 @@ impl bb8::ManageConnection for EtcdConnectionManager {
                 source: Arc::new(Retired),
             });
         }
+        // Local: follows the member monitor's view (add/remove on the client's balancer).
+        if !conn.view.is_current(&self.members) {
+            self.members.sync(&conn.client, &mut conn.view).await;
+        }
         Ok(())
     }
 
@@ -227,8 +248,14 @@ impl bb8::ManageConnection for EtcdConnectionManager {
 /// Asks a member for its status; the health check of an etcd connector.
 pub(crate) fn ping(conn: &mut EtcdConnection) -> BoxFuture<'_, Result<()>> {
     Box::pin(async move {
-        match conn.client.status().await {
-            Ok(_) => Ok(()),
+        let EtcdConnection {
+            client,
+            view,
+            members,
+            ..
+        } = conn;
+        match members.status(client, view).await {
+            Ok(()) => Ok(()),
             Err(e) => Err(classify(
                 &conn.name,
                 &conn.endpoint,
@@ -244,6 +271,8 @@ pub(crate) fn ping(conn: &mut EtcdConnection) -> BoxFuture<'_, Result<()>> {
 pub struct EtcdConnection {
     client: Client,
     epoch: u64,
+    view: MemberView,
+    members: Arc<Members>,
     name: Arc<str>,
     endpoint: Arc<str>,
     command_timeout: Duration,

@@ -2,4 +2,5 @@
 //! [`Manager::add_pool`](crate::Manager::add_pool).
 
 pub mod etcd;
+mod etcd_members;
 pub mod redis;

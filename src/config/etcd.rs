@@ -32,6 +32,11 @@ pub struct EtcdConfig {
     pub command_timeout: Option<Duration>,
     /// Largest number of pooled clients. Default `4`.
     pub pool_size: u32,
+    /// With several endpoints, how often each member is probed on its own; a member that
+    /// does not answer is taken out of every client's balancer until it answers again.
+    /// Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub member_check_interval: Duration,
     /// TLS settings.
     pub tls: TlsConfig,
 }
@@ -46,6 +51,7 @@ impl Default for EtcdConfig {
             dial_timeout: Duration::from_secs(3),
             command_timeout: Some(Duration::from_secs(5)),
             pool_size: 4,
+            member_check_interval: Duration::from_millis(250),
             tls: TlsConfig::default(),
         }
     }
@@ -88,6 +94,12 @@ impl EtcdConfig {
             );
         }
         non_zero(prefix, "dial_timeout", self.dial_timeout, errors);
+        non_zero(
+            prefix,
+            "member_check_interval",
+            self.member_check_interval,
+            errors,
+        );
         non_zero_opt(prefix, "command_timeout", self.command_timeout, errors);
         self.tls.validate(prefix, errors);
     }

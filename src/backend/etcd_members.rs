@@ -1,0 +1,245 @@
+//! Per-member health of an etcd cluster, so requests stop going to a member that is down.
+//!
+//! etcd-client balances requests over every endpoint it was given and keeps sending some
+//! to a dead member (about one request in eight fails for as long as the member is gone,
+//! measured against a three-member cluster). connhub probes each member on its own every
+//! `member_check_interval` and, at checkout, removes a down member from the client's
+//! balancer and adds it back once it answers again. Both are local operations on the
+//! client: no round trip at checkout.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::health::Liveness;
+
+/// The shared view of which members answer.
+pub(crate) struct Members {
+    endpoints: Vec<String>,
+    healthy: Vec<AtomicBool>,
+    /// Bumped on every change, so a connection knows cheaply whether to resync.
+    version: AtomicU64,
+    monitor_started: AtomicBool,
+    /// One single-endpoint client per member, for probing; made on first use.
+    probes: Mutex<Vec<Option<Client>>>,
+    name: Arc<str>,
+    probe_timeout: Duration,
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Members")
+            .field("endpoints", &self.endpoints)
+            .field("healthy", &self.healthy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Members {
+    pub(crate) fn new(name: Arc<str>, endpoints: Vec<String>, probe_timeout: Duration) -> Self {
+        let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        let probes = Mutex::new(vec![None; endpoints.len()]);
+        Members {
+            endpoints,
+            healthy,
+            version: AtomicU64::new(0),
+            monitor_started: AtomicBool::new(false),
+            probes,
+            name,
+            probe_timeout,
+        }
+    }
+
+    /// More than one member: there is something to route around.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.endpoints.len() > 1
+    }
+
+    /// Probes every member now, concurrently, and records who answers. True when at
+    /// least one does.
+    pub(crate) async fn check_now(&self) -> bool {
+        let clients: Vec<Option<Client>> = self
+            .probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let probes = self
+            .endpoints
+            .iter()
+            .zip(clients)
+            .map(|(ep, client)| probe(ep, client, self.probe_timeout));
+        let results = futures_util::future::join_all(probes).await;
+        let mut any_up = false;
+        let mut made = Vec::with_capacity(results.len());
+        for (i, (up, client)) in results.into_iter().enumerate() {
+            any_up |= up;
+            made.push(client);
+            if self.set(i, up) {
+                let endpoint = &self.endpoints[i];
+                if up {
+                    tracing::info!(connector = %self.name, kind = "etcd", %endpoint, "etcd member answers again");
+                } else {
+                    tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, "etcd member down; routing around it");
+                }
+            }
+        }
+        *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = made;
+        any_up
+    }
+
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn set(&self, i: usize, up: bool) -> bool {
+        let changed = self.healthy[i].swap(up, Ordering::AcqRel) != up;
+        if changed {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    fn is_up(&self, i: usize) -> bool {
+        self.healthy[i].load(Ordering::Acquire)
+    }
+
+    /// Starts the probing task once (a single member has nothing to route around).
+    pub(crate) fn start_monitor(self: &Arc<Self>, interval: Duration, liveness: Arc<Liveness>) {
+        if !self.is_cluster() || self.monitor_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(monitor(Arc::downgrade(self), interval, liveness));
+    }
+
+    /// A status request on `client`; if it fails on the way to a member and this is a
+    /// cluster, every member is probed, the client stops using the ones that are down, and
+    /// the request is sent once more. So one dead member does not fail the connector's
+    /// health check.
+    pub(crate) async fn status(
+        &self,
+        client: &mut Client,
+        view: &mut MemberView,
+    ) -> Result<(), etcd_client::Error> {
+        match client.status().await {
+            Ok(_) => Ok(()),
+            Err(e) if self.is_cluster() && is_transport(&e) => {
+                if self.check_now().await {
+                    self.sync(client, view).await;
+                    client.status().await.map(|_| ())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Brings a client's balancer in line with the members that answer. With no member
+    /// answering, nothing is removed: the connector is down and every endpoint stays in
+    /// play for when one returns.
+    pub(crate) async fn sync(&self, client: &Client, view: &mut MemberView) {
+        let version = self.version();
+        if view.version == version {
+            return;
+        }
+        let any_up = (0..self.endpoints.len()).any(|i| self.is_up(i));
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let want = self.is_up(i) || !any_up;
+            if want == view.active[i] {
+                continue;
+            }
+            let done = if want {
+                client.add_endpoint(ep).await
+            } else {
+                client.remove_endpoint(ep).await
+            };
+            if done.is_ok() {
+                view.active[i] = want;
+            }
+        }
+        view.version = version;
+    }
+}
+
+/// Which members one client currently balances over.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberView {
+    version: u64,
+    active: Vec<bool>,
+}
+
+impl MemberView {
+    /// A fresh client balances over every endpoint; `u64::MAX` forces the first sync.
+    pub(crate) fn all(n: usize) -> Self {
+        MemberView {
+            version: u64::MAX,
+            active: vec![true; n],
+        }
+    }
+
+    pub(crate) fn is_current(&self, members: &Members) -> bool {
+        self.version == members.version()
+    }
+}
+
+/// An error on the way to a member (refused, reset, timed out), not an answer from one.
+fn is_transport(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ) || (s.code() == tonic::Code::Unknown && s.message().contains("transport error"))
+        }
+        _ => false,
+    }
+}
+
+async fn monitor(members: Weak<Members>, interval: Duration, liveness: Arc<Liveness>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(members) = members.upgrade() else {
+            return;
+        };
+        if liveness.is_closed() {
+            return;
+        }
+        members.check_now().await;
+    }
+}
+
+/// True when the member answers a status request in time. An authentication error is an
+/// answer too: the member is up. Gives back the probe client for next time.
+async fn probe(endpoint: &str, client: Option<Client>, limit: Duration) -> (bool, Option<Client>) {
+    let client = match client {
+        Some(c) => Some(c),
+        None => {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(limit)
+                .with_timeout(limit);
+            Client::connect([endpoint], Some(options)).await.ok()
+        }
+    };
+    let Some(mut client) = client else {
+        return (false, None);
+    };
+    let up = match tokio::time::timeout(limit, client.status()).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(etcd_client::Error::GRpcStatus(s))) => matches!(
+            s.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+        _ => false,
+    };
+    (up, Some(client))
+}
