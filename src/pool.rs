@@ -137,6 +137,9 @@ impl<M: Backend> Pool<M> {
             .idle_timeout(p.max_idle_time)
             .max_lifetime(p.max_lifetime)
             .connection_timeout(spec.connector.connect_timeout)
+            // bb8's reaper also notices a dropped pool only when it runs: once a second
+            // keeps idle timeouts precise and ends the task soon after the pool.
+            .reaper_rate(Duration::from_secs(1))
             // connhub's own backends validate locally (epoch and broken flag, no round
             // trip); other backends keep their own `is_valid`.
             .test_on_check_out(true)

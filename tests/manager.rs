@@ -162,6 +162,9 @@ async fn close_refuses_everything_afterwards_and_is_idempotent() {
 #[tokio::test]
 async fn close_waits_for_checked_out_connections() {
     let redis = RedisServer::start().unwrap();
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let manager = Manager::new();
     let pool = manager.add_redis("cache", redis.config()).await.unwrap();
     let mut conn = pool.get().await.unwrap();
@@ -175,6 +178,19 @@ async fn close_waits_for_checked_out_connections() {
     assert!(worker.is_finished());
     worker.await.unwrap().unwrap();
     assert!(matches!(pool.get().await, Err(Error::Closed { .. })));
+    // No task outlives the pool: health task, bb8's reaper, connection drivers.
+    drop(pool);
+    drop(manager);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let settled = common::eventually(Duration::from_secs(5), || {
+        metrics.num_alive_tasks() <= tasks_before
+    })
+    .await;
+    assert!(
+        settled,
+        "{} tasks alive, {tasks_before} before",
+        metrics.num_alive_tasks()
+    );
 }
 
 #[tokio::test]
