@@ -10,7 +10,29 @@ use std::time::{Duration, Instant};
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A free TCP port on 127.0.0.1 (free when asked; servers bind it right after).
+///
+/// It is chosen below the kernel's ephemeral range, so that while a server is down no
+/// client socket can take its port (a connect to a dead local port can even connect to
+/// itself when the source port it draws is that same port) and a restart on the same port
+/// finds it free.
 pub fn free_port() -> io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(1));
+    if high > low + 1000 {
+        for _ in 0..500 {
+            let port = fastrand::u16(low..high);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
