@@ -100,3 +100,27 @@ async fn unreachable_cluster_fails_within_connect_timeout() {
     );
     assert!(err.to_string().contains("gone"), "{err}");
 }
+
+#[tokio::test]
+async fn expired_auth_tokens_are_renewed() {
+    let server = EtcdServer::builder()
+        .args(["--auth-token-ttl", "1"])
+        .start()
+        .unwrap();
+    server.enable_auth("root-secret").await.unwrap();
+    let manager = Manager::new();
+    let mut c = config(&server);
+    c.username = Some("root".into());
+    c.password = Some(Secret::new("root-secret"));
+    c.connector.health_check_interval = Duration::from_secs(60);
+    let pool = manager.add_etcd("auth", c).await.unwrap();
+    let mut client = pool.get().await.unwrap();
+    client.put("before", "1", None).await.unwrap();
+    // Well past the token's one-second life.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.put("after", "2", None).await.unwrap();
+    let v = client.get("after", None).await.unwrap();
+    assert_eq!(v.kvs()[0].value_str().unwrap(), "2");
+    drop(client);
+    manager.close().await.unwrap();
+}

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use super::etcd_members::{MemberView, Members};
 use crate::config::{EtcdConfig, parse_etcd};
@@ -34,6 +34,7 @@ pub struct EtcdConnectionManager {
     name: Arc<str>,
     members: Arc<Members>,
     member_check_interval: Duration,
+    tls: bool,
     options: ConnectOptions,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -55,32 +56,49 @@ impl EtcdConnectionManager {
         let mut errors = crate::error::ConfigErrors::default();
         config.validate(&format!("etcd.{name}"), &mut errors);
         errors.into_result()?;
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for e in &config.endpoints {
-            // Validated above; parsing again gives the canonical host:port.
-            if let Ok(hp) = parse_etcd(e) {
-                endpoints.push(format!("http://{hp}"));
-            }
-        }
+        // Validated above; parsing again gives the canonical host:port.
+        let parsed: Vec<_> = config
+            .endpoints
+            .iter()
+            .filter_map(|e| parse_etcd(e).ok())
+            .collect();
+        let tls = config.tls.enabled || parsed.iter().any(|hp| hp.tls);
+        let scheme = if tls { "https" } else { "http" };
+        let endpoints: Vec<String> = parsed.iter().map(|hp| format!("{scheme}://{hp}")).collect();
+        let probe_timeout = config
+            .dial_timeout
+            .min(config.member_check_interval.max(Duration::from_millis(200)));
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
             .with_keep_alive(Duration::from_secs(10), config.dial_timeout)
             .with_keep_alive_while_idle(true);
+        let mut probe_options = ConnectOptions::new()
+            .with_connect_timeout(probe_timeout)
+            .with_timeout(probe_timeout);
+        if tls {
+            let tls_options = tls_options(name, config)?;
+            options = options.with_tls(tls_options.clone());
+            probe_options = probe_options.with_tls(tls_options);
+        }
         if let Some(t) = config.command_timeout {
             options = options.with_timeout(t);
         }
         if let (Some(user), Some(pw)) = (&config.username, &config.password) {
-            options = options.with_user(user.clone(), pw.expose().to_owned());
+            // Tokens expire (`--auth-token-ttl`); an expired one is renewed and the request
+            // sent again instead of failing.
+            options = options
+                .with_user(user.clone(), pw.expose().to_owned())
+                .with_auto_token_refresh(true);
         }
         Ok(EtcdConnectionManager {
             name: name.into(),
             members: Arc::new(Members::new(
                 name.into(),
                 endpoints,
-                config
-                    .dial_timeout
-                    .min(config.member_check_interval.max(Duration::from_millis(200))),
+                probe_timeout,
+                probe_options,
             )),
+            tls,
             member_check_interval: config.member_check_interval,
             options,
             connect_timeout: config.connector.connect_timeout,
@@ -96,7 +114,7 @@ impl EtcdConnectionManager {
         self.members
             .endpoints()
             .iter()
-            .map(|e| e.trim_start_matches("http://"))
+            .map(|e| e.split_once("://").map_or(e.as_str(), |(_, rest)| rest))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -104,6 +122,56 @@ impl EtcdConnectionManager {
     pub(crate) fn liveness(&self) -> Arc<Liveness> {
         self.liveness.clone()
     }
+
+    fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
+        if self.tls
+            && let Some(message) = handshake_failure(&e)
+        {
+            return Error::Tls {
+                connector: self.name.to_string(),
+                kind: Kind::ETCD,
+                message,
+            };
+        }
+        classify(&self.name, endpoint, "connect", self.connect_timeout, e)
+    }
+}
+
+/// The client's TLS settings from the `tls` block: the CA (or the system's trust store)
+/// and the client certificate for mutual TLS.
+fn tls_options(name: &str, config: &EtcdConfig) -> Result<TlsOptions> {
+    let files = config.tls.load(name, &Kind::ETCD)?;
+    let mut tls = TlsOptions::new();
+    tls = match files.ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+        None => tls.with_enabled_roots(),
+    };
+    if let Some((cert, key)) = files.identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(tls)
+}
+
+/// Why a TLS connection attempt failed, if TLS is the reason.
+fn handshake_failure(e: &etcd_client::Error) -> Option<String> {
+    let text = format!("{e}");
+    if let Some(reason) = crate::config::tls_failure(&text) {
+        return Some(reason);
+    }
+    let hung_up = [
+        "BrokenPipe",
+        "broken pipe",
+        "ConnectionReset",
+        "connection closed",
+        "UnexpectedEof",
+        "close_notify",
+    ];
+    if hung_up.iter().any(|m| text.contains(m)) {
+        return Some(format!(
+            "the server closed the connection during the TLS handshake (does it require a client certificate?): {text}"
+        ));
+    }
+    None
 }
 
 /// Sorts an etcd error into connhub's kinds.
@@ -192,14 +260,14 @@ impl bb8::ManageConnection for EtcdConnectionManager {
         let connect = async {
             let mut client = Client::connect(self.members.endpoints(), Some(self.options.clone()))
                 .await
-                .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
+                .map_err(|e| self.connect_error(&endpoint, e))?;
             // Members already known to be down are left out from the start.
             self.members.sync(&client, &mut view).await;
             // Connecting is lazy without auth; one request proves a member answers.
             self.members
                 .status(&mut client, &mut view)
                 .await
-                .map_err(|e| classify(&self.name, &endpoint, "connect", self.connect_timeout, e))?;
+                .map_err(|e| self.connect_error(&endpoint, e))?;
             Ok(client)
         };
         let client = match tokio::time::timeout(self.connect_timeout, connect).await {

@@ -26,6 +26,7 @@ pub(crate) struct Members {
     probes: Mutex<Vec<Option<Client>>>,
     name: Arc<str>,
     probe_timeout: Duration,
+    probe_options: ConnectOptions,
 }
 
 impl std::fmt::Debug for Members {
@@ -38,7 +39,12 @@ impl std::fmt::Debug for Members {
 }
 
 impl Members {
-    pub(crate) fn new(name: Arc<str>, endpoints: Vec<String>, probe_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        endpoints: Vec<String>,
+        probe_timeout: Duration,
+        probe_options: ConnectOptions,
+    ) -> Self {
         let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
         let probes = Mutex::new(vec![None; endpoints.len()]);
         Members {
@@ -49,6 +55,7 @@ impl Members {
             probes,
             name,
             probe_timeout,
+            probe_options,
         }
     }
 
@@ -69,7 +76,7 @@ impl Members {
             .endpoints
             .iter()
             .zip(clients)
-            .map(|(ep, client)| probe(ep, client, self.probe_timeout));
+            .map(|(ep, client)| probe(ep, client, &self.probe_options, self.probe_timeout));
         let results = futures_util::future::join_all(probes).await;
         let mut any_up = false;
         let mut made = Vec::with_capacity(results.len());
@@ -220,15 +227,17 @@ async fn monitor(members: Weak<Members>, interval: Duration, liveness: Arc<Liven
 
 /// True when the member answers a status request in time. An authentication error is an
 /// answer too: the member is up. Gives back the probe client for next time.
-async fn probe(endpoint: &str, client: Option<Client>, limit: Duration) -> (bool, Option<Client>) {
+async fn probe(
+    endpoint: &str,
+    client: Option<Client>,
+    options: &ConnectOptions,
+    limit: Duration,
+) -> (bool, Option<Client>) {
     let client = match client {
         Some(c) => Some(c),
-        None => {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(limit)
-                .with_timeout(limit);
-            Client::connect([endpoint], Some(options)).await.ok()
-        }
+        None => Client::connect([endpoint], Some(options.clone()))
+            .await
+            .ok(),
     };
     let Some(mut client) = client else {
         return (false, None);

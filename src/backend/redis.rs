@@ -44,6 +44,7 @@ pub struct RedisConnectionManager {
     client: redis::Client,
     async_config: AsyncConnectionConfig,
     max_retries: u32,
+    tls: bool,
     connect_timeout: Duration,
     command_timeout: Duration,
     liveness: Arc<Liveness>,
@@ -74,11 +75,26 @@ impl RedisConnectionManager {
         if let Some(pw) = &config.password {
             settings = settings.set_password(pw.expose());
         }
-        let info = ConnectionAddr::Tcp(hp.host, hp.port)
+        let tls = config.tls.enabled || hp.tls;
+        let addr = if tls {
+            ConnectionAddr::TcpTls {
+                host: hp.host,
+                port: hp.port,
+                insecure: config.tls.insecure_skip_verify,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(hp.host, hp.port)
+        };
+        let info = addr
             .into_connection_info()
             .map_err(|e| invalid(name, "addr", e.to_string()))?
             .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| invalid(name, "addr", e.to_string()))?;
+        let client = if tls {
+            tls_client(name, config, info)?
+        } else {
+            redis::Client::open(info).map_err(|e| invalid(name, "addr", e.to_string()))?
+        };
         let async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connector.connect_timeout))
             .set_response_timeout(config.command_timeout);
@@ -88,6 +104,7 @@ impl RedisConnectionManager {
             client,
             async_config,
             max_retries: config.max_retries,
+            tls,
             connect_timeout: config.connector.connect_timeout,
             command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
             liveness: Arc::default(),
@@ -104,6 +121,15 @@ impl RedisConnectionManager {
     }
 
     fn classify(&self, e: redis::RedisError) -> Error {
+        if self.tls
+            && let Some(message) = handshake_failure(&e)
+        {
+            return Error::Tls {
+                connector: self.name.to_string(),
+                kind: Kind::REDIS,
+                message,
+            };
+        }
         classify(
             &self.name,
             &self.endpoint,
@@ -114,10 +140,52 @@ impl RedisConnectionManager {
     }
 }
 
+/// A client for a TLS address, with the CA and client certificate from the `tls` block.
+fn tls_client(
+    name: &str,
+    config: &RedisConfig,
+    info: redis::ConnectionInfo,
+) -> Result<redis::Client> {
+    let files = config.tls.load(name, &Kind::REDIS)?;
+    let tls_error = |e: redis::RedisError| Error::Tls {
+        connector: name.to_owned(),
+        kind: Kind::REDIS,
+        message: e.to_string(),
+    };
+    if files.ca.is_none() && files.identity.is_none() {
+        return redis::Client::open(info).map_err(tls_error);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: files
+            .identity
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: files.ca,
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(tls_error)
+}
+
 fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
     let mut errors = crate::error::ConfigErrors::default();
     errors.push(format!("redis.{name}.{key}"), message);
     Error::InvalidConfig(errors)
+}
+
+/// Why a TLS connection attempt failed, if TLS is the reason: a certificate problem, or
+/// the server hanging up during the handshake (as a server that wants a client
+/// certificate does).
+fn handshake_failure(e: &redis::RedisError) -> Option<String> {
+    if let Some(reason) = crate::config::tls_failure(&format!("{e} ({e:?})")) {
+        return Some(reason);
+    }
+    if e.is_connection_dropped() && !e.is_connection_refusal() {
+        return Some(format!(
+            "the server closed the connection during the TLS handshake (does it require a client certificate?): {e}"
+        ));
+    }
+    None
 }
 
 /// Sorts a redis error into connhub's kinds; `what` and `after` describe the limit a

@@ -6,6 +6,8 @@ pub(crate) struct HostPort {
     pub host: String,
     pub port: u16,
     pub db: Option<u32>,
+    /// The address asked for TLS by its scheme (`rediss://`, `https://`).
+    pub tls: bool,
 }
 
 impl std::fmt::Display for HostPort {
@@ -18,12 +20,13 @@ impl std::fmt::Display for HostPort {
     }
 }
 
-/// `host:port`, `[v6]:port` or `redis://host:port[/db]`.
+/// `host:port`, `[v6]:port`, `redis://host:port[/db]` or `rediss://host:port[/db]`.
 pub(crate) fn parse_redis(addr: &str) -> Result<HostPort, String> {
+    let tls = addr.starts_with("rediss://");
     let rest = strip_scheme(
         addr,
-        &["redis://"],
-        &["rediss://", "unix://", "redis+unix://"],
+        &["redis://", "rediss://"],
+        &["unix://", "redis+unix://"],
     )?;
     let (hostport, db) = match rest.split_once('/') {
         Some((hp, "")) => (hp, None),
@@ -37,14 +40,18 @@ pub(crate) fn parse_redis(addr: &str) -> Result<HostPort, String> {
     };
     let mut hp = parse_host_port(addr, hostport)?;
     hp.db = db;
+    hp.tls = tls;
     Ok(hp)
 }
 
-/// `host:port` or `http://host:port`.
+/// `host:port`, `http://host:port` or `https://host:port`.
 pub(crate) fn parse_etcd(endpoint: &str) -> Result<HostPort, String> {
-    let rest = strip_scheme(endpoint, &["http://"], &["https://"])?;
+    let tls = endpoint.starts_with("https://");
+    let rest = strip_scheme(endpoint, &["http://", "https://"], &[])?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    parse_host_port(endpoint, rest)
+    let mut hp = parse_host_port(endpoint, rest)?;
+    hp.tls = tls;
+    Ok(hp)
 }
 
 fn strip_scheme<'a>(
@@ -60,9 +67,7 @@ fn strip_scheme<'a>(
     }
     for s in unsupported {
         if addr.starts_with(s) {
-            return Err(format!(
-                "scheme {s} is not supported (use host:port; TLS is set in the tls block)"
-            ));
+            return Err(format!("scheme {s} is not supported; use host:port"));
         }
     }
     for s in accepted {
@@ -107,6 +112,7 @@ fn parse_host_port(original: &str, s: &str) -> Result<HostPort, String> {
         host: host.to_owned(),
         port,
         db: None,
+        tls: false,
     })
 }
 
@@ -151,7 +157,9 @@ mod tests {
     fn etcd_endpoints() {
         assert_eq!(parse_etcd("http://127.0.0.1:2379").unwrap().port, 2379);
         assert_eq!(parse_etcd("10.0.0.1:2379").unwrap().host, "10.0.0.1");
-        assert!(parse_etcd("https://h:1").is_err());
+        assert!(parse_etcd("https://h:1").unwrap().tls);
+        assert!(parse_redis("rediss://h:1").unwrap().tls);
+        assert!(parse_etcd("ftp://h:1").is_err());
         assert!(parse_etcd("h").is_err());
     }
 }

@@ -102,5 +102,11 @@ impl EtcdConfig {
         );
         non_zero_opt(prefix, "command_timeout", self.command_timeout, errors);
         self.tls.validate(prefix, errors);
+        if self.tls.insecure_skip_verify {
+            errors.push(
+                format!("{}.tls.insecure_skip_verify", prefix),
+                "not supported for etcd: its client (tonic) always verifies the server; give ca_file instead",
+            );
+        }
     }
 }

@@ -36,6 +36,7 @@ pub use etcd::EtcdConfig;
 pub use redis::RedisConfig;
 pub use secret::Secret;
 pub use tls::TlsConfig;
+pub(crate) use tls::tls_failure;
 
 use crate::error::{ConfigErrors, Result};
 

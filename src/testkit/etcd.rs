@@ -1,17 +1,81 @@
-//! Real `etcd` members for tests: one alone, or an N-member cluster.
+//! Real `etcd` members for tests: one alone, or an N-member cluster, plain or over TLS.
 
 use std::io;
+use std::path::PathBuf;
 
 use tempfile::TempDir;
 
+use super::certs::TestCerts;
 use super::process::{Process, exchange, free_port, require};
 use crate::config::EtcdConfig;
+
+/// TLS files a test server presents, and whether it requires client certificates.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Server certificate (PEM).
+    pub cert: PathBuf,
+    /// Server key (PEM).
+    pub key: PathBuf,
+    /// CA that client certificates must chain to (PEM).
+    pub ca: PathBuf,
+    /// Require and verify a client certificate (mutual TLS).
+    pub client_cert_auth: bool,
+}
+
+impl ServerTls {
+    /// The test CA's server certificate for `127.0.0.1`; `mutual` requires client
+    /// certificates from the same CA.
+    pub fn from_certs(certs: &TestCerts, mutual: bool) -> ServerTls {
+        ServerTls {
+            cert: certs.server_cert(),
+            key: certs.server_key(),
+            ca: certs.ca(),
+            client_cert_auth: mutual,
+        }
+    }
+}
+
+/// Options for an [`EtcdServer`] or an [`EtcdCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct EtcdServerBuilder {
+    tls: Option<ServerTls>,
+    args: Vec<String>,
+}
+
+impl EtcdServerBuilder {
+    /// Serve clients over TLS only.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Extra `etcd` arguments, such as `["--auth-token-ttl", "1"]`.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts a single member and waits until it answers.
+    pub fn start(self) -> io::Result<EtcdServer> {
+        let mut cluster = self.start_cluster(1)?;
+        cluster
+            .members
+            .pop()
+            .ok_or_else(|| io::Error::other("no member started"))
+    }
+
+    /// Starts `n` members and waits until every one is healthy.
+    pub fn start_cluster(self, n: usize) -> io::Result<EtcdCluster> {
+        EtcdCluster::start_with(n, &self)
+    }
+}
 
 /// One etcd member process, killed when dropped.
 #[derive(Debug)]
 pub struct EtcdServer {
     name: String,
     client_port: u16,
+    metrics_port: u16,
     process: Process,
     _dir: TempDir,
 }
@@ -20,12 +84,20 @@ struct MemberPorts {
     name: String,
     client: u16,
     peer: u16,
+    metrics: u16,
 }
 
-fn member_args(m: &MemberPorts, cluster: &str, token: &str, data_dir: &str) -> Vec<String> {
-    let client = format!("http://127.0.0.1:{}", m.client);
+fn member_args(
+    m: &MemberPorts,
+    cluster: &str,
+    token: &str,
+    data_dir: &str,
+    tls: Option<&ServerTls>,
+) -> Vec<String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{}", m.client);
     let peer = format!("http://127.0.0.1:{}", m.peer);
-    vec![
+    let mut args: Vec<String> = vec![
         "--name".into(),
         m.name.clone(),
         "--data-dir".into(),
@@ -38,6 +110,9 @@ fn member_args(m: &MemberPorts, cluster: &str, token: &str, data_dir: &str) -> V
         peer.clone(),
         "--initial-advertise-peer-urls".into(),
         peer,
+        // Plain HTTP /health for the readiness check, whatever the client URLs are.
+        "--listen-metrics-urls".into(),
+        format!("http://127.0.0.1:{}", m.metrics),
         "--initial-cluster".into(),
         cluster.to_owned(),
         "--initial-cluster-state".into(),
@@ -52,27 +127,58 @@ fn member_args(m: &MemberPorts, cluster: &str, token: &str, data_dir: &str) -> V
         "zap".into(),
         "--log-level".into(),
         "warn".into(),
-    ]
+    ];
+    if let Some(tls) = tls {
+        args.extend([
+            "--cert-file".into(),
+            tls.cert.display().to_string(),
+            "--key-file".into(),
+            tls.key.display().to_string(),
+        ]);
+        // etcd asks every client for a certificate once it has a trusted CA file.
+        if tls.client_cert_auth {
+            args.extend([
+                "--trusted-ca-file".into(),
+                tls.ca.display().to_string(),
+                "--client-cert-auth".into(),
+            ]);
+        }
+    }
+    args
 }
 
 impl EtcdServer {
     /// Starts a single-member cluster and waits until it answers.
     pub fn start() -> io::Result<EtcdServer> {
-        let mut cluster = EtcdCluster::start(1)?;
-        cluster
-            .members
-            .pop()
-            .ok_or_else(|| io::Error::other("no member started"))
+        EtcdServerBuilder::default().start()
     }
 
-    fn spawn(m: &MemberPorts, cluster: &str, token: &str) -> io::Result<EtcdServer> {
+    /// Starts a single member that serves clients over TLS only.
+    pub fn start_tls(tls: ServerTls) -> io::Result<EtcdServer> {
+        EtcdServerBuilder::default().tls(tls).start()
+    }
+
+    /// Options: TLS, extra arguments.
+    pub fn builder() -> EtcdServerBuilder {
+        EtcdServerBuilder::default()
+    }
+
+    fn spawn(
+        m: &MemberPorts,
+        cluster: &str,
+        token: &str,
+        options: &EtcdServerBuilder,
+    ) -> io::Result<EtcdServer> {
         let dir = tempfile::Builder::new().prefix("connhub-etcd-").tempdir()?;
         let data = dir.path().join("data").display().to_string();
         let log = dir.path().join("etcd.log");
-        let process = Process::spawn("etcd", member_args(m, cluster, token, &data), &log)?;
+        let mut args = member_args(m, cluster, token, &data, options.tls.as_ref());
+        args.extend(options.args.iter().cloned());
+        let process = Process::spawn("etcd", args, &log)?;
         Ok(EtcdServer {
             name: m.name.clone(),
             client_port: m.client,
+            metrics_port: m.metrics,
             process,
             _dir: dir,
         })
@@ -88,7 +194,7 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// An [`EtcdConfig`] pointing at this member.
+    /// An [`EtcdConfig`] pointing at this member (plain; set `tls` for a TLS member).
     pub fn config(&self) -> EtcdConfig {
         EtcdConfig::new([self.endpoint()])
     }
@@ -117,12 +223,12 @@ impl EtcdServer {
 
     /// True once the member reports itself healthy (it has a leader).
     pub fn is_healthy(&self) -> bool {
-        exchange(self.client_port, b"GET /health HTTP/1.0\r\n\r\n")
+        exchange(self.metrics_port, b"GET /health HTTP/1.0\r\n\r\n")
             .is_some_and(|r| r.contains("\"health\":\"true\""))
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {
-        let port = self.client_port;
+        let port = self.metrics_port;
         self.process.wait_ready("etcd", || {
             exchange(port, b"GET /health HTTP/1.0\r\n\r\n")
                 .is_some_and(|r| r.contains("\"health\":\"true\""))
@@ -130,6 +236,7 @@ impl EtcdServer {
     }
 
     /// Turns on authentication: adds `root` with `root_password` and enables auth.
+    /// For a plain (non-TLS) member.
     pub async fn enable_auth(&self, root_password: &str) -> Result<(), etcd_client::Error> {
         let mut c = etcd_client::Client::connect([self.endpoint()], None).await?;
         c.user_add("root", root_password, None).await?;
@@ -148,6 +255,10 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `n` members and waits until every one is healthy.
     pub fn start(n: usize) -> io::Result<EtcdCluster> {
+        Self::start_with(n, &EtcdServerBuilder::default())
+    }
+
+    fn start_with(n: usize, options: &EtcdServerBuilder) -> io::Result<EtcdCluster> {
         require("etcd", "etcd-server")?;
         if n == 0 {
             return Err(io::Error::new(
@@ -161,6 +272,7 @@ impl EtcdCluster {
                 name: format!("m{i}"),
                 client: free_port()?,
                 peer: free_port()?,
+                metrics: free_port()?,
             });
         }
         let cluster = ports
@@ -172,7 +284,7 @@ impl EtcdCluster {
         let token = format!("connhub-{}", ports[0].peer);
         let mut members = Vec::with_capacity(n);
         for m in &ports {
-            members.push(EtcdServer::spawn(m, &cluster, &token)?);
+            members.push(EtcdServer::spawn(m, &cluster, &token, options)?);
         }
         for m in &mut members {
             m.wait_ready()?;

@@ -16,10 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+mod certs;
 mod etcd;
 mod process;
 mod redis;
 
-pub use etcd::{EtcdCluster, EtcdServer};
+pub use certs::TestCerts;
+pub use etcd::{EtcdCluster, EtcdServer, EtcdServerBuilder, ServerTls};
 pub use process::free_port;
 pub use redis::{RedisServer, RedisServerBuilder};

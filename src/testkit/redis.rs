@@ -4,6 +4,7 @@ use std::io;
 
 use tempfile::TempDir;
 
+use super::etcd::ServerTls;
 use super::process::{Process, exchange, free_port, require};
 use crate::config::{RedisConfig, Secret};
 
@@ -13,6 +14,7 @@ pub struct RedisServerBuilder {
     password: Option<String>,
     users: Vec<(String, String)>,
     args: Vec<String>,
+    tls: Option<ServerTls>,
 }
 
 impl RedisServerBuilder {
@@ -31,6 +33,13 @@ impl RedisServerBuilder {
     /// Extra `redis-server` arguments, such as `["--maxclients", "10"]`.
     pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also listen for TLS on a port of its own ([`RedisServer::tls_addr`]); the plain port
+    /// stays open for the readiness check.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -70,11 +79,31 @@ impl RedisServerBuilder {
                 "+@all".into(),
             ]);
         }
+        let tls_port = match &self.tls {
+            Some(tls) => {
+                let p = free_port()?;
+                args.extend([
+                    "--tls-port".into(),
+                    p.to_string(),
+                    "--tls-cert-file".into(),
+                    tls.cert.display().to_string(),
+                    "--tls-key-file".into(),
+                    tls.key.display().to_string(),
+                    "--tls-ca-cert-file".into(),
+                    tls.ca.display().to_string(),
+                    "--tls-auth-clients".into(),
+                    if tls.client_cert_auth { "yes" } else { "no" }.into(),
+                ]);
+                Some(p)
+            }
+            None => None,
+        };
         args.extend(self.args.iter().cloned());
         let log = dir.path().join("redis.log");
         let process = Process::spawn("redis-server", args, &log)?;
         let mut server = RedisServer {
             port,
+            tls_port,
             password: self.password,
             process,
             _dir: dir,
@@ -88,6 +117,7 @@ impl RedisServerBuilder {
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    tls_port: Option<u16>,
     password: Option<String>,
     process: Process,
     _dir: TempDir,
@@ -112,6 +142,11 @@ impl RedisServer {
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<tls port>`, when started with [`RedisServerBuilder::tls`].
+    pub fn tls_addr(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// A [`RedisConfig`] pointing at this server, with its password if it has one.
