@@ -223,6 +223,17 @@ fn etcd_config(server: &EtcdServer, tls: TlsConfig) -> EtcdConfig {
     c
 }
 
+async fn etcd_works(manager: &Manager, name: &str, config: EtcdConfig) {
+    let pool = manager
+        .add_etcd(name, config)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut client = pool.get().await.unwrap();
+    client.put("tls", name, None).await.unwrap();
+    let got = client.get("tls", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), name);
+}
+
 async fn etcd_refused(manager: &Manager, name: &str, config: EtcdConfig, expect: &str) {
     let start = Instant::now();
     let err = manager.add_etcd(name, config).await.unwrap_err();
@@ -246,13 +257,12 @@ async fn etcd_over_tls_and_mutual_tls() {
     let manager = Manager::new();
 
     let server = EtcdServer::start_tls(ServerTls::from_certs(&certs, false)).unwrap();
-    let pool = manager
-        .add_etcd("tls", etcd_config(&server, tls(Some(certs.ca()), None)))
-        .await
-        .unwrap();
-    let mut c = pool.get().await.unwrap();
-    c.put("k", "v", None).await.unwrap();
-    drop(c);
+    etcd_works(
+        &manager,
+        "tls",
+        etcd_config(&server, tls(Some(certs.ca()), None)),
+    )
+    .await;
     etcd_refused(
         &manager,
         "untrusted",
@@ -270,13 +280,12 @@ async fn etcd_over_tls_and_mutual_tls() {
 
     let mtls = EtcdServer::start_tls(ServerTls::from_certs(&certs, true)).unwrap();
     let client = Some((certs.client_cert(), certs.client_key()));
-    let pool = manager
-        .add_etcd("mtls", etcd_config(&mtls, tls(Some(certs.ca()), client)))
-        .await
-        .unwrap();
-    let mut c = pool.get().await.unwrap();
-    c.put("k", "v", None).await.unwrap();
-    drop(c);
+    etcd_works(
+        &manager,
+        "mtls",
+        etcd_config(&mtls, tls(Some(certs.ca()), client)),
+    )
+    .await;
     etcd_refused(
         &manager,
         "no-client-cert",
