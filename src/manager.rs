@@ -10,7 +10,9 @@ use futures_util::future::join_all;
 use tokio::sync::broadcast;
 
 use crate::backend::etcd::{self as etcd_backend, EtcdConnectionManager, EtcdPool};
-use crate::backend::redis::{self as redis_backend, RedisConnectionManager, RedisPool};
+use crate::backend::redis::{
+    self as redis_backend, RedisConnection, RedisConnectionManager, RedisPool,
+};
 use crate::config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, check_name};
 use crate::connector::{Connector, Event, Kind, Status};
 use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
@@ -162,6 +164,10 @@ impl Manager {
             },
             liveness: Some(manager.liveness()),
             ping: Some(redis_backend::ping),
+            usable: Some(RedisConnection::is_usable),
+            ext: Some(Box::new(
+                crate::backend::redis_multiplexed::Multiplexed::new(config.multiplexed_connections),
+            )),
             connector: config.connector,
             events: self.inner.events.clone(),
             name: name.clone(),
@@ -183,6 +189,8 @@ impl Manager {
             },
             liveness: Some(manager.liveness()),
             ping: Some(etcd_backend::ping),
+            usable: None,
+            ext: None,
             connector: config.connector,
             events: self.inner.events.clone(),
             name: name.clone(),
@@ -219,6 +227,8 @@ impl Manager {
             pool,
             liveness: None,
             ping: None,
+            usable: None,
+            ext: None,
             connector,
             events: self.inner.events.clone(),
             name: name.clone(),

@@ -9,7 +9,11 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::sync::broadcast;
 
 use crate::config::ConnectorConfig;
@@ -39,6 +43,16 @@ pub(crate) type PingFn<M> =
         &'a mut <M as bb8::ManageConnection>::Connection,
     ) -> BoxFuture<'a, std::result::Result<(), <M as bb8::ManageConnection>::Error>>;
 
+/// Backend-specific state a pool carries (the Redis multiplexed connections), told when
+/// the pool closes.
+pub(crate) trait PoolExt: Send + Sync + 'static {
+    fn on_close(&self);
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Whether a connection may be handed out, decided locally.
+pub(crate) type UsableFn<M> = fn(&<M as bb8::ManageConnection>::Connection) -> bool;
+
 /// How a pool is put together; built by the backends and by `Manager::add_pool`.
 pub(crate) struct Spec<M: bb8::ManageConnection> {
     pub name: String,
@@ -50,7 +64,12 @@ pub(crate) struct Spec<M: bb8::ManageConnection> {
     pub liveness: Option<Arc<Liveness>>,
     /// A real round trip for health checks; without it, a validated checkout is the check.
     pub ping: Option<PingFn<M>>,
+    /// A local check that a connection may still be handed out (connhub's own backends:
+    /// broken flag and epoch). With it, bb8 does not validate at checkout; the pool checks
+    /// this instead, which costs no await.
+    pub usable: Option<UsableFn<M>>,
     pub events: broadcast::Sender<Event>,
+    pub ext: Option<Box<dyn PoolExt>>,
 }
 
 /// A typed, health-checked connection pool: the handle services keep.
@@ -66,8 +85,10 @@ pub(crate) struct Inner<M: bb8::ManageConnection> {
     pub(crate) health: Arc<Health>,
     endpoint: String,
     ping: Option<PingFn<M>>,
+    usable: Option<UsableFn<M>>,
     /// Connections know the liveness epoch, so a closed pool can drop its idle ones.
     own_backend: bool,
+    ext: Option<Box<dyn PoolExt>>,
 }
 
 impl<M: bb8::ManageConnection> Clone for Pool<M> {
@@ -140,9 +161,9 @@ impl<M: Backend> Pool<M> {
             // bb8's reaper also notices a dropped pool only when it runs: once a second
             // keeps idle timeouts precise and ends the task soon after the pool.
             .reaper_rate(Duration::from_secs(1))
-            // connhub's own backends validate locally (epoch and broken flag, no round
-            // trip); other backends keep their own `is_valid`.
-            .test_on_check_out(true)
+            // connhub's own backends are checked locally after checkout (`usable`: epoch
+            // and broken flag, no round trip); other backends keep their own `is_valid`.
+            .test_on_check_out(spec.usable.is_none())
             // Reconnecting is the health task's job, with backoff: no retry storm here.
             .retry_connection(false)
             .error_sink(Box::new(Sink(health.clone())))
@@ -153,7 +174,9 @@ impl<M: Backend> Pool<M> {
                 health,
                 endpoint: spec.endpoint,
                 ping: spec.ping,
+                usable: spec.usable,
                 own_backend,
+                ext: spec.ext,
             }),
         };
         if !spec.connector.lazy_connect
@@ -176,20 +199,85 @@ impl<M: Backend> Pool<M> {
     ///
     /// The connection holds its own reference to the pool, so it can outlive this handle
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
-    pub async fn get(&self) -> Result<PooledConnection<'static, M>> {
-        let h = &*self.inner.health;
-        let down = h.went_down();
-        match h.state() {
-            State::Closed => return Err(h.closed()),
-            State::Reconnecting | State::Failed if h.config.fail_fast => {
-                return Err(h.unavailable());
-            }
-            _ => {}
+    ///
+    /// An idle connection is taken when `get` is called, and the future it returns is
+    /// then already complete; only a checkout that has to wait builds (and boxes) the
+    /// future that waits, listening for the connector going down as well.
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'static, M>>> + Send + '_ {
+        match self.try_get_now() {
+            Some(r) => Either::Left(std::future::ready(r)),
+            None => Either::Right(Box::pin(self.get_waiting())),
         }
-        tokio::select! {
-            biased;
-            r = self.inner.bb8.get_owned() => r.map_err(|e| self.run_error(e)),
-            () = down, if h.config.fail_fast => Err(h.unavailable()),
+    }
+
+    /// The checkout without waiting: `None` when no usable connection is idle.
+    fn try_get_now(&self) -> Option<Result<PooledConnection<'static, M>>> {
+        if let Err(e) = self.admit() {
+            return Some(Err(e));
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let fut = std::pin::pin!(self.inner.bb8.get_owned());
+            match fut.poll(&mut cx) {
+                Poll::Ready(Ok(conn)) if self.is_usable(&conn) => return Some(Ok(conn)),
+                // Retired (broken, or older than the last outage): handing it back makes
+                // bb8 discard it (`has_broken`). Try the next one.
+                Poll::Ready(Ok(conn)) => drop(conn),
+                Poll::Ready(Err(e)) => return Some(Err(self.run_error(e))),
+                Poll::Pending => return None,
+            }
+        }
+    }
+
+    async fn get_waiting(&self) -> Result<PooledConnection<'static, M>> {
+        let h = &*self.inner.health;
+        loop {
+            // Listen first, then look at the state, so no change can slip between.
+            let down = h.went_down();
+            self.admit()?;
+            let conn = tokio::select! {
+                biased;
+                r = self.inner.bb8.get_owned() => r.map_err(|e| self.run_error(e))?,
+                () = down, if h.config.fail_fast => return Err(h.unavailable()),
+            };
+            if self.is_usable(&conn) {
+                return Ok(conn);
+            }
+        }
+    }
+
+    fn is_usable(&self, conn: &M::Connection) -> bool {
+        self.inner.usable.is_none_or(|usable| usable(conn))
+    }
+
+    /// Refuses a checkout at once when the pool is closed, or down with `fail_fast`.
+    pub(crate) fn admit(&self) -> Result<()> {
+        let h = &*self.inner.health;
+        match h.state() {
+            State::Closed => Err(h.closed()),
+            State::Reconnecting | State::Failed if h.config.fail_fast => Err(h.unavailable()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The backend-specific state this pool was built with.
+    pub(crate) fn ext<T: 'static>(&self) -> Option<&T> {
+        self.inner.ext.as_ref()?.as_any().downcast_ref::<T>()
+    }
+
+    /// A connection made outside the pool's accounting; a failure marks the connector
+    /// down like any other failed connection.
+    pub(crate) async fn dedicated(&self) -> Result<M::Connection> {
+        let h = &*self.inner.health;
+        match self.inner.bb8.dedicated_connection().await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let e = Error::from_backend(&h.name, &h.kind, e);
+                h.record_error(&e);
+                h.mark_down(&e);
+                h.liveness.report_trouble();
+                Err(e)
+            }
         }
     }
 
@@ -232,6 +320,9 @@ impl<M: Backend> Pool<M> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(ext) = &inner.ext {
+            ext.on_close();
         }
         if inner.own_backend {
             // Every idle connection now fails local validation, so one non-waiting

@@ -194,3 +194,55 @@ async fn a_broken_connection_is_never_handed_out_again() {
     assert!(common::redis_serves(&pool).await);
     manager.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn multiplexed_shares_connections_fails_fast_and_recovers() {
+    let mut server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut c = config(&server);
+    c.multiplexed_connections = 2;
+    let pool = manager.add_redis("cache", c).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.multiplexed().await.unwrap();
+            let _: () = conn.set(format!("m{t}"), t).await.unwrap();
+            let v: i64 = conn.get(format!("m{t}")).await.unwrap();
+            assert_eq!(v, t);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 32 tasks, two shared connections, none taken from the pool.
+    let mut probe = pool.get().await.unwrap();
+    let list: String = connhub::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut *probe)
+        .await
+        .unwrap();
+    drop(probe);
+    assert!(list.lines().count() <= 4, "{list}");
+    assert_eq!(pool.status().pool.in_use, 0);
+
+    server.kill();
+    let _ = manager.health_check().await;
+    match pool.multiplexed().await {
+        Err(Error::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    server.restart().unwrap();
+    let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    assert!(back);
+    let mut conn = pool.multiplexed().await.unwrap();
+    let _: () = conn.set("after", 1).await.unwrap();
+    drop(conn);
+
+    manager.close().await.unwrap();
+    assert!(matches!(
+        pool.multiplexed().await,
+        Err(Error::Closed { .. })
+    ));
+}

@@ -4,3 +4,4 @@
 pub mod etcd;
 mod etcd_members;
 pub mod redis;
+pub(crate) mod redis_multiplexed;

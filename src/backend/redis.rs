@@ -7,6 +7,7 @@
 //! connector last went down. The round trip belongs to the background health check.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -261,12 +262,14 @@ impl bb8::ManageConnection for RedisConnectionManager {
                 Ok(inner) => {
                     return Ok(RedisConnection {
                         inner,
-                        epoch,
-                        broken: false,
-                        liveness: self.liveness.clone(),
-                        name: self.name.clone(),
-                        endpoint: self.endpoint.clone().into(),
-                        command_timeout: self.command_timeout,
+                        meta: Arc::new(ConnMeta {
+                            epoch,
+                            broken: AtomicBool::new(false),
+                            liveness: self.liveness.clone(),
+                            name: self.name.clone(),
+                            endpoint: self.endpoint.clone(),
+                            command_timeout: self.command_timeout,
+                        }),
                     });
                 }
                 Err(e) => {
@@ -281,7 +284,7 @@ impl bb8::ManageConnection for RedisConnectionManager {
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<()> {
-        if conn.broken || !self.liveness.is_current(conn.epoch) {
+        if !conn.is_usable() {
             return Err(Error::Backend {
                 connector: self.name.to_string(),
                 kind: Kind::REDIS,
@@ -292,7 +295,7 @@ impl bb8::ManageConnection for RedisConnectionManager {
     }
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
-        conn.broken || !self.liveness.is_current(conn.epoch)
+        !conn.is_usable()
     }
 }
 
@@ -303,10 +306,10 @@ pub(crate) fn ping(conn: &mut RedisConnection) -> BoxFuture<'_, Result<()>> {
         match pong {
             Ok(_) => Ok(()),
             Err(e) => Err(classify(
-                &conn.name,
-                &conn.endpoint,
+                &conn.meta.name,
+                &conn.meta.endpoint,
                 "PING",
-                conn.command_timeout,
+                conn.meta.command_timeout,
                 e,
             )),
         }
@@ -316,23 +319,33 @@ pub(crate) fn ping(conn: &mut RedisConnection) -> BoxFuture<'_, Result<()>> {
 /// A pooled Redis connection: a redis multiplexed connection that remembers whether it
 /// failed, so the pool never hands it out again.
 ///
+/// Cloning shares the socket (as redis's `MultiplexedConnection` does): what
+/// [`RedisPool::multiplexed`] hands out.
+///
 /// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
 /// and [`redis::AsyncCommands`] work on a checkout.
+#[derive(Clone)]
 pub struct RedisConnection {
     inner: MultiplexedConnection,
+    /// Behind one pointer: the pool moves connections around, so they stay small.
+    meta: Arc<ConnMeta>,
+}
+
+/// What a connection knows about itself; shared by its clones, which share its socket.
+struct ConnMeta {
     epoch: u64,
-    broken: bool,
+    broken: AtomicBool,
     liveness: Arc<Liveness>,
     name: Arc<str>,
-    endpoint: Arc<str>,
+    endpoint: String,
     command_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
-            .field("epoch", &self.epoch)
-            .field("broken", &self.broken)
+            .field("epoch", &self.meta.epoch)
+            .field("broken", &self.is_broken())
             .finish_non_exhaustive()
     }
 }
@@ -341,7 +354,12 @@ impl RedisConnection {
     /// True once the connection saw a connection-level failure; it will be dropped when
     /// it goes back to the pool.
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.meta.broken.load(Ordering::Relaxed)
+    }
+
+    /// Neither seen broken nor made before the connector last went down (or closed).
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.is_broken() && self.meta.liveness.is_current(self.meta.epoch)
     }
 
     /// The redis multiplexed connection underneath. Clones of it are not tracked by the
@@ -353,10 +371,10 @@ impl RedisConnection {
     fn observe<T>(&mut self, r: &RedisResult<T>) {
         if let Err(e) = r {
             if e.is_connection_dropped() || e.is_unrecoverable_error() && e.is_io_error() {
-                self.broken = true;
-                self.liveness.report_trouble();
+                self.meta.broken.store(true, Ordering::Relaxed);
+                self.meta.liveness.report_trouble();
             } else if e.is_timeout() {
-                self.liveness.report_trouble();
+                self.meta.liveness.report_trouble();
             }
         }
     }

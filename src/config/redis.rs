@@ -47,6 +47,9 @@ pub struct RedisConfig {
     /// [`Error::Timeout`](crate::Error::Timeout) instead of hanging it. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Option<Duration>,
+    /// Shared connections behind [`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
+    /// opened on first use. Default `2`.
+    pub multiplexed_connections: u32,
     /// TLS settings.
     pub tls: TlsConfig,
 }
@@ -65,6 +68,7 @@ impl Default for RedisConfig {
             max_idle_time: Some(Duration::from_secs(300)),
             max_lifetime: Some(Duration::from_secs(1800)),
             command_timeout: Some(Duration::from_secs(5)),
+            multiplexed_connections: 2,
             tls: TlsConfig::default(),
         }
     }
@@ -96,6 +100,9 @@ impl RedisConfig {
                     self.min_idle_conns, self.pool_size
                 ),
             );
+        }
+        if self.multiplexed_connections == 0 {
+            errors.push(key(prefix, "multiplexed_connections"), "must be at least 1");
         }
         if self.username.as_deref() == Some("") {
             errors.push(key(prefix, "username"), "must not be empty when given");
