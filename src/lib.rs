@@ -70,6 +70,7 @@ mod health_task;
 mod manager;
 mod pool;
 mod pool_config;
+mod shared;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

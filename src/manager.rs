@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
 
-use crate::backend::etcd::{self as etcd_backend, EtcdConnectionManager, EtcdPool};
+use crate::backend::etcd::{self as etcd_backend, EtcdConnection, EtcdConnectionManager, EtcdPool};
 use crate::backend::redis::{
     self as redis_backend, RedisConnection, RedisConnectionManager, RedisPool,
 };
@@ -18,6 +18,7 @@ use crate::connector::{Connector, Event, Kind, Status};
 use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
 use crate::pool::{Backend, Pool, Spec};
 use crate::pool_config::{PoolConfig, kind_from_type_name};
+use crate::shared::Shared;
 
 /// How many state changes a slow subscriber may fall behind before it misses some.
 const EVENT_CAPACITY: usize = 1024;
@@ -165,9 +166,10 @@ impl Manager {
             liveness: Some(manager.liveness()),
             ping: Some(redis_backend::ping),
             usable: Some(RedisConnection::is_usable),
-            ext: Some(Box::new(
-                crate::backend::redis_multiplexed::Multiplexed::new(config.multiplexed_connections),
-            )),
+            ext: Some(Box::new(Shared::new(
+                config.multiplexed_connections,
+                RedisConnection::is_usable,
+            ))),
             connector: config.connector,
             events: self.inner.events.clone(),
             name: name.clone(),
@@ -190,7 +192,10 @@ impl Manager {
             liveness: Some(manager.liveness()),
             ping: Some(etcd_backend::ping),
             usable: None,
-            ext: None,
+            ext: Some(Box::new(Shared::new(
+                config.shared_clients,
+                EtcdConnection::is_usable,
+            ))),
             connector: config.connector,
             events: self.inner.events.clone(),
             name: name.clone(),

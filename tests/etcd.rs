@@ -124,3 +124,49 @@ async fn expired_auth_tokens_are_renewed() {
     drop(client);
     manager.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn shared_client_serves_many_tasks_and_fails_fast_when_down() {
+    let mut server = EtcdServer::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_etcd("registry", config(&server)).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = pool.client().await.unwrap();
+            client
+                .put(format!("s{t}"), t.to_string(), None)
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // No exclusive checkout was held.
+    assert_eq!(pool.status().pool.in_use, 0);
+    let mut c = pool.client().await.unwrap();
+    let all = c
+        .get(
+            "s",
+            Some(connhub::etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.kvs().len(), 32);
+
+    server.kill();
+    let _ = manager.health_check().await;
+    assert!(matches!(
+        pool.client().await,
+        Err(Error::Unavailable { .. })
+    ));
+    server.restart().unwrap();
+    let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    assert!(back);
+    let mut c = pool.client().await.unwrap();
+    c.put("after", "1", None).await.unwrap();
+    manager.close().await.unwrap();
+    assert!(matches!(pool.client().await, Err(Error::Closed { .. })));
+}

@@ -13,6 +13,7 @@ use crate::connector::{BoxFuture, Kind};
 use crate::error::{Error, Result};
 use crate::health::{Liveness, Retired};
 use crate::pool::{Pool, PooledConnection};
+use crate::shared::Shared;
 
 /// A pool of etcd clients; what [`Manager::etcd`](crate::Manager::etcd) returns.
 ///
@@ -287,6 +288,7 @@ impl bb8::ManageConnection for EtcdConnectionManager {
             epoch,
             view,
             members: self.members.clone(),
+            liveness: self.liveness.clone(),
             name: self.name.clone(),
             endpoint: endpoint.into(),
             command_timeout: self.command_timeout,
@@ -341,6 +343,7 @@ pub struct EtcdConnection {
     epoch: u64,
     view: MemberView,
     members: Arc<Members>,
+    liveness: Arc<Liveness>,
     name: Arc<str>,
     endpoint: Arc<str>,
     command_timeout: Duration,
@@ -352,6 +355,42 @@ impl std::fmt::Debug for EtcdConnection {
             .field("endpoint", &self.endpoint)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
+    }
+}
+
+impl EtcdConnection {
+    /// Made since the connector last went down, and balancing over the members the monitor
+    /// currently sees up.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.liveness.is_current(self.epoch) && self.view.is_current(&self.members)
+    }
+}
+
+impl EtcdPool {
+    /// A shared client, with no exclusive checkout: an `etcd_client::Client` multiplexes
+    /// every request over HTTP/2, so one client serves any number of tasks at once, and
+    /// this is the fastest way to send many requests. Everything on the client is safe to
+    /// share (watches and lease keep-alives are streams of their own).
+    ///
+    /// Use [`get`](crate::Pool::get) when you want the pool's limit on concurrent use.
+    /// Fails fast like `get()` while the connector is down. The clients (`shared_clients`,
+    /// default 1) are separate from the pool's, opened on first use and replaced after an
+    /// outage or a change in which members answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: connhub::EtcdPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut client = pool.client().await?;
+    /// client.put("service/a", "10.0.0.1:80", None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn client(&self) -> Result<Client> {
+        match self.ext::<Shared<EtcdConnection>>() {
+            Some(shared) => shared.get(self, |c| c.client.clone()).await,
+            None => {
+                self.admit()?;
+                Ok(self.dedicated().await?.client)
+            }
+        }
     }
 }
 

@@ -4,4 +4,4 @@
 pub mod etcd;
 mod etcd_members;
 pub mod redis;
-pub(crate) mod redis_multiplexed;
+mod redis_multiplexed;

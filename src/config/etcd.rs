@@ -32,6 +32,9 @@ pub struct EtcdConfig {
     pub command_timeout: Option<Duration>,
     /// Largest number of pooled clients. Default `4`.
     pub pool_size: u32,
+    /// Shared clients behind [`EtcdPool::client`](crate::EtcdPool::client), opened on
+    /// first use. Default `1`.
+    pub shared_clients: u32,
     /// With several endpoints, how often each member is probed on its own; a member that
     /// does not answer is taken out of every client's balancer until it answers again.
     /// Default `250ms`.
@@ -51,6 +54,7 @@ impl Default for EtcdConfig {
             dial_timeout: Duration::from_secs(3),
             command_timeout: Some(Duration::from_secs(5)),
             pool_size: 4,
+            shared_clients: 1,
             member_check_interval: Duration::from_millis(250),
             tls: TlsConfig::default(),
         }
@@ -79,6 +83,9 @@ impl EtcdConfig {
         }
         if self.pool_size == 0 {
             errors.push(key(prefix, "pool_size"), "must be at least 1");
+        }
+        if self.shared_clients == 0 {
+            errors.push(key(prefix, "shared_clients"), "must be at least 1");
         }
         if self.username.is_some() != self.password.is_some() {
             errors.push(

@@ -48,7 +48,7 @@ pub struct RedisConfig {
     #[serde(with = "humantime_serde")]
     pub command_timeout: Option<Duration>,
     /// Shared connections behind [`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
-    /// opened on first use. Default `2`.
+    /// opened on first use. Default `1`: one socket pipelines deepest; more help only when one connection saturates.
     pub multiplexed_connections: u32,
     /// TLS settings.
     pub tls: TlsConfig,
@@ -68,7 +68,7 @@ impl Default for RedisConfig {
             max_idle_time: Some(Duration::from_secs(300)),
             max_lifetime: Some(Duration::from_secs(1800)),
             command_timeout: Some(Duration::from_secs(5)),
-            multiplexed_connections: 2,
+            multiplexed_connections: 1,
             tls: TlsConfig::default(),
         }
     }

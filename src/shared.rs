@@ -1,0 +1,85 @@
+//! A few connections shared by every caller, outside the pool's exclusive checkouts:
+//! what [`RedisPool::multiplexed`](crate::RedisPool::multiplexed) and
+//! [`EtcdPool::client`](crate::EtcdPool::client) hand out clones of.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use crate::error::Result;
+use crate::pool::{Backend, Pool, PoolExt};
+
+/// Shared connections, handed out round robin; each is opened on first use and replaced
+/// once `usable` says no (broken, or older than the last outage).
+pub(crate) struct Shared<C> {
+    slots: Vec<Slot<C>>,
+    next: AtomicUsize,
+    usable: fn(&C) -> bool,
+}
+
+struct Slot<C> {
+    conn: RwLock<Option<C>>,
+    /// One task at a time opens a slot's connection; the others wait for it.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl<C: Send + Sync + 'static> Shared<C> {
+    pub(crate) fn new(n: u32, usable: fn(&C) -> bool) -> Self {
+        let n = usize::try_from(n.max(1)).unwrap_or(1);
+        Shared {
+            slots: (0..n)
+                .map(|_| Slot {
+                    conn: RwLock::new(None),
+                    opening: tokio::sync::Mutex::new(()),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            usable,
+        }
+    }
+
+    fn current<R>(&self, slot: &Slot<C>, take: &impl Fn(&C) -> R) -> Option<R> {
+        let guard = slot.conn.read().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().filter(|c| (self.usable)(c)).map(take)
+    }
+
+    fn set(slot: &Slot<C>, conn: Option<C>) {
+        *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+    }
+
+    /// What `take` makes of the next shared connection (a clone of it, or of the client
+    /// inside), opening it first if needed. Fails fast like a checkout while the connector
+    /// is down or closed.
+    pub(crate) async fn get<M, R>(&self, pool: &Pool<M>, take: impl Fn(&C) -> R) -> Result<R>
+    where
+        M: Backend<Connection = C>,
+    {
+        pool.admit()?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[i];
+        if let Some(r) = self.current(slot, &take) {
+            return Ok(r);
+        }
+        let _opening = slot.opening.lock().await;
+        if let Some(r) = self.current(slot, &take) {
+            return Ok(r);
+        }
+        pool.admit()?;
+        let conn = pool.dedicated().await?;
+        let r = take(&conn);
+        Self::set(slot, Some(conn));
+        Ok(r)
+    }
+}
+
+impl<C: Send + Sync + 'static> PoolExt for Shared<C> {
+    fn on_close(&self) {
+        for slot in &self.slots {
+            *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
