@@ -145,6 +145,9 @@ pub struct PoolCounts {
     pub gets_waited: u64,
     /// Checkouts that timed out.
     pub gets_timed_out: u64,
+    /// Time checkouts spent waiting for a connection, in total.
+    #[serde(with = "humantime_serde")]
+    pub wait_time: Duration,
     /// Connections created since the pool was built.
     pub connections_created: u64,
     /// Connections closed because they were broken or predated an outage.

@@ -162,6 +162,8 @@ impl Health {
                 tracing::info!(connector = %self.name, kind = %self.kind, %from, %to, "connector state changed")
             }
         }
+        #[cfg(feature = "metrics")]
+        crate::metrics::record_state(&self.name, self.kind.as_str(), to);
         let _ = self.events.send(Event {
             connector: self.name.clone(),
             kind: self.kind.clone(),

@@ -61,6 +61,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod backend;
 pub mod config;
 mod connector;
@@ -68,6 +70,8 @@ mod error;
 mod health;
 mod health_task;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod pool;
 mod pool_config;
 mod shared;

@@ -86,6 +86,8 @@ pub(crate) struct Inner<M: bb8::ManageConnection> {
     endpoint: String,
     ping: Option<PingFn<M>>,
     usable: Option<UsableFn<M>>,
+    /// Connections the health checks opened and gave to the pool.
+    added: std::sync::atomic::AtomicU64,
     /// Connections know the liveness epoch, so a closed pool can drop its idle ones.
     own_backend: bool,
     ext: Option<Box<dyn PoolExt>>,
@@ -175,6 +177,7 @@ impl<M: Backend> Pool<M> {
                 endpoint: spec.endpoint,
                 ping: spec.ping,
                 usable: spec.usable,
+                added: std::sync::atomic::AtomicU64::new(0),
                 own_backend,
                 ext: spec.ext,
             }),
@@ -350,7 +353,18 @@ impl<M: Backend> Pool<M> {
 
     /// A snapshot of the connector (state, pool counters, last check), free of secrets.
     pub fn status(&self) -> Status {
-        let inner = &*self.inner;
+        self.inner.status()
+    }
+
+    /// True while the connector is `Healthy`.
+    pub fn is_connected(&self) -> bool {
+        self.inner.health.state() == State::Healthy
+    }
+}
+
+impl<M: Backend> Inner<M> {
+    fn status(&self) -> Status {
+        let inner = self;
         let h = &*inner.health;
         let s = inner.bb8.state();
         let st = &s.statistics;
@@ -368,7 +382,9 @@ impl<M: Backend> Pool<M> {
                 gets: st.get_direct + st.get_waited,
                 gets_waited: st.get_waited,
                 gets_timed_out: st.get_timed_out,
-                connections_created: st.connections_created,
+                wait_time: st.get_wait_time,
+                connections_created: st.connections_created
+                    + inner.added.load(std::sync::atomic::Ordering::Relaxed),
                 connections_closed_broken: st.connections_closed_broken
                     + st.connections_closed_invalid,
                 connections_closed_idle: st.connections_closed_idle_timeout,
@@ -381,13 +397,6 @@ impl<M: Backend> Pool<M> {
         }
     }
 
-    /// True while the connector is `Healthy`.
-    pub fn is_connected(&self) -> bool {
-        self.inner.health.state() == State::Healthy
-    }
-}
-
-impl<M: Backend> Inner<M> {
     /// One real check of the backend, bounded by `connect_timeout`: a ping on an idle
     /// pooled connection when there is one, else on a new connection that then joins the
     /// pool.
@@ -419,7 +428,10 @@ impl<M: Backend> Inner<M> {
                     .map_err(|e| Error::from_backend(&h.name, &h.kind, e))?;
             }
             // The proven connection serves the next checkout; a full pool just drops it.
-            let _ = self.bb8.add(conn);
+            if self.bb8.add(conn).is_ok() {
+                // bb8 counts only the connections it opens itself.
+                self.added.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(())
         };
         match tokio::time::timeout(limit, check).await {
@@ -442,6 +454,8 @@ impl<M: Backend> Inner<M> {
             }
             Err(e) => h.record_check(start.elapsed(), Some(e)),
         }
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(&self.status());
         r
     }
 

@@ -1,0 +1,107 @@
+//! The axum router, driven in-process.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRef, State};
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use connhub::redis::AsyncCommands;
+use connhub::testkit::RedisServer;
+use connhub::{Manager, RedisPool};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[derive(Clone, FromRef)]
+struct App {
+    manager: Manager,
+    cache: RedisPool,
+}
+
+async fn counter(State(cache): State<RedisPool>) -> String {
+    let mut c = cache.get().await.expect("checkout");
+    let n: i64 = c.incr("hits", 1).await.expect("INCR");
+    n.to_string()
+}
+
+async fn call(app: &axum::Router, path: &str) -> (StatusCode, serde_json::Value) {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ));
+    (status, json)
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_follow_the_connectors() {
+    let mut server = RedisServer::builder()
+        .password("pw-in-body?")
+        .start()
+        .unwrap();
+    let manager = Manager::new();
+    let mut cfg = server.config();
+    cfg.connector = common::quick();
+    let cache = manager.add_redis("cache", cfg).await.unwrap();
+    let app = axum::Router::new()
+        .route("/hits", get(counter))
+        .merge(connhub::axum::router())
+        .with_state(App {
+            manager: manager.clone(),
+            cache,
+        });
+
+    let (code, body) = call(&app, "/hits").await;
+    assert_eq!((code, body), (StatusCode::OK, serde_json::json!(1)));
+
+    let (code, body) = call(&app, "/healthz").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["healthy"], true);
+    assert_eq!(body["connectors"][0]["name"], "cache");
+    assert_eq!(body["connectors"][0]["state"], "healthy");
+    assert_eq!(body["connectors"][0]["kind"], "redis");
+    assert!(!body.to_string().contains("pw-in-body"), "{body}");
+    let (code, body) = call(&app, "/readyz").await;
+    assert_eq!(
+        (code, body["ready"].clone()),
+        (StatusCode::OK, serde_json::json!(true))
+    );
+
+    server.kill();
+    let _ = manager.health_check().await;
+    let (code, body) = call(&app, "/healthz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["healthy"], false);
+    assert_eq!(body["connectors"][0]["state"], "reconnecting");
+    assert!(
+        body["connectors"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cache")
+    );
+
+    server.restart().unwrap();
+    let back = common::eventually(Duration::from_secs(10), || {
+        manager.status()[0].state == connhub::State::Healthy
+    })
+    .await;
+    assert!(back);
+    assert_eq!(call(&app, "/healthz").await.0, StatusCode::OK);
+
+    manager.close().await.unwrap();
+    assert_eq!(
+        call(&app, "/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(&app, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
