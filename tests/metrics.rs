@@ -5,6 +5,9 @@ use connhub::redis::AsyncCommands;
 use connhub::testkit::RedisServer;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
+/// A metric's name, labels and value.
+type Recorded = (String, Vec<(String, String)>, DebugValue);
+
 #[tokio::test]
 async fn pool_state_and_counters_are_recorded() {
     let server = RedisServer::start().unwrap();
@@ -21,7 +24,7 @@ async fn pool_state_and_counters_are_recorded() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || manager.record_metrics());
-    let values: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    let values: Vec<Recorded> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
