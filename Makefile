@@ -9,11 +9,14 @@ deps:
 	@bash scripts/install-deps
 
 demo: deps
-	$(CARGO) run --quiet --example demo --features testkit -- $(CONFIG)
+	$(CARGO) run --quiet --example axum_service --features testkit,axum,metrics -- $(CONFIG)
 
 test: deps
 	$(CARGO) test --all-features --all-targets
 	$(CARGO) test --all-features --doc
+	$(CARGO) run --quiet --example quickstart --features testkit
+	$(CARGO) run --quiet --example redis_lock --features testkit
+	$(CARGO) run --quiet --example etcd_lock --features testkit
 
 lint: deps
 	$(CARGO) fmt --check

@@ -218,18 +218,9 @@ impl<M: Backend> Pool<M> {
         if let Err(e) = self.admit() {
             return Some(Err(e));
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            let fut = std::pin::pin!(self.inner.bb8.get_owned());
-            match fut.poll(&mut cx) {
-                Poll::Ready(Ok(conn)) if self.is_usable(&conn) => return Some(Ok(conn)),
-                // Retired (broken, or older than the last outage): handing it back makes
-                // bb8 discard it (`has_broken`). Try the next one.
-                Poll::Ready(Ok(conn)) => drop(conn),
-                Poll::Ready(Err(e)) => return Some(Err(self.run_error(e))),
-                Poll::Pending => return None,
-            }
-        }
+        self.inner
+            .idle_now()
+            .map(|r| r.map_err(|e| self.run_error(e)))
     }
 
     async fn get_waiting(&self) -> Result<PooledConnection<'static, M>> {
@@ -250,7 +241,7 @@ impl<M: Backend> Pool<M> {
     }
 
     fn is_usable(&self, conn: &M::Connection) -> bool {
-        self.inner.usable.is_none_or(|usable| usable(conn))
+        self.inner.is_usable(conn)
     }
 
     /// Refuses a checkout at once when the pool is closed, or down with `fail_fast`.
@@ -363,6 +354,29 @@ impl<M: Backend> Pool<M> {
 }
 
 impl<M: Backend> Inner<M> {
+    fn is_usable(&self, conn: &M::Connection) -> bool {
+        self.usable.is_none_or(|usable| usable(conn))
+    }
+
+    /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
+    /// `None` when none is idle.
+    fn idle_now(
+        &self,
+    ) -> Option<std::result::Result<PooledConnection<'static, M>, bb8::RunError<M::Error>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let fut = std::pin::pin!(self.bb8.get_owned());
+            match fut.poll(&mut cx) {
+                Poll::Ready(Ok(conn)) if self.is_usable(&conn) => return Some(Ok(conn)),
+                // Retired (broken, or older than the last outage): handing it back makes
+                // bb8 discard it (`has_broken`). Try the next one.
+                Poll::Ready(Ok(conn)) => drop(conn),
+                Poll::Ready(Err(e)) => return Some(Err(e)),
+                Poll::Pending => return None,
+            }
+        }
+    }
+
     fn status(&self) -> Status {
         let inner = self;
         let h = &*inner.health;
@@ -405,11 +419,13 @@ impl<M: Backend> Inner<M> {
         let limit = h.config.connect_timeout;
         let start = Instant::now();
         let check = async {
-            if h.state() == State::Healthy && self.bb8.state().idle_connections > 0 {
-                let mut conn = self.bb8.get().await.map_err(|e| match e {
-                    bb8::RunError::TimedOut => h.timeout("health check", limit),
-                    bb8::RunError::User(e) => Error::from_backend(&h.name, &h.kind, e),
-                })?;
+            // A usable idle connection when there is one (never one from before an
+            // outage), else a new one.
+            let idle = match h.state() {
+                State::Healthy => self.idle_now().and_then(Result::ok),
+                _ => None,
+            };
+            if let Some(mut conn) = idle {
                 if let Some(ping) = self.ping {
                     ping(&mut conn)
                         .await
@@ -430,7 +446,8 @@ impl<M: Backend> Inner<M> {
             // The proven connection serves the next checkout; a full pool just drops it.
             if self.bb8.add(conn).is_ok() {
                 // bb8 counts only the connections it opens itself.
-                self.added.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.added
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(())
         };

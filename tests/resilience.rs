@@ -233,3 +233,39 @@ async fn without_fail_fast_a_checkout_times_out_with_the_real_error() {
     }
     manager.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn after_recovery_no_connection_from_before_the_outage_is_checked_or_used() {
+    let mut server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut cfg = config(&server);
+    cfg.min_idle_conns = 4;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    // Several idle connections from before the outage.
+    common::eventually(Duration::from_secs(5), || pool.status().pool.idle >= 4).await;
+    let mut events = manager.subscribe();
+    server.kill();
+    server.restart().unwrap();
+    let _ = manager.health_check().await;
+    let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    assert!(back);
+    // Three more health checks: none may pick a stale connection and flap.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.from, e.to));
+    }
+    assert_eq!(
+        seen,
+        [
+            (State::Healthy, State::Reconnecting),
+            (State::Reconnecting, State::Healthy)
+        ],
+        "{seen:?}"
+    );
+    for _ in 0..20 {
+        let mut c = pool.get().await.unwrap();
+        let _: () = c.set("k", 1).await.unwrap();
+    }
+    manager.close().await.unwrap();
+}
