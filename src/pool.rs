@@ -469,7 +469,10 @@ impl<M: Backend> Inner<M> {
                 h.record_check(*latency, None);
                 h.set_state(State::Healthy, None);
             }
-            Err(e) => h.record_check(start.elapsed(), Some(e)),
+            Err(e) => {
+                tracing::warn!(connector = %h.name, kind = %h.kind, error = %e, "health check failed");
+                h.record_check(start.elapsed(), Some(e));
+            }
         }
         #[cfg(feature = "metrics")]
         crate::metrics::record(&self.status());

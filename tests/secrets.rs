@@ -31,6 +31,7 @@ async fn no_password_in_any_output() {
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
         .with_writer(move || sink.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -101,8 +102,15 @@ async fn no_password_in_any_output() {
         assert!(!t.contains(ETCD_PW), "etcd password leaked: {t}");
     }
     let log = texts.last().unwrap();
-    assert!(
-        log.contains("connector state changed"),
-        "the outage was logged: {log}"
-    );
+    // Connects, failed checks, state changes and reconnects are traced with name and kind.
+    for expected in [
+        "connected",
+        "health check failed",
+        "connector state changed",
+        "connector=cache",
+        "kind=redis",
+        "kind=etcd",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in the log: {log}");
+    }
 }

@@ -283,6 +283,7 @@ impl bb8::ManageConnection for EtcdConnectionManager {
                 });
             }
         };
+        tracing::debug!(connector = %self.name, kind = "etcd", endpoint = %endpoint, "connected");
         Ok(EtcdConnection {
             client,
             epoch,

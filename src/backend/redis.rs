@@ -260,6 +260,7 @@ impl bb8::ManageConnection for RedisConnectionManager {
                 .await
             {
                 Ok(inner) => {
+                    tracing::debug!(connector = %self.name, kind = "redis", endpoint = %self.endpoint, "connected");
                     return Ok(RedisConnection {
                         inner,
                         meta: Arc::new(ConnMeta {
