@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 
 use super::certs::TestCerts;
-use super::process::{Process, exchange, free_port, require};
+use super::process::{Process, exchange, free_port, require, retry_port_race};
 use crate::config::EtcdConfig;
 
 /// TLS files a test server presents, and whether it requires client certificates.
@@ -260,6 +260,10 @@ impl EtcdCluster {
 
     fn start_with(n: usize, options: &EtcdServerBuilder) -> io::Result<EtcdCluster> {
         require("etcd", "etcd-server")?;
+        retry_port_race(|| Self::start_once(n, options))
+    }
+
+    fn start_once(n: usize, options: &EtcdServerBuilder) -> io::Result<EtcdCluster> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -9,13 +9,49 @@ use std::time::{Duration, Instant};
 /// How long a server gets to start answering.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How many times a server is started on fresh ports after losing a port to another
+/// process between choosing it and binding it.
+const PORT_RACE_TRIES: usize = 3;
+
+/// Runs `start` again on fresh ports while it fails because a port was taken.
+pub(crate) fn retry_port_race<T>(mut start: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 1;
+    loop {
+        match start() {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < PORT_RACE_TRIES => {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; servers bind it right after).
 ///
 /// It is chosen below the kernel's ephemeral range, so that while a server is down no
 /// client socket can take its port (a connect to a dead local port can even connect to
 /// itself when the source port it draws is that same port) and a restart on the same port
-/// finds it free.
+/// finds it free. A port is never handed out twice in one process, so tests running side
+/// by side do not pick the same one.
 pub fn free_port() -> io::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..100 {
+        let port = pick_port()?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free loopback port found",
+    ))
+}
+
+fn pick_port() -> io::Result<u16> {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
@@ -135,6 +171,11 @@ impl Process {
         }
     }
 
+    /// True when the server's log says its port was taken.
+    pub(crate) fn lost_port_race(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains("address already in use"))
+    }
+
     /// The last lines of the server's log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -150,10 +191,18 @@ impl Process {
                 return Ok(());
             }
             if !self.is_running() {
-                return Err(io::Error::other(format!(
-                    "{what} exited during start-up; its log says:\n{}",
-                    self.log_tail()
-                )));
+                let kind = if self.lost_port_race() {
+                    io::ErrorKind::AddrInUse
+                } else {
+                    io::ErrorKind::Other
+                };
+                return Err(io::Error::new(
+                    kind,
+                    format!(
+                        "{what} exited during start-up; its log says:\n{}",
+                        self.log_tail()
+                    ),
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(

@@ -5,7 +5,7 @@ use std::io;
 use tempfile::TempDir;
 
 use super::etcd::ServerTls;
-use super::process::{Process, exchange, free_port, require};
+use super::process::{Process, exchange, free_port, require, retry_port_race};
 use crate::config::{RedisConfig, Secret};
 
 /// Options for a [`RedisServer`].
@@ -46,6 +46,10 @@ impl RedisServerBuilder {
     /// Starts the server and waits until it answers.
     pub fn start(self) -> io::Result<RedisServer> {
         require("redis-server", "redis-server")?;
+        retry_port_race(|| self.start_once())
+    }
+
+    fn start_once(&self) -> io::Result<RedisServer> {
         let dir = tempfile::Builder::new()
             .prefix("connhub-redis-")
             .tempdir()?;
@@ -104,7 +108,7 @@ impl RedisServerBuilder {
         let mut server = RedisServer {
             port,
             tls_port,
-            password: self.password,
+            password: self.password.clone(),
             process,
             _dir: dir,
         };
