@@ -30,7 +30,7 @@
 //!
 //! # async fn serve(manager: Manager) -> Result<(), Box<dyn std::error::Error>> {
 //! let app = App { cache: manager.redis("cache")?, manager };
-//! let router = axum::Router::new()
+//! let router: axum::Router = axum::Router::new()
 //!     .route("/hits", get(hits))
 //!     .merge(connhub::axum::router())
 //!     .with_state(app);
