@@ -12,11 +12,11 @@ demo: deps
 	$(CARGO) run --quiet --example axum_service --features testkit,axum,metrics -- $(CONFIG)
 
 test: deps
-	$(CARGO) test --all-features --all-targets
-	$(CARGO) test --all-features --doc
 	$(CARGO) run --quiet --example quickstart --features testkit
 	$(CARGO) run --quiet --example redis_lock --features testkit
 	$(CARGO) run --quiet --example etcd_lock --features testkit
+	$(CARGO) test --all-features --all-targets
+	$(CARGO) test --all-features --doc
 
 lint: deps
 	$(CARGO) fmt --check
