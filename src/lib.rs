@@ -79,7 +79,9 @@ mod shared;
 pub mod testkit;
 
 pub use backend::etcd::{EtcdConnection, EtcdConnectionManager, EtcdPool};
-pub use backend::redis::{RedisConnection, RedisConnectionManager, RedisPool};
+pub use backend::redis::{
+    RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection,
+};
 pub use config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, Secret, TlsConfig};
 pub use connector::{BoxFuture, Connector, Event, Kind, PoolCounts, State, Status};
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Result};

@@ -13,10 +13,11 @@ use crate::backend::etcd::{self as etcd_backend, EtcdConnection, EtcdConnectionM
 use crate::backend::redis::{
     self as redis_backend, RedisConnection, RedisConnectionManager, RedisPool,
 };
+use crate::backend::redis_multiplexed::SharedRedis;
 use crate::config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, check_name};
 use crate::connector::{Connector, Event, Kind, Status};
 use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
-use crate::pool::{Backend, Pool, Spec};
+use crate::pool::{Backend, Pool, PoolExt, Spec};
 use crate::pool_config::{PoolConfig, kind_from_type_name};
 use crate::shared::Shared;
 
@@ -166,9 +167,9 @@ impl Manager {
             liveness: Some(manager.liveness()),
             ping: Some(redis_backend::ping),
             usable: Some(RedisConnection::is_usable),
-            ext: Some(Box::new(Shared::new(
+            ext: Some(Box::new(SharedRedis::new(
                 config.multiplexed_connections,
-                RedisConnection::is_usable,
+                manager.clone(),
             ))),
             connector: config.connector,
             events: self.inner.events.clone(),
@@ -233,7 +234,10 @@ impl Manager {
             liveness: None,
             ping: None,
             usable: None,
-            ext: None,
+            // connhub's own Redis manager added as a plain pool keeps `multiplexed()`.
+            ext: (&manager as &dyn std::any::Any)
+                .downcast_ref::<RedisConnectionManager>()
+                .map(|m| Box::new(SharedRedis::new(1, m.clone())) as Box<dyn PoolExt>),
             connector,
             events: self.inner.events.clone(),
             name: name.clone(),

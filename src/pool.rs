@@ -263,16 +263,21 @@ impl<M: Backend> Pool<M> {
     /// down like any other failed connection.
     pub(crate) async fn dedicated(&self) -> Result<M::Connection> {
         let h = &*self.inner.health;
-        match self.inner.bb8.dedicated_connection().await {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                let e = Error::from_backend(&h.name, &h.kind, e);
-                h.record_error(&e);
-                h.mark_down(&e);
-                h.liveness.report_trouble();
-                Err(e)
-            }
-        }
+        self.inner
+            .bb8
+            .dedicated_connection()
+            .await
+            .map_err(|e| self.connect_failed(Error::from_backend(&h.name, &h.kind, e)))
+    }
+
+    /// Records a failed connection attempt made outside bb8 and marks the connector down,
+    /// as bb8's error sink does for the pool's own; returns the error.
+    pub(crate) fn connect_failed(&self, e: Error) -> Error {
+        let h = &*self.inner.health;
+        h.record_error(&e);
+        h.mark_down(&e);
+        h.liveness.report_trouble();
+        e
     }
 
     fn run_error(&self, e: bb8::RunError<M::Error>) -> Error {

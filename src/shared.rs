@@ -3,6 +3,7 @@
 //! [`EtcdPool::client`](crate::EtcdPool::client) hand out clones of.
 
 use std::any::Any;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
@@ -48,11 +49,17 @@ impl<C: Send + Sync + 'static> Shared<C> {
     }
 
     /// What `take` makes of the next shared connection (a clone of it, or of the client
-    /// inside), opening it first if needed. Fails fast like a checkout while the connector
-    /// is down or closed.
-    pub(crate) async fn get<M, R>(&self, pool: &Pool<M>, take: impl Fn(&C) -> R) -> Result<R>
+    /// inside), opening it with `open` first if needed. Fails fast like a checkout while
+    /// the connector is down or closed.
+    pub(crate) async fn get<M, R, F>(
+        &self,
+        pool: &Pool<M>,
+        open: impl FnOnce() -> F,
+        take: impl Fn(&C) -> R,
+    ) -> Result<R>
     where
-        M: Backend<Connection = C>,
+        M: Backend,
+        F: Future<Output = Result<C>>,
     {
         pool.admit()?;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
@@ -65,7 +72,7 @@ impl<C: Send + Sync + 'static> Shared<C> {
             return Ok(r);
         }
         pool.admit()?;
-        let conn = pool.dedicated().await?;
+        let conn = open().await?;
         let r = take(&conn);
         Self::set(slot, Some(conn));
         Ok(r)

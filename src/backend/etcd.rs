@@ -386,7 +386,11 @@ impl EtcdPool {
     /// ```
     pub async fn client(&self) -> Result<Client> {
         match self.ext::<Shared<EtcdConnection>>() {
-            Some(shared) => shared.get(self, |c| c.client.clone()).await,
+            Some(shared) => {
+                shared
+                    .get(self, || self.dedicated(), |c| c.client.clone())
+                    .await
+            }
             None => {
                 self.admit()?;
                 Ok(self.dedicated().await?.client)

@@ -4,4 +4,5 @@
 pub mod etcd;
 mod etcd_members;
 pub mod redis;
-mod redis_multiplexed;
+mod redis_direct;
+pub(crate) mod redis_multiplexed;

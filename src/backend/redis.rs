@@ -1,11 +1,14 @@
-//! The Redis backend: [`RedisConnectionManager`] (a `bb8::ManageConnection` over redis
-//! multiplexed connections), the [`RedisConnection`] a checkout derefs to, and
-//! [`RedisPool`].
+//! The Redis backend: [`RedisConnectionManager`] (a `bb8::ManageConnection`), the
+//! [`RedisConnection`] a checkout derefs to, the [`SharedRedisConnection`] that
+//! [`RedisPool::multiplexed`] hands out, and [`RedisPool`].
 //!
 //! Unlike bb8-redis, a checkout costs no `PING`: a connection is handed out unless it was
-//! seen failing (a connection-level I/O error marks it broken) or was made before the
-//! connector last went down. The round trip belongs to the background health check.
+//! seen failing (a connection-level I/O error marks it broken), was left with a request
+//! unfinished, or was made before the connector last went down. The round trip belongs to
+//! the background health check.
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +19,8 @@ use redis::{
     RedisResult, Value,
 };
 
-use crate::config::{RedisConfig, parse_redis};
+use super::redis_direct::{Dial, DirectLink};
+use crate::config::{RedisConfig, Secret, parse_redis};
 use crate::connector::{BoxFuture, Kind};
 use crate::error::{Error, Result};
 use crate::health::{Liveness, Retired};
@@ -39,14 +43,25 @@ pub type RedisPool = Pool<RedisConnectionManager>;
 pub type PooledRedisConnection<'a> = PooledConnection<'a, RedisConnectionManager>;
 
 /// Makes and validates Redis connections for bb8.
+///
+/// Over plain TCP a pooled connection is a socket of its own that the task holding it
+/// reads and writes directly (no driver task in between); over TLS it is a redis
+/// multiplexed connection.
+#[derive(Clone)]
 pub struct RedisConnectionManager {
     name: Arc<str>,
     endpoint: String,
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<Secret>,
+    db: i64,
     client: redis::Client,
     async_config: AsyncConnectionConfig,
     max_retries: u32,
     tls: bool,
     connect_timeout: Duration,
+    response_timeout: Option<Duration>,
     command_timeout: Duration,
     liveness: Arc<Liveness>,
 }
@@ -68,8 +83,9 @@ impl RedisConnectionManager {
         errors.into_result()?;
         let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
         let endpoint = hp.to_string();
-        let mut settings =
-            redis::RedisConnectionInfo::default().set_db(i64::from(hp.db.unwrap_or(config.db)));
+        let db = i64::from(hp.db.unwrap_or(config.db));
+        let (host, port) = (hp.host.clone(), hp.port);
+        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
         if let Some(user) = &config.username {
             settings = settings.set_username(user);
         }
@@ -102,11 +118,17 @@ impl RedisConnectionManager {
         Ok(RedisConnectionManager {
             name: name.into(),
             endpoint,
+            host,
+            port,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            db,
             client,
             async_config,
             max_retries: config.max_retries,
             tls,
             connect_timeout: config.connector.connect_timeout,
+            response_timeout: config.command_timeout,
             command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
             liveness: Arc::default(),
         })
@@ -244,44 +266,29 @@ impl bb8::ManageConnection for RedisConnectionManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<RedisConnection> {
-        if self.liveness.is_closed() {
-            return Err(Error::Closed {
-                connector: self.name.to_string(),
-            });
-        }
-        // Stamped before connecting: if the connector goes down meanwhile, this
-        // connection is retired with the others.
-        let epoch = self.liveness.epoch();
-        let mut attempt = 0;
-        loop {
-            match self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.async_config)
-                .await
-            {
-                Ok(inner) => {
-                    tracing::debug!(connector = %self.name, kind = "redis", endpoint = %self.endpoint, "connected");
-                    return Ok(RedisConnection {
-                        inner,
-                        meta: Arc::new(ConnMeta {
-                            epoch,
-                            broken: AtomicBool::new(false),
-                            liveness: self.liveness.clone(),
-                            name: self.name.clone(),
-                            endpoint: self.endpoint.clone(),
-                            command_timeout: self.command_timeout,
-                        }),
-                    });
+        let (link, meta) = self
+            .open(|| async {
+                if self.tls {
+                    return self
+                        .multiplexed()
+                        .await
+                        .map(|m| Link::Multiplexed(Box::new(m)));
                 }
-                Err(e) => {
-                    let err = self.classify(e);
-                    if attempt >= self.max_retries || err.is_permanent() {
-                        return Err(err);
-                    }
-                    attempt += 1;
+                let dial = Dial {
+                    host: &self.host,
+                    port: self.port,
+                    username: self.username.as_deref(),
+                    password: self.password.as_ref().map(Secret::expose),
+                    db: self.db,
+                };
+                let connect = DirectLink::connect(&dial, self.response_timeout);
+                match tokio::time::timeout(self.connect_timeout, connect).await {
+                    Ok(r) => r.map(|l| Link::Direct(Box::new(l))),
+                    Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut).into()),
                 }
-            }
-        }
+            })
+            .await?;
+        Ok(RedisConnection { link, meta })
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<()> {
@@ -297,6 +304,61 @@ impl bb8::ManageConnection for RedisConnectionManager {
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
         !conn.is_usable()
+    }
+}
+
+impl RedisConnectionManager {
+    /// Makes a connection with `dial`, retrying up to `max_retries` times unless the
+    /// failure is permanent; stamps it with the liveness epoch from before the attempt.
+    async fn open<L, F>(&self, dial: impl Fn() -> F) -> Result<(L, Arc<ConnMeta>)>
+    where
+        F: Future<Output = RedisResult<L>>,
+    {
+        if self.liveness.is_closed() {
+            return Err(Error::Closed {
+                connector: self.name.to_string(),
+            });
+        }
+        // Stamped before connecting: if the connector goes down meanwhile, this
+        // connection is retired with the others.
+        let epoch = self.liveness.epoch();
+        let mut attempt = 0;
+        loop {
+            match dial().await {
+                Ok(link) => {
+                    tracing::debug!(connector = %self.name, kind = "redis", endpoint = %self.endpoint, "connected");
+                    let meta = Arc::new(ConnMeta {
+                        epoch,
+                        broken: AtomicBool::new(false),
+                        liveness: self.liveness.clone(),
+                        name: self.name.clone(),
+                        endpoint: self.endpoint.clone(),
+                        command_timeout: self.command_timeout,
+                    });
+                    return Ok((link, meta));
+                }
+                Err(e) => {
+                    let err = self.classify(e);
+                    if attempt >= self.max_retries || err.is_permanent() {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn multiplexed(&self) -> RedisResult<MultiplexedConnection> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.async_config)
+            .await
+    }
+
+    /// A connection for [`RedisPool::multiplexed`]: always a multiplexed one, since it is
+    /// shared.
+    pub(crate) async fn connect_shared(&self) -> Result<SharedRedisConnection> {
+        let (inner, meta) = self.open(|| self.multiplexed()).await?;
+        Ok(SharedRedisConnection { inner, meta })
     }
 }
 
@@ -317,22 +379,39 @@ pub(crate) fn ping(conn: &mut RedisConnection) -> BoxFuture<'_, Result<()>> {
     })
 }
 
-/// A pooled Redis connection: a redis multiplexed connection that remembers whether it
-/// failed, so the pool never hands it out again.
+/// A pooled Redis connection, used by one task at a time: it remembers whether it failed,
+/// so the pool never hands it out again.
 ///
-/// Cloning shares the socket (as redis's `MultiplexedConnection` does): what
-/// [`RedisPool::multiplexed`] hands out.
+/// Over plain TCP the task holding it writes commands and reads replies on the socket
+/// itself; over TLS it is a redis multiplexed connection. Commands that change how replies
+/// arrive (SUBSCRIBE and the other pub/sub subscriptions, MONITOR, CLIENT REPLY) are
+/// refused with an error on a plain-TCP connection: use `redis::Client::get_async_pubsub`
+/// for pub/sub.
 ///
 /// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
 /// and [`redis::AsyncCommands`] work on a checkout.
-#[derive(Clone)]
 pub struct RedisConnection {
-    inner: MultiplexedConnection,
+    link: Link,
     /// Behind one pointer: the pool moves connections around, so they stay small.
     meta: Arc<ConnMeta>,
 }
 
-/// What a connection knows about itself; shared by its clones, which share its socket.
+enum Link {
+    Direct(Box<DirectLink>),
+    Multiplexed(Box<MultiplexedConnection>),
+}
+
+/// A connection shared by many tasks at once: what [`RedisPool::multiplexed`] hands out.
+/// Cloning shares the socket, as redis's `MultiplexedConnection` does.
+///
+/// It implements [`redis::aio::ConnectionLike`], so [`redis::AsyncCommands`] work on it.
+#[derive(Clone)]
+pub struct SharedRedisConnection {
+    inner: MultiplexedConnection,
+    meta: Arc<ConnMeta>,
+}
+
+/// What a connection knows about itself; shared by the clones of a shared connection.
 struct ConnMeta {
     epoch: u64,
     broken: AtomicBool,
@@ -340,6 +419,29 @@ struct ConnMeta {
     name: Arc<str>,
     endpoint: String,
     command_timeout: Duration,
+}
+
+impl ConnMeta {
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.is_broken() && self.liveness.is_current(self.epoch)
+    }
+
+    /// Marks the connection broken on a connection-level failure, and asks the health
+    /// task to look at the server on a timeout.
+    fn observe<T>(&self, r: &RedisResult<T>) {
+        if let Err(e) = r {
+            if e.is_connection_dropped() || e.is_unrecoverable_error() && e.is_io_error() {
+                self.broken.store(true, Ordering::Relaxed);
+                self.liveness.report_trouble();
+            } else if e.is_timeout() {
+                self.liveness.report_trouble();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -351,16 +453,43 @@ impl std::fmt::Debug for RedisConnection {
     }
 }
 
+impl std::fmt::Debug for SharedRedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRedisConnection")
+            .field("epoch", &self.meta.epoch)
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisConnection {
-    /// True once the connection saw a connection-level failure; it will be dropped when
-    /// it goes back to the pool.
+    /// True once the connection saw a connection-level failure, or a request on it was
+    /// left unfinished (cancelled or timed out); it will be dropped when it goes back to
+    /// the pool.
     pub fn is_broken(&self) -> bool {
-        self.meta.broken.load(Ordering::Relaxed)
+        self.meta.is_broken()
+            || match &self.link {
+                Link::Direct(l) => !l.is_clean(),
+                Link::Multiplexed(_) => false,
+            }
     }
 
-    /// Neither seen broken nor made before the connector last went down (or closed).
+    /// Neither broken nor made before the connector last went down (or closed).
     pub(crate) fn is_usable(&self) -> bool {
         !self.is_broken() && self.meta.liveness.is_current(self.meta.epoch)
+    }
+}
+
+impl SharedRedisConnection {
+    /// True once the connection saw a connection-level failure; the pool then opens a new
+    /// one for later callers.
+    pub fn is_broken(&self) -> bool {
+        self.meta.is_broken()
+    }
+
+    /// Neither broken nor made before the connector last went down (or closed).
+    pub(crate) fn is_usable(&self) -> bool {
+        self.meta.is_usable()
     }
 
     /// The redis multiplexed connection underneath. Clones of it are not tracked by the
@@ -368,24 +497,49 @@ impl RedisConnection {
     pub fn multiplexed(&self) -> &MultiplexedConnection {
         &self.inner
     }
-
-    fn observe<T>(&mut self, r: &RedisResult<T>) {
-        if let Err(e) = r {
-            if e.is_connection_dropped() || e.is_unrecoverable_error() && e.is_io_error() {
-                self.meta.broken.store(true, Ordering::Relaxed);
-                self.meta.liveness.report_trouble();
-            } else if e.is_timeout() {
-                self.meta.liveness.report_trouble();
-            }
-        }
-    }
 }
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
+            let r = match &mut self.link {
+                Link::Direct(l) => l.request(cmd).await,
+                Link::Multiplexed(m) => m.send_packed_command(cmd).await,
+            };
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = match &mut self.link {
+                Link::Direct(l) => l.request_pipeline(cmd, offset, count).await,
+                Link::Multiplexed(m) => m.send_packed_commands(cmd, offset, count).await,
+            };
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.link {
+            Link::Direct(l) => l.db(),
+            Link::Multiplexed(m) => m.get_db(),
+        }
+    }
+}
+
+impl ConnectionLike for SharedRedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
             let r = self.inner.send_packed_command(cmd).await;
-            self.observe(&r);
+            self.meta.observe(&r);
             r
         })
     }
@@ -398,7 +552,7 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let r = self.inner.send_packed_commands(cmd, offset, count).await;
-            self.observe(&r);
+            self.meta.observe(&r);
             r
         })
     }
