@@ -38,7 +38,7 @@ fn benches(c: &mut Criterion) {
     for tasks in [1usize, 16, 64] {
         let mut g = c.benchmark_group(format!("etcd GET, {tasks} tasks"));
         g.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
+            .measurement_time(Duration::from_secs(5))
             .sample_size(10)
             .throughput(Throughput::Elements(1));
         let p = pool.clone();

@@ -78,7 +78,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("checkout, 1 task");
     g.warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .measurement_time(Duration::from_secs(5));
     g.bench_function("connhub get()", |b| {
         b.to_async(&rt)
             .iter(|| async { drop(cl.connhub.get().await.expect("checkout")) })
@@ -86,6 +86,10 @@ fn benches(c: &mut Criterion) {
     g.bench_function("bb8, no PING (raw bb8)", |b| {
         b.to_async(&rt)
             .iter(|| async { drop(cl.bb8_no_ping.get().await.expect("checkout")) })
+    });
+    g.bench_function("bb8 get_owned(), no PING", |b| {
+        b.to_async(&rt)
+            .iter(|| async { drop(cl.bb8_no_ping.get_owned().await.expect("checkout")) })
     });
     g.bench_function("bb8-redis (PING per checkout)", |b| {
         b.to_async(&rt)
@@ -100,7 +104,7 @@ fn benches(c: &mut Criterion) {
     for tasks in [1usize, 16, 64] {
         let mut g = c.benchmark_group(format!("GET, {tasks} tasks, pool {POOL}"));
         g.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
+            .measurement_time(Duration::from_secs(5))
             .sample_size(10)
             .throughput(Throughput::Elements(1));
         macro_rules! case {
