@@ -13,7 +13,6 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt;
-use futures_util::future::Either;
 use tokio::sync::broadcast;
 
 use crate::config::ConnectorConfig;
@@ -203,24 +202,15 @@ impl<M: Backend> Pool<M> {
     /// The connection holds its own reference to the pool, so it can outlive this handle
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
     ///
-    /// An idle connection is taken when `get` is called, and the future it returns is
-    /// then already complete; only a checkout that has to wait builds (and boxes) the
-    /// future that waits, listening for the connector going down as well.
-    pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'static, M>>> + Send + '_ {
-        match self.try_get_now() {
-            Some(r) => Either::Left(std::future::ready(r)),
-            None => Either::Right(Box::pin(self.get_waiting())),
+    /// An idle connection is taken at the first poll without building anything else; only
+    /// a checkout that has to wait builds (and boxes) the future that waits, listening for
+    /// the connector going down as well.
+    pub async fn get(&self) -> Result<PooledConnection<'static, M>> {
+        self.admit()?;
+        if let Some(conn) = self.inner.idle_now() {
+            return Ok(conn);
         }
-    }
-
-    /// The checkout without waiting: `None` when no usable connection is idle.
-    fn try_get_now(&self) -> Option<Result<PooledConnection<'static, M>>> {
-        if let Err(e) = self.admit() {
-            return Some(Err(e));
-        }
-        self.inner
-            .idle_now()
-            .map(|r| r.map_err(|e| self.run_error(e)))
+        Box::pin(self.get_waiting()).await
     }
 
     async fn get_waiting(&self) -> Result<PooledConnection<'static, M>> {
@@ -364,20 +354,18 @@ impl<M: Backend> Inner<M> {
     }
 
     /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
-    /// `None` when none is idle.
-    fn idle_now(
-        &self,
-    ) -> Option<std::result::Result<PooledConnection<'static, M>, bb8::RunError<M::Error>>> {
+    /// `None` when none is idle. (bb8's checkout fails only when its timeout ends, which
+    /// cannot happen at the first poll; the waiting path would report it.)
+    fn idle_now(&self) -> Option<PooledConnection<'static, M>> {
         let mut cx = Context::from_waker(Waker::noop());
         loop {
             let fut = std::pin::pin!(self.bb8.get_owned());
             match fut.poll(&mut cx) {
-                Poll::Ready(Ok(conn)) if self.is_usable(&conn) => return Some(Ok(conn)),
+                Poll::Ready(Ok(conn)) if self.is_usable(&conn) => return Some(conn),
                 // Retired (broken, or older than the last outage): handing it back makes
                 // bb8 discard it (`has_broken`). Try the next one.
                 Poll::Ready(Ok(conn)) => drop(conn),
-                Poll::Ready(Err(e)) => return Some(Err(e)),
-                Poll::Pending => return None,
+                Poll::Ready(Err(_)) | Poll::Pending => return None,
             }
         }
     }
@@ -427,7 +415,7 @@ impl<M: Backend> Inner<M> {
             // A usable idle connection when there is one (never one from before an
             // outage), else a new one.
             let idle = match h.state() {
-                State::Healthy => self.idle_now().and_then(Result::ok),
+                State::Healthy => self.idle_now(),
                 _ => None,
             };
             if let Some(mut conn) = idle {
