@@ -1,21 +1,31 @@
 //! What the benches share.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Runs `total` calls of `op` spread over `tasks` tasks; returns the wall time.
+/// Runs `total` calls of `op` on `tasks` tasks; returns the wall time.
+///
+/// The tasks take calls from one shared count until it is used up, so the time measures
+/// throughput at that concurrency. (Fixed shares per task would measure the unluckiest
+/// task instead: a pool hands a returned connection to whoever asks first, so some tasks
+/// get ahead and the run would end on a few stragglers.)
 pub async fn spread<F, Fut>(tasks: usize, total: u64, op: F) -> Duration
 where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let per_task = total.div_ceil(tasks as u64).max(1);
+    let left = Arc::new(AtomicU64::new(total.max(1)));
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
-            let op = op.clone();
+            let (op, left) = (op.clone(), left.clone());
             tokio::spawn(async move {
-                for _ in 0..per_task {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
                     op().await;
                 }
             })
