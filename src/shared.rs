@@ -62,8 +62,11 @@ impl<C: Send + Sync + 'static> Shared<C> {
         F: Future<Output = Result<C>>,
     {
         pool.admit()?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let slot = &self.slots[i];
+        let slot = match self.slots.as_slice() {
+            // One slot (the default): no shared counter to bump on every call.
+            [only] => only,
+            slots => &slots[self.next.fetch_add(1, Ordering::Relaxed) % slots.len()],
+        };
         if let Some(r) = self.current(slot, &take) {
             return Ok(r);
         }
