@@ -1,0 +1,159 @@
+//! Redis GET throughput through connhub next to bb8-redis, deadpool-redis and one raw
+//! multiplexed connection, measured in interleaved rounds: each round runs every client
+//! for two seconds in turn, and the table shows each client's median round. On a shared
+//! or noisy machine this gives steadier ratios than running each client once.
+//!
+//! ```text
+//! cargo run --release --example redis_throughput --features testkit              # 64 tasks, 5 rounds
+//! cargo run --release --example redis_throughput --features testkit -- 16 9     # 16 tasks, 9 rounds
+//! cargo run --release --example redis_throughput --features testkit -- 64 5 10.0.0.5:6379
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use connhub::redis::AsyncCommands;
+use connhub::testkit::RedisServer;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Call =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + Sync>;
+
+const POOL: u32 = 16;
+const KEY: &str = "throughput:key";
+const WARM_UP: Duration = Duration::from_millis(300);
+const ROUND: Duration = Duration::from_secs(2);
+
+/// Wraps one GET through a client as a [`Call`].
+macro_rules! call {
+    ($client:expr, |$c:ident| $checkout:expr) => {{
+        let client = $client;
+        Arc::new(move || {
+            let $c = client.clone();
+            Box::pin(async move {
+                let mut conn = $checkout;
+                let _: String = conn.get(KEY).await?;
+                Ok(())
+            }) as Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
+        }) as Call
+    }};
+}
+
+/// GET/s of `call` on `tasks` tasks, over one round after a warm-up.
+async fn round(call: &Call, tasks: usize) -> Result<f64, BoxError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (call, stop, done) = (call.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    call().await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, BoxError>(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(WARM_UP).await;
+    let (before, start) = (done.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(ROUND).await;
+    let per_sec = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await??;
+    }
+    Ok(per_sec)
+}
+
+fn parse<T: std::str::FromStr>(arg: Option<String>, default: T, what: &str) -> Result<T, BoxError> {
+    match arg {
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("{what} {a:?} is not a number").into()),
+        None => Ok(default),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let tasks: usize = parse(args.next(), 64, "concurrency")?;
+    let rounds: usize = parse(args.next(), 5, "rounds")?;
+    if tasks == 0 || rounds == 0 {
+        return Err("concurrency and rounds must be at least 1".into());
+    }
+    let (_server, addr) = match args.next() {
+        Some(addr) => (None, addr),
+        None => {
+            let s = RedisServer::start()?;
+            let addr = s.addr();
+            (Some(s), addr)
+        }
+    };
+    let url = format!("redis://{addr}");
+
+    let manager = connhub::Manager::new();
+    let mut cfg = connhub::RedisConfig::new(&addr);
+    cfg.pool_size = POOL;
+    cfg.min_idle_conns = POOL;
+    let pool = manager.add_redis("cache", cfg).await?;
+    let bb8_redis = bb8::Pool::builder()
+        .max_size(POOL)
+        .min_idle(POOL)
+        .build(bb8_redis::RedisConnectionManager::new(url.clone())?)
+        .await?;
+    let mut dp = deadpool_redis::Config::from_url(url.clone());
+    dp.pool = Some(deadpool_redis::PoolConfig::new(POOL as usize));
+    let deadpool = dp.create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let raw = connhub::redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    pool.get().await?.set::<_, _, ()>(KEY, "value").await?;
+
+    let clients: [(&str, Call); 5] = [
+        ("connhub get()", call!(pool.clone(), |p| p.get().await?)),
+        (
+            "connhub multiplexed()",
+            call!(pool.clone(), |p| p.multiplexed().await?),
+        ),
+        ("bb8-redis", call!(bb8_redis, |p| p.get().await?)),
+        ("deadpool-redis", call!(deadpool, |p| p.get().await?)),
+        ("raw multiplexed connection", call!(raw, |c| c)),
+    ];
+    let mut results = vec![Vec::with_capacity(rounds); clients.len()];
+    for r in 1..=rounds {
+        eprint!("round {r}/{rounds}\r");
+        for ((_, call), out) in clients.iter().zip(&mut results) {
+            out.push(round(call, tasks).await?);
+        }
+    }
+    let median: Vec<f64> = results
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Redis GET/s, {tasks} tasks, pools of {POOL}, {cores} cores, {addr}, median of {rounds} interleaved rounds\n"
+    );
+    println!("| client                     |    GET/s |");
+    println!("|----------------------------|---------:|");
+    for ((name, _), m) in clients.iter().zip(&median) {
+        println!("| {name:<26} | {m:>8.0} |");
+    }
+    println!(
+        "\nget() / bb8-redis {:.2}×, get() / deadpool-redis {:.2}×, multiplexed() / raw {:.2}×",
+        median[0] / median[2],
+        median[0] / median[3],
+        median[1] / median[4],
+    );
+    manager.close().await?;
+    Ok(())
+}
