@@ -51,6 +51,9 @@ impl<C: Send + Sync + 'static> Shared<C> {
     /// What `take` makes of the next shared connection (a clone of it, or of the client
     /// inside), opening it with `open` first if needed. Fails fast like a checkout while
     /// the connector is down or closed.
+    ///
+    /// While the connection is open this is a few loads and a clone; opening it is boxed,
+    /// so the future callers hold (and put in their own futures) stays small.
     pub(crate) async fn get<M, R, F>(
         &self,
         pool: &Pool<M>,
@@ -70,8 +73,23 @@ impl<C: Send + Sync + 'static> Shared<C> {
         if let Some(r) = self.current(slot, &take) {
             return Ok(r);
         }
+        Box::pin(self.open_slot(pool, slot, open, &take)).await
+    }
+
+    /// Opens `slot`'s connection, unless another task did while this one waited.
+    async fn open_slot<M, R, F>(
+        &self,
+        pool: &Pool<M>,
+        slot: &Slot<C>,
+        open: impl FnOnce() -> F,
+        take: &impl Fn(&C) -> R,
+    ) -> Result<R>
+    where
+        M: Backend,
+        F: Future<Output = Result<C>>,
+    {
         let _opening = slot.opening.lock().await;
-        if let Some(r) = self.current(slot, &take) {
+        if let Some(r) = self.current(slot, take) {
             return Ok(r);
         }
         pool.admit()?;

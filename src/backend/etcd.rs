@@ -393,7 +393,8 @@ impl EtcdPool {
             }
             None => {
                 self.admit()?;
-                Ok(self.dedicated().await?.client)
+                // Boxed: connecting is a large future, and this is the rare path.
+                Ok(Box::pin(self.dedicated()).await?.client)
             }
         }
     }
