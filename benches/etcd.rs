@@ -10,16 +10,12 @@ use connhub::testkit::EtcdServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod common;
-use common::spread;
+use common::{runtime, spread};
 
 const KEY: &str = "bench/key";
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let server = EtcdServer::start().expect("etcd");
     let (manager, pool, raw) = rt.block_on(async {
         let manager = connhub::Manager::new();

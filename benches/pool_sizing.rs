@@ -13,18 +13,14 @@ use connhub::testkit::RedisServer;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 mod common;
-use common::spread;
+use common::{runtime, spread};
 
 const TASKS: usize = 64;
 const SIZES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 const KEY: &str = "bench:sizing";
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let server = RedisServer::start().expect("redis-server");
     let manager = connhub::Manager::new();
 

@@ -12,7 +12,7 @@ use connhub::testkit::RedisServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod common;
-use common::spread;
+use common::{runtime, spread};
 
 const POOL: u32 = 16;
 const KEY: &str = "bench:key";
@@ -68,11 +68,7 @@ async fn clients(server: &RedisServer) -> Clients {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let server = RedisServer::start().expect("redis-server");
     let cl = Arc::new(rt.block_on(clients(&server)));
 

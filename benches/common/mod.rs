@@ -5,6 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The runtime the benches run on: two workers, as in a small service.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Runs `total` calls of `op` on `tasks` tasks; returns the wall time.
 ///
 /// The tasks take calls from one shared count until it is used up, so the time measures
