@@ -5,7 +5,6 @@
 //!
 //! `make bench` (or `cargo bench --features testkit --bench pool_sizing`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use connhub::redis::AsyncCommands;
@@ -40,7 +39,7 @@ fn benches(c: &mut Criterion) {
                 .expect("connhub pool");
             let mut c = pool.get().await.expect("checkout");
             let _: () = c.set(KEY, "value").await.expect("SET");
-            Arc::new(pool)
+            pool
         });
         g.bench_with_input(BenchmarkId::from_parameter(size), &pool, |b, pool| {
             b.to_async(&rt).iter_custom(|iters| {
