@@ -44,8 +44,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::connector::{State as ConnectorState, Status};
 use crate::manager::Manager;
+use crate::status::{State as ConnectorState, Status};
 
 /// `GET /healthz` and `GET /readyz`, for any state the [`Manager`] can be taken from.
 pub fn router<S>() -> Router<S>

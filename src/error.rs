@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connector::{Kind, State};
+use crate::status::{Kind, State};
 
 /// A shared, cloneable cause.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -64,7 +64,7 @@ pub enum Error {
     },
 
     /// A checkout or a command did not complete in time.
-    #[error("{kind} connector {connector:?}: {what} timed out after {}{}", humantime::format_duration(*.after), last(.last_error))]
+    #[error("{kind} connector {connector:?}: {what} timed out after {}{}{}", humantime::format_duration(*.after), detail_of(.detail), last(.last_error))]
     Timeout {
         /// The connector's name.
         connector: String,
@@ -74,6 +74,9 @@ pub enum Error {
         what: &'static str,
         /// The limit that was reached.
         after: Duration,
+        /// More about why, such as "pool exhausted: all 16 connections in use, 40 callers
+        /// waiting".
+        detail: Option<String>,
         /// The last real error seen from the backend while waiting, if any.
         last_error: Option<Box<Error>>,
     },
@@ -142,6 +145,13 @@ fn closed(connector: &str) -> String {
         "the manager is closed".to_owned()
     } else {
         format!("connector {connector:?} is closed")
+    }
+}
+
+fn detail_of(d: &Option<String>) -> String {
+    match d {
+        Some(d) => format!(" ({d})"),
+        None => String::new(),
     }
 }
 

@@ -68,13 +68,11 @@ pub mod config;
 mod connector;
 mod error;
 mod health;
-mod health_task;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;
-mod pool;
-mod pool_config;
-mod shared;
+pub mod pool;
+pub mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -82,12 +80,14 @@ pub use backend::etcd::{EtcdConnection, EtcdConnectionManager, EtcdPool};
 pub use backend::redis::{
     RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection,
 };
-pub use config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, Secret, TlsConfig};
-pub use connector::{BoxFuture, Connector, Event, Kind, PoolCounts, State, Status};
+pub use config::{
+    ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret, TlsConfig,
+};
+pub use connector::Connector;
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Result};
 pub use manager::{HealthCheck, HealthReport, Manager};
 pub use pool::{Backend, Pool, PooledConnection};
-pub use pool_config::PoolConfig;
+pub use status::{Event, Kind, PoolCounts, State, Status};
 
 pub use bb8;
 pub use etcd_client;

@@ -9,17 +9,16 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
 
-use crate::backend::etcd::{self as etcd_backend, EtcdConnection, EtcdConnectionManager, EtcdPool};
-use crate::backend::redis::{
-    self as redis_backend, RedisConnection, RedisConnectionManager, RedisPool,
+use crate::backend::etcd::{EtcdConnectionManager, EtcdPool};
+use crate::backend::redis::{RedisConnectionManager, RedisPool};
+use crate::config::{
+    ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, check_name,
+    kind_from_type_name,
 };
-use crate::backend::redis_multiplexed::SharedRedis;
-use crate::config::{ConnectorConfig, EtcdConfig, ManagerConfig, RedisConfig, check_name};
-use crate::connector::{Connector, Event, Kind, Status};
+use crate::connector::Connector;
 use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
-use crate::pool::{Backend, Pool, PoolExt, Spec};
-use crate::pool_config::{PoolConfig, kind_from_type_name};
-use crate::shared::Shared;
+use crate::pool::{Backend, Bb8Manager, Plain, Pool, Spec};
+use crate::status::{Event, Kind, Status};
 
 /// How many state changes a slow subscriber may fall behind before it misses some.
 const EVENT_CAPACITY: usize = 1024;
@@ -153,29 +152,15 @@ impl Manager {
         let name = name.into();
         self.check_free(&name)?;
         let manager = RedisConnectionManager::new(&name, &config)?;
-        let spec = Spec {
-            kind: Kind::REDIS,
-            endpoint: manager.endpoint().to_owned(),
-            pool: PoolConfig {
-                max_size: config.pool_size,
-                min_idle: (config.min_idle_conns > 0).then_some(config.min_idle_conns),
-                max_idle_time: config.max_idle_time,
-                max_lifetime: config.max_lifetime,
-                kind: None,
-                endpoint: String::new(),
-            },
-            liveness: Some(manager.liveness()),
-            ping: Some(redis_backend::ping),
-            usable: Some(RedisConnection::is_usable),
-            ext: Some(Box::new(SharedRedis::new(
-                config.multiplexed_connections,
-                manager.clone(),
-            ))),
-            connector: config.connector,
-            events: self.inner.events.clone(),
-            name: name.clone(),
+        let pool = PoolConfig {
+            max_size: config.pool_size,
+            min_idle: (config.min_idle_conns > 0).then_some(config.min_idle_conns),
+            max_idle_time: config.max_idle_time,
+            max_lifetime: config.max_lifetime,
+            ..PoolConfig::default()
         };
-        self.register(name, Pool::build(spec, manager).await?).await
+        self.add_backend(name, manager.clone(), manager, config.connector, pool)
+            .await
     }
 
     /// Registers an etcd connector and returns its pool; see [`add_redis`](Manager::add_redis).
@@ -183,39 +168,53 @@ impl Manager {
         let name = name.into();
         self.check_free(&name)?;
         let manager = EtcdConnectionManager::new(&name, &config)?;
-        let spec = Spec {
-            kind: Kind::ETCD,
-            endpoint: manager.endpoint(),
-            pool: PoolConfig {
-                max_size: config.pool_size,
-                ..PoolConfig::default()
-            },
-            liveness: Some(manager.liveness()),
-            ping: Some(etcd_backend::ping),
-            usable: None,
-            ext: Some(Box::new(Shared::new(
-                config.shared_clients,
-                EtcdConnection::is_usable,
-            ))),
-            connector: config.connector,
-            events: self.inner.events.clone(),
-            name: name.clone(),
+        let pool = PoolConfig {
+            max_size: config.pool_size,
+            ..PoolConfig::default()
         };
-        self.register(name, Pool::build(spec, manager).await?).await
+        self.add_backend(name, manager.clone(), manager, config.connector, pool)
+            .await
     }
 
-    /// Registers any bb8 backend (bb8-postgres, bb8-lapin, your own) and returns its pool.
+    /// Registers any bb8 manager (bb8-postgres, bb8-redis, bb8-lapin, your own) and
+    /// returns its pool.
     ///
-    /// Its health check is a validated checkout (bb8's `is_valid`, which for most managers
-    /// is a round trip), and its kind comes from [`PoolConfig::kind`] or the manager's
-    /// type name.
-    pub async fn add_pool<M: Backend>(
+    /// A checkout validates with the manager's own `is_valid`, which for most managers is
+    /// a round trip; a connection that fails it is dropped and another taken, never an
+    /// outage. The health check is `is_valid` too. The kind comes from
+    /// [`PoolConfig::kind`] or the manager's type name. To give connhub more to work with
+    /// (a local check at checkout, a health probe, error classification), implement
+    /// [`Backend`] and use [`add_backend`](Manager::add_backend).
+    pub async fn add_pool<M>(
         &self,
         name: impl Into<String>,
         manager: M,
         connector: ConnectorConfig,
         pool: PoolConfig,
-    ) -> Result<Pool<M>> {
+    ) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
+        let kind = match &pool.kind {
+            Some(k) => Kind::custom(k.clone()),
+            None => Kind::custom(kind_from_type_name(std::any::type_name::<M>())),
+        };
+        let backend = Plain::new(kind, pool.endpoint.clone());
+        self.add_backend(name, manager, backend, connector, pool)
+            .await
+    }
+
+    /// Registers a backend: `manager` opens its connections, `backend` tells connhub how
+    /// to check them and read their errors. The one path every backend takes, Redis and
+    /// etcd included.
+    pub async fn add_backend<B: Backend>(
+        &self,
+        name: impl Into<String>,
+        manager: B::Manager,
+        backend: B,
+        connector: ConnectorConfig,
+        pool: PoolConfig,
+    ) -> Result<Pool<B::Manager>> {
         let name = name.into();
         self.check_free(&name)?;
         let mut errors = ConfigErrors::default();
@@ -223,26 +222,14 @@ impl Manager {
         connector.validate(&name, &mut errors);
         pool.validate(&name, &mut errors);
         errors.into_result()?;
-        let kind = match &pool.kind {
-            Some(k) => Kind::custom(k.clone()),
-            None => Kind::custom(kind_from_type_name(std::any::type_name::<M>())),
-        };
         let spec = Spec {
-            kind,
-            endpoint: pool.endpoint.clone(),
-            pool,
-            liveness: None,
-            ping: None,
-            usable: None,
-            // connhub's own Redis manager added as a plain pool keeps `multiplexed()`.
-            ext: (&manager as &dyn std::any::Any)
-                .downcast_ref::<RedisConnectionManager>()
-                .map(|m| Box::new(SharedRedis::new(1, m.clone())) as Box<dyn PoolExt>),
             connector,
+            pool,
             events: self.inner.events.clone(),
             name: name.clone(),
         };
-        self.register(name, Pool::build(spec, manager).await?).await
+        let pool = Pool::build(spec, manager, Box::new(backend)).await?;
+        self.register(name, pool).await
     }
 
     fn check_free(&self, name: &str) -> Result<()> {
@@ -264,7 +251,10 @@ impl Manager {
         Ok(())
     }
 
-    async fn register<M: Backend>(&self, name: String, pool: Pool<M>) -> Result<Pool<M>> {
+    async fn register<M>(&self, name: String, pool: Pool<M>) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
         let refused = {
             let mut registry = self.write();
             if self.inner.closed.load(Ordering::Acquire) {
@@ -304,11 +294,17 @@ impl Manager {
     }
 
     /// The pool of any backend registered as `name`, typed by its bb8 manager.
-    pub fn pool<M: Backend>(&self, name: &str) -> Result<Pool<M>> {
+    pub fn pool<M>(&self, name: &str) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
         self.pool_of(name, std::any::type_name::<M>())
     }
 
-    fn pool_of<M: Backend>(&self, name: &str, expected: &str) -> Result<Pool<M>> {
+    fn pool_of<M>(&self, name: &str, expected: &str) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
         let connector = self.connector(name)?;
         match connector.as_any().downcast_ref::<Pool<M>>() {
             Some(pool) => Ok(pool.clone()),
@@ -383,6 +379,14 @@ impl Manager {
         let drained: Vec<Arc<dyn Connector>> = self.write().drain().map(|(_, c)| c).collect();
         let results = join_all(drained.iter().map(|c| c.disconnect())).await;
         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
+    /// Records every connector's metrics now (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        for s in self.status() {
+            crate::metrics::record(&s);
+        }
     }
 
     /// True once [`close`](Manager::close) was called.

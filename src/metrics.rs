@@ -3,7 +3,7 @@
 //! `connector` and `kind`.
 //!
 //! Every connector records its own after each health check and on every state change;
-//! [`Manager::record_metrics`] records all of them now (call it before a scrape for
+//! [`Manager::record_metrics`](crate::Manager::record_metrics) records all of them now (call it before a scrape for
 //! up-to-the-moment pool counters). Install any recorder, such as
 //! metrics-exporter-prometheus.
 //!
@@ -26,8 +26,7 @@
 
 use metrics::{counter, gauge};
 
-use crate::connector::{State, Status};
-use crate::manager::Manager;
+use crate::status::{State, Status};
 
 /// Records one connector's status.
 pub(crate) fn record(s: &Status) {
@@ -67,13 +66,4 @@ pub(crate) fn record_state(connector: &str, kind: &str, state: State) {
     ];
     gauge!("connhub_state", &labels).set(f64::from(state.to_u8()));
     gauge!("connhub_up", &labels).set(if state == State::Healthy { 1.0 } else { 0.0 });
-}
-
-impl Manager {
-    /// Records every connector's metrics now (feature `metrics`).
-    pub fn record_metrics(&self) {
-        for s in self.status() {
-            record(&s);
-        }
-    }
 }

@@ -1,19 +1,22 @@
-//! The etcd backend: [`EtcdConnectionManager`] (a `bb8::ManageConnection` over
-//! `etcd_client::Client`), the [`EtcdConnection`] a checkout derefs to, and [`EtcdPool`].
+//! The etcd backend: [`EtcdConnectionManager`] (a `bb8::ManageConnection` and a
+//! [`Backend`]), the [`EtcdConnection`] a checkout derefs to, and [`EtcdPool`].
+//!
+//! An `etcd_client::Client` multiplexes every request over HTTP/2, so connhub shares, not
+//! locks: every checkout of an etcd pool is a clone of one shared client, and the pool's
+//! `pool_size` bounds how many requests are in flight through `get()`, handed out in
+//! arrival order. One request stuck on a dead member holds one turn, never a whole client.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
-use super::etcd_members::{MemberView, Members};
+use super::etcd_members::Members;
 use crate::config::{EtcdConfig, parse_etcd};
-use crate::connector::{BoxFuture, Kind};
 use crate::error::{Error, Result};
-use crate::health::{Liveness, Retired};
-use crate::pool::{Pool, PooledConnection};
-use crate::shared::Shared;
+use crate::pool::{Backend, Pool, PooledConnection};
+use crate::status::{BoxFuture, Kind};
 
 /// A pool of etcd clients; what [`Manager::etcd`](crate::Manager::etcd) returns.
 ///
@@ -28,10 +31,16 @@ use crate::shared::Shared;
 pub type EtcdPool = Pool<EtcdConnectionManager>;
 
 /// A checked-out etcd client.
-pub type PooledEtcdConnection<'a> = PooledConnection<'a, EtcdConnectionManager>;
+pub type PooledEtcdConnection = PooledConnection<EtcdConnectionManager>;
 
-/// Makes and validates etcd clients for bb8.
+/// Makes etcd clients for bb8 (clones of one shared client), and tells the pool how to
+/// check them. Cloning shares it.
+#[derive(Clone)]
 pub struct EtcdConnectionManager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
     name: Arc<str>,
     members: Arc<Members>,
     member_check_interval: Duration,
@@ -39,14 +48,17 @@ pub struct EtcdConnectionManager {
     options: ConnectOptions,
     connect_timeout: Duration,
     command_timeout: Duration,
-    liveness: Arc<Liveness>,
+    /// The client every checkout clones; opened on first use, dropped after an outage.
+    shared: RwLock<Option<Client>>,
+    /// One task at a time opens the shared client; the others wait for it.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for EtcdConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdConnectionManager")
-            .field("name", &self.name)
-            .field("endpoints", &self.members.endpoints())
+            .field("name", &self.inner.name)
+            .field("endpoints", &self.inner.members.endpoints())
             .finish_non_exhaustive()
     }
 }
@@ -92,27 +104,31 @@ impl EtcdConnectionManager {
                 .with_auto_token_refresh(true);
         }
         Ok(EtcdConnectionManager {
-            name: name.into(),
-            members: Arc::new(Members::new(
-                name.into(),
-                endpoints,
-                probe_timeout,
-                probe_options,
-            )),
-            tls,
-            member_check_interval: config.member_check_interval,
-            options,
-            connect_timeout: config.connector.connect_timeout,
-            command_timeout: config
-                .command_timeout
-                .unwrap_or(config.connector.connect_timeout),
-            liveness: Arc::default(),
+            inner: Arc::new(ManagerInner {
+                name: name.into(),
+                members: Arc::new(Members::new(
+                    name.into(),
+                    endpoints,
+                    probe_timeout,
+                    probe_options,
+                )),
+                tls,
+                member_check_interval: config.member_check_interval,
+                options,
+                connect_timeout: config.connector.connect_timeout,
+                command_timeout: config
+                    .command_timeout
+                    .unwrap_or(config.connector.connect_timeout),
+                shared: RwLock::new(None),
+                opening: tokio::sync::Mutex::new(()),
+            }),
         })
     }
 
     /// The endpoints, comma separated, for status.
     pub fn endpoint(&self) -> String {
-        self.members
+        self.inner
+            .members
             .endpoints()
             .iter()
             .map(|e| e.split_once("://").map_or(e.as_str(), |(_, rest)| rest))
@@ -120,21 +136,85 @@ impl EtcdConnectionManager {
             .join(",")
     }
 
-    pub(crate) fn liveness(&self) -> Arc<Liveness> {
-        self.liveness.clone()
-    }
-
     fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
-        if self.tls
+        let m = &*self.inner;
+        if m.tls
             && let Some(message) = handshake_failure(&e)
         {
             return Error::Tls {
-                connector: self.name.to_string(),
+                connector: m.name.to_string(),
                 kind: Kind::ETCD,
                 message,
             };
         }
-        classify(&self.name, endpoint, "connect", self.connect_timeout, e)
+        classify(&m.name, endpoint, "connect", m.connect_timeout, e)
+    }
+
+    fn current(&self) -> Option<Client> {
+        self.inner
+            .shared
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The shared client, opened first if there is none.
+    async fn shared(&self) -> Result<Client> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        // Boxed: connecting is a large future, and this is the rare path.
+        Box::pin(self.open_shared()).await
+    }
+
+    async fn open_shared(&self) -> Result<Client> {
+        let _opening = self.inner.opening.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let client = self.open().await?;
+        *self
+            .inner
+            .shared
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Opens a client over every member that answers, and proves one answers.
+    async fn open(&self) -> Result<Client> {
+        let m = &*self.inner;
+        let endpoint = self.endpoint();
+        m.members.start_monitor(m.member_check_interval);
+        let connect = async {
+            let mut client = Client::connect(m.members.endpoints(), Some(m.options.clone()))
+                .await
+                .map_err(|e| self.connect_error(&endpoint, e))?;
+            // Members already known to be down are left out from the start; the monitor
+            // keeps this client's balancer in line from now on.
+            m.members.track(&client).await;
+            // Connecting is lazy without auth; one request proves a member answers.
+            m.members
+                .status(&mut client)
+                .await
+                .map_err(|e| self.connect_error(&endpoint, e))?;
+            Ok(client)
+        };
+        let client = match tokio::time::timeout(m.connect_timeout, connect).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    connector: m.name.to_string(),
+                    kind: Kind::ETCD,
+                    what: "connect",
+                    after: m.connect_timeout,
+                    detail: None,
+                    last_error: None,
+                });
+            }
+        };
+        tracing::debug!(connector = %m.name, kind = "etcd", endpoint = %endpoint, "connected");
+        Ok(client)
     }
 }
 
@@ -218,6 +298,7 @@ pub(crate) fn classify(
                     kind: Kind::ETCD,
                     what,
                     after,
+                    detail: None,
                     last_error: Some(Box::new(Error::Backend {
                         connector,
                         kind: Kind::ETCD,
@@ -248,135 +329,92 @@ impl bb8::ManageConnection for EtcdConnectionManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<EtcdConnection> {
-        if self.liveness.is_closed() {
-            return Err(Error::Closed {
-                connector: self.name.to_string(),
-            });
-        }
-        let epoch = self.liveness.epoch();
-        let endpoint = self.endpoint();
-        self.members
-            .start_monitor(self.member_check_interval, self.liveness.clone());
-        let mut view = MemberView::all(self.members.endpoints().len());
-        let connect = async {
-            let mut client = Client::connect(self.members.endpoints(), Some(self.options.clone()))
-                .await
-                .map_err(|e| self.connect_error(&endpoint, e))?;
-            // Members already known to be down are left out from the start.
-            self.members.sync(&client, &mut view).await;
-            // Connecting is lazy without auth; one request proves a member answers.
-            self.members
-                .status(&mut client, &mut view)
-                .await
-                .map_err(|e| self.connect_error(&endpoint, e))?;
-            Ok(client)
-        };
-        let client = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    connector: self.name.to_string(),
-                    kind: Kind::ETCD,
-                    what: "connect",
-                    after: self.connect_timeout,
-                    last_error: None,
-                });
-            }
-        };
-        tracing::debug!(connector = %self.name, kind = "etcd", endpoint = %endpoint, "connected");
         Ok(EtcdConnection {
-            client,
-            epoch,
-            view,
-            members: self.members.clone(),
-            liveness: self.liveness.clone(),
-            name: self.name.clone(),
-            endpoint: endpoint.into(),
-            command_timeout: self.command_timeout,
+            client: self.shared().await?,
         })
     }
 
-    async fn is_valid(&self, conn: &mut EtcdConnection) -> Result<()> {
-        if !self.liveness.is_current(conn.epoch) {
-            return Err(Error::Backend {
-                connector: self.name.to_string(),
-                kind: Kind::ETCD,
-                source: Arc::new(Retired),
-            });
-        }
-        // Local: follows the member monitor's view (add/remove on the client's balancer).
-        if !conn.view.is_current(&self.members) {
-            self.members.sync(&conn.client, &mut conn.view).await;
-        }
+    async fn is_valid(&self, _conn: &mut EtcdConnection) -> Result<()> {
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut EtcdConnection) -> bool {
-        !self.liveness.is_current(conn.epoch)
+    fn has_broken(&self, _conn: &mut EtcdConnection) -> bool {
+        false
     }
 }
 
-/// Asks a member for its status; the health check of an etcd connector.
-pub(crate) fn ping(conn: &mut EtcdConnection) -> BoxFuture<'_, Result<()>> {
-    Box::pin(async move {
-        let EtcdConnection {
-            client,
-            view,
-            members,
-            ..
-        } = conn;
-        match members.status(client, view).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(classify(
-                &conn.name,
-                &conn.endpoint,
-                "status request",
-                conn.command_timeout,
-                e,
-            )),
-        }
-    })
+impl Backend for EtcdConnectionManager {
+    type Manager = EtcdConnectionManager;
+
+    fn kind(&self) -> Kind {
+        Kind::ETCD
+    }
+
+    fn endpoint(&self) -> String {
+        EtcdConnectionManager::endpoint(self)
+    }
+
+    fn is_broken(&self, _conn: &EtcdConnection) -> Option<bool> {
+        Some(false)
+    }
+
+    fn checks_locally(&self) -> bool {
+        true
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _manager: &'a Self,
+        conn: &'a mut EtcdConnection,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let m = &*self.inner;
+            m.members.status(&mut conn.client).await.map_err(|e| {
+                classify(
+                    &m.name,
+                    &self.endpoint(),
+                    "status request",
+                    m.command_timeout,
+                    e,
+                )
+            })
+        })
+    }
+
+    fn classify(&self, _connector: &str, error: Error) -> Error {
+        error
+    }
+
+    fn retire(&self, _manager: &Self) {
+        *self
+            .inner
+            .shared
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
-/// A pooled etcd client; derefs to [`etcd_client::Client`].
+/// A pooled etcd client: a clone of the connector's shared client; derefs to
+/// [`etcd_client::Client`].
 pub struct EtcdConnection {
     client: Client,
-    epoch: u64,
-    view: MemberView,
-    members: Arc<Members>,
-    liveness: Arc<Liveness>,
-    name: Arc<str>,
-    endpoint: Arc<str>,
-    command_timeout: Duration,
 }
 
 impl std::fmt::Debug for EtcdConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdConnection")
-            .field("endpoint", &self.endpoint)
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EtcdConnection {
-    /// Made since the connector last went down, and balancing over the members the monitor
-    /// currently sees up.
-    pub(crate) fn is_usable(&self) -> bool {
-        self.liveness.is_current(self.epoch) && self.view.is_current(&self.members)
+        f.debug_struct("EtcdConnection").finish_non_exhaustive()
     }
 }
 
 impl EtcdPool {
-    /// A shared client, with no exclusive checkout: an `etcd_client::Client` multiplexes
-    /// every request over HTTP/2, so one client serves any number of tasks at once, and
-    /// this is the fastest way to send many requests. Everything on the client is safe to
-    /// share (watches and lease keep-alives are streams of their own).
+    /// The shared client, with no turn taken: an `etcd_client::Client` multiplexes every
+    /// request over HTTP/2, so one client serves any number of tasks at once. Everything
+    /// on the client is safe to share (watches and lease keep-alives are streams of their
+    /// own).
     ///
-    /// Use [`get`](crate::Pool::get) when you want the pool's limit on concurrent use.
-    /// Fails fast like `get()` while the connector is down. The clients (`shared_clients`,
-    /// default 1) are separate from the pool's, opened on first use and replaced after an
-    /// outage or a change in which members answer.
+    /// Use [`get`](crate::Pool::get) when you want the pool's fair limit on requests in
+    /// flight. Fails fast like `get()` while the connector is down. The client is opened
+    /// on first use and replaced after an outage.
     ///
     /// ```no_run
     /// # async fn demo(pool: connhub::EtcdPool) -> Result<(), Box<dyn std::error::Error>> {
@@ -385,18 +423,11 @@ impl EtcdPool {
     /// # Ok(()) }
     /// ```
     pub async fn client(&self) -> Result<Client> {
-        match self.ext::<Shared<EtcdConnection>>() {
-            Some(shared) => {
-                shared
-                    .get(self, || self.dedicated(), |c| c.client.clone())
-                    .await
-            }
-            None => {
-                self.admit()?;
-                // Boxed: connecting is a large future, and this is the rare path.
-                Ok(Box::pin(self.dedicated()).await?.client)
-            }
-        }
+        self.admit_or_yield().await?;
+        self.manager()
+            .shared()
+            .await
+            .map_err(|e| self.connect_failed(e))
     }
 }
 

@@ -3,17 +3,15 @@
 //! etcd-client balances requests over every endpoint it was given and keeps sending some
 //! to a dead member (about one request in eight fails for as long as the member is gone,
 //! measured against a three-member cluster). connhub probes each member on its own every
-//! `member_check_interval` and, at checkout, removes a down member from the client's
-//! balancer and adds it back once it answers again. Both are local operations on the
-//! client: no round trip at checkout.
+//! `member_check_interval` and removes a down member from the shared client's balancer as
+//! soon as it is seen down, adding it back once it answers again. Both are local
+//! operations on the client: no round trip at checkout.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
-
-use crate::health::Liveness;
 
 /// The shared view of which members answer.
 pub(crate) struct Members {
@@ -27,6 +25,8 @@ pub(crate) struct Members {
     name: Arc<str>,
     probe_timeout: Duration,
     probe_options: ConnectOptions,
+    /// The client every checkout shares, with the members its balancer uses.
+    tracked: tokio::sync::Mutex<Option<(Client, MemberView)>>,
 }
 
 impl std::fmt::Debug for Members {
@@ -56,6 +56,7 @@ impl Members {
             name,
             probe_timeout,
             probe_options,
+            tracked: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -100,7 +101,7 @@ impl Members {
         &self.endpoints
     }
 
-    pub(crate) fn version(&self) -> u64 {
+    fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 
@@ -117,27 +118,41 @@ impl Members {
     }
 
     /// Starts the probing task once (a single member has nothing to route around).
-    pub(crate) fn start_monitor(self: &Arc<Self>, interval: Duration, liveness: Arc<Liveness>) {
+    /// It ends when the connector's manager is dropped.
+    pub(crate) fn start_monitor(self: &Arc<Self>, interval: Duration) {
         if !self.is_cluster() || self.monitor_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        tokio::spawn(monitor(Arc::downgrade(self), interval, liveness));
+        tokio::spawn(monitor(Arc::downgrade(self), interval));
+    }
+
+    /// From now on `client` is the one whose balancer follows the members (the previous
+    /// one is let go); it is brought in line at once.
+    pub(crate) async fn track(&self, client: &Client) {
+        let mut tracked = self.tracked.lock().await;
+        let mut view = MemberView::all(self.endpoints.len());
+        self.sync(client, &mut view).await;
+        *tracked = Some((client.clone(), view));
+    }
+
+    /// Brings the tracked client's balancer in line with the members that answer.
+    async fn sync_tracked(&self) {
+        let mut tracked = self.tracked.lock().await;
+        if let Some((client, view)) = tracked.as_mut() {
+            self.sync(client, view).await;
+        }
     }
 
     /// A status request on `client`; if it fails on the way to a member and this is a
     /// cluster, every member is probed, the client stops using the ones that are down, and
     /// the request is sent once more. So one dead member does not fail the connector's
     /// health check.
-    pub(crate) async fn status(
-        &self,
-        client: &mut Client,
-        view: &mut MemberView,
-    ) -> Result<(), etcd_client::Error> {
+    pub(crate) async fn status(&self, client: &mut Client) -> Result<(), etcd_client::Error> {
         match client.status().await {
             Ok(_) => Ok(()),
             Err(e) if self.is_cluster() && is_transport(&e) => {
                 if self.check_now().await {
-                    self.sync(client, view).await;
+                    self.sync_tracked().await;
                     client.status().await.map(|_| ())
                 } else {
                     Err(e)
@@ -150,7 +165,7 @@ impl Members {
     /// Brings a client's balancer in line with the members that answer. With no member
     /// answering, nothing is removed: the connector is down and every endpoint stays in
     /// play for when one returns.
-    pub(crate) async fn sync(&self, client: &Client, view: &mut MemberView) {
+    async fn sync(&self, client: &Client, view: &mut MemberView) {
         let version = self.version();
         if view.version == version {
             return;
@@ -176,22 +191,18 @@ impl Members {
 
 /// Which members one client currently balances over.
 #[derive(Debug, Clone)]
-pub(crate) struct MemberView {
+struct MemberView {
     version: u64,
     active: Vec<bool>,
 }
 
 impl MemberView {
     /// A fresh client balances over every endpoint; `u64::MAX` forces the first sync.
-    pub(crate) fn all(n: usize) -> Self {
+    fn all(n: usize) -> Self {
         MemberView {
             version: u64::MAX,
             active: vec![true; n],
         }
-    }
-
-    pub(crate) fn is_current(&self, members: &Members) -> bool {
-        self.version == members.version()
     }
 }
 
@@ -210,7 +221,7 @@ fn is_transport(e: &etcd_client::Error) -> bool {
     }
 }
 
-async fn monitor(members: Weak<Members>, interval: Duration, liveness: Arc<Liveness>) {
+async fn monitor(members: Weak<Members>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,10 +229,11 @@ async fn monitor(members: Weak<Members>, interval: Duration, liveness: Arc<Liven
         let Some(members) = members.upgrade() else {
             return;
         };
-        if liveness.is_closed() {
-            return;
-        }
+        let before = members.version();
         members.check_now().await;
+        if members.version() != before {
+            members.sync_tracked().await;
+        }
     }
 }
 

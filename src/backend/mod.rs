@@ -1,8 +1,8 @@
-//! The backends that ship with connhub. Any other bb8 manager plugs in through
-//! [`Manager::add_pool`](crate::Manager::add_pool).
+//! The backends that ship with connhub, each a [`Backend`](crate::Backend) over its
+//! crate's own client. Any other bb8 manager plugs in through
+//! [`Manager::add_pool`](crate::Manager::add_pool) or, with a [`Backend`](crate::Backend)
+//! of its own, [`Manager::add_backend`](crate::Manager::add_backend).
 
 pub mod etcd;
 mod etcd_members;
 pub mod redis;
-mod redis_direct;
-pub(crate) mod redis_multiplexed;

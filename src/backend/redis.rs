@@ -1,30 +1,30 @@
-//! The Redis backend: [`RedisConnectionManager`] (a `bb8::ManageConnection`), the
-//! [`RedisConnection`] a checkout derefs to, the [`SharedRedisConnection`] that
-//! [`RedisPool::multiplexed`] hands out, and [`RedisPool`].
+//! The Redis backend: [`RedisConnectionManager`] (a `bb8::ManageConnection` and a
+//! [`Backend`]), the [`RedisConnection`] a checkout derefs to, the
+//! [`SharedRedisConnection`] that [`RedisPool::multiplexed`] hands out, and [`RedisPool`].
 //!
-//! Unlike bb8-redis, a checkout costs no `PING`: a connection is handed out unless it was
-//! seen failing (a connection-level I/O error marks it broken), was left with a request
-//! unfinished, or was made before the connector last went down. The round trip belongs to
-//! the background health check.
+//! Every connection is the redis crate's own `MultiplexedConnection`, over TCP and TLS
+//! alike, speaking RESP3. connhub adds only what a pool needs to know about it: whether it
+//! broke. The crate reports a connection the server closed through its push sender
+//! (`PushKind::Disconnection`), so a connection closed while idle (a server `timeout`, a
+//! NAT or load balancer) is dropped at the next checkout without a round trip and without
+//! a caller seeing it. Unlike bb8-redis, a checkout sends no `PING`: the round trip
+//! belongs to the health engine.
 
-use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
-    RedisResult, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    PushInfo, PushKind, RedisFuture, RedisResult, Value,
 };
 
-use super::redis_direct::{Dial, DirectLink};
-use crate::config::{RedisConfig, Secret, parse_redis};
-use crate::connector::{BoxFuture, Kind};
+use crate::config::{RedisConfig, parse_redis};
 use crate::error::{Error, Result};
-use crate::health::{Liveness, Retired};
-use crate::pool::{Pool, PooledConnection};
+use crate::pool::shared::Shared;
+use crate::pool::{Backend, Pool, PooledConnection};
+use crate::status::{BoxFuture, Kind};
 
 /// A pool of Redis connections; what [`Manager::redis`](crate::Manager::redis) returns.
 ///
@@ -40,37 +40,33 @@ use crate::pool::{Pool, PooledConnection};
 pub type RedisPool = Pool<RedisConnectionManager>;
 
 /// A checked-out Redis connection.
-pub type PooledRedisConnection<'a> = PooledConnection<'a, RedisConnectionManager>;
+pub type PooledRedisConnection = PooledConnection<RedisConnectionManager>;
 
-/// Makes and validates Redis connections for bb8.
-///
-/// Over plain TCP a pooled connection is a socket of its own that the task holding it
-/// reads and writes directly (no driver task in between); over TLS it is a redis
-/// multiplexed connection.
+/// Makes Redis connections for bb8, and tells the pool how to check them. Cloning shares
+/// it.
 #[derive(Clone)]
 pub struct RedisConnectionManager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
     name: Arc<str>,
     endpoint: String,
-    host: String,
-    port: u16,
-    username: Option<String>,
-    password: Option<Secret>,
-    db: i64,
     client: redis::Client,
     async_config: AsyncConnectionConfig,
     max_retries: u32,
     tls: bool,
     connect_timeout: Duration,
-    response_timeout: Option<Duration>,
     command_timeout: Duration,
-    liveness: Arc<Liveness>,
+    /// The connections behind [`RedisPool::multiplexed`].
+    shared: Shared<SharedRedisConnection>,
 }
 
 impl std::fmt::Debug for RedisConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnectionManager")
-            .field("name", &self.name)
-            .field("endpoint", &self.endpoint)
+            .field("name", &self.inner.name)
+            .field("endpoint", &self.inner.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -84,8 +80,10 @@ impl RedisConnectionManager {
         let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
         let endpoint = hp.to_string();
         let db = i64::from(hp.db.unwrap_or(config.db));
-        let (host, port) = (hp.host.clone(), hp.port);
-        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+        // RESP3: the crate reports a closed connection through the push sender only then.
+        let mut settings = redis::RedisConnectionInfo::default()
+            .set_db(db)
+            .set_protocol(ProtocolVersion::RESP3);
         if let Some(user) = &config.username {
             settings = settings.set_username(user);
         }
@@ -116,50 +114,78 @@ impl RedisConnectionManager {
             .set_connection_timeout(Some(config.connector.connect_timeout))
             .set_response_timeout(config.command_timeout);
         Ok(RedisConnectionManager {
-            name: name.into(),
-            endpoint,
-            host,
-            port,
-            username: config.username.clone(),
-            password: config.password.clone(),
-            db,
-            client,
-            async_config,
-            max_retries: config.max_retries,
-            tls,
-            connect_timeout: config.connector.connect_timeout,
-            response_timeout: config.command_timeout,
-            command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
-            liveness: Arc::default(),
+            inner: Arc::new(ManagerInner {
+                name: name.into(),
+                endpoint,
+                client,
+                async_config,
+                max_retries: config.max_retries,
+                tls,
+                connect_timeout: config.connector.connect_timeout,
+                command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
+                shared: Shared::new(
+                    config.multiplexed_connections,
+                    SharedRedisConnection::is_usable,
+                ),
+            }),
         })
     }
 
     /// `host:port` it connects to.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    pub(crate) fn liveness(&self) -> Arc<Liveness> {
-        self.liveness.clone()
+        &self.inner.endpoint
     }
 
     fn classify(&self, e: redis::RedisError) -> Error {
-        if self.tls
+        let m = &*self.inner;
+        if m.tls
             && let Some(message) = handshake_failure(&e)
         {
             return Error::Tls {
-                connector: self.name.to_string(),
+                connector: m.name.to_string(),
                 kind: Kind::REDIS,
                 message,
             };
         }
-        classify(
-            &self.name,
-            &self.endpoint,
-            "connect",
-            self.connect_timeout,
-            e,
-        )
+        classify(&m.name, &m.endpoint, "connect", m.connect_timeout, e)
+    }
+
+    /// Opens one connection, retrying up to `max_retries` times unless the failure is
+    /// permanent. The connection's push sender marks it broken when the crate reports it
+    /// closed.
+    async fn open(&self) -> Result<(MultiplexedConnection, Arc<ConnMeta>)> {
+        let m = &*self.inner;
+        let mut attempt = 0;
+        loop {
+            let broken = Arc::new(AtomicBool::new(false));
+            let flag = broken.clone();
+            let config = m
+                .async_config
+                .clone()
+                .set_push_sender(move |push: PushInfo| {
+                    if push.kind == PushKind::Disconnection {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                });
+            match m
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(conn) => {
+                    tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.endpoint, "connected");
+                    return Ok((conn, Arc::new(ConnMeta { broken })));
+                }
+                Err(e) => {
+                    let err = self.classify(e);
+                    if attempt >= m.max_retries || err.is_permanent() {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
     }
 }
 
@@ -239,6 +265,7 @@ pub(crate) fn classify(
             kind: Kind::REDIS,
             what,
             after,
+            detail: None,
             last_error: Some(Box::new(Error::Backend {
                 connector,
                 kind: Kind::REDIS,
@@ -266,139 +293,97 @@ impl bb8::ManageConnection for RedisConnectionManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<RedisConnection> {
-        let (link, meta) = self
-            .open(|| async {
-                if self.tls {
-                    return self
-                        .multiplexed()
-                        .await
-                        .map(|m| Link::Multiplexed(Box::new(m)));
-                }
-                let dial = Dial {
-                    host: &self.host,
-                    port: self.port,
-                    username: self.username.as_deref(),
-                    password: self.password.as_ref().map(Secret::expose),
-                    db: self.db,
-                };
-                let connect = DirectLink::connect(&dial, self.response_timeout);
-                match tokio::time::timeout(self.connect_timeout, connect).await {
-                    Ok(r) => r.map(|l| Link::Direct(Box::new(l))),
-                    Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut).into()),
-                }
-            })
-            .await?;
-        Ok(RedisConnection { link, meta })
+        let (inner, meta) = self.open().await?;
+        Ok(RedisConnection { inner, meta })
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<()> {
-        if !conn.is_usable() {
-            return Err(Error::Backend {
-                connector: self.name.to_string(),
-                kind: Kind::REDIS,
-                source: Arc::new(Retired),
-            });
-        }
-        Ok(())
+        ping(&self.inner, &mut conn.inner).await
     }
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
-        !conn.is_usable()
+        conn.is_broken()
     }
 }
 
-impl RedisConnectionManager {
-    /// Makes a connection with `dial`, retrying up to `max_retries` times unless the
-    /// failure is permanent; stamps it with the liveness epoch from before the attempt.
-    async fn open<L, F>(&self, dial: impl Fn() -> F) -> Result<(L, Arc<ConnMeta>)>
-    where
-        F: Future<Output = RedisResult<L>>,
-    {
-        if self.liveness.is_closed() {
-            return Err(Error::Closed {
-                connector: self.name.to_string(),
-            });
-        }
-        // Stamped before connecting: if the connector goes down meanwhile, this
-        // connection is retired with the others.
-        let epoch = self.liveness.epoch();
-        let mut attempt = 0;
-        loop {
-            match dial().await {
-                Ok(link) => {
-                    tracing::debug!(connector = %self.name, kind = "redis", endpoint = %self.endpoint, "connected");
-                    let meta = Arc::new(ConnMeta {
-                        epoch,
-                        broken: AtomicBool::new(false),
-                        liveness: self.liveness.clone(),
-                        name: self.name.clone(),
-                        endpoint: self.endpoint.clone(),
-                        command_timeout: self.command_timeout,
-                    });
-                    return Ok((link, meta));
-                }
-                Err(e) => {
-                    let err = self.classify(e);
-                    if attempt >= self.max_retries || err.is_permanent() {
-                        return Err(err);
-                    }
-                    attempt += 1;
-                }
-            }
-        }
+impl Backend for RedisConnectionManager {
+    type Manager = RedisConnectionManager;
+
+    fn kind(&self) -> Kind {
+        Kind::REDIS
     }
 
-    async fn multiplexed(&self) -> RedisResult<MultiplexedConnection> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.async_config)
-            .await
+    fn endpoint(&self) -> String {
+        self.inner.endpoint.clone()
     }
 
-    /// A connection for [`RedisPool::multiplexed`]: always a multiplexed one, since it is
-    /// shared.
-    pub(crate) async fn connect_shared(&self) -> Result<SharedRedisConnection> {
-        let (inner, meta) = self.open(|| self.multiplexed()).await?;
-        Ok(SharedRedisConnection { inner, meta })
+    fn is_broken(&self, conn: &RedisConnection) -> Option<bool> {
+        Some(conn.is_broken())
+    }
+
+    fn checks_locally(&self) -> bool {
+        true
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _manager: &'a Self,
+        conn: &'a mut RedisConnection,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ping(&self.inner, &mut conn.inner))
+    }
+
+    fn classify(&self, _connector: &str, error: Error) -> Error {
+        error
+    }
+
+    fn retire(&self, _manager: &Self) {
+        self.inner.shared.clear();
     }
 }
 
-/// Sends `PING`; the health check of a Redis connector.
-pub(crate) fn ping(conn: &mut RedisConnection) -> BoxFuture<'_, Result<()>> {
-    Box::pin(async move {
-        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
-        match pong {
-            Ok(_) => Ok(()),
-            Err(e) => Err(classify(
-                &conn.meta.name,
-                &conn.meta.endpoint,
-                "PING",
-                conn.meta.command_timeout,
-                e,
-            )),
-        }
-    })
+/// Sends `PING`; the health check of a Redis connection.
+async fn ping(m: &ManagerInner, conn: &mut MultiplexedConnection) -> Result<()> {
+    let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
+    pong.map(drop)
+        .map_err(|e| classify(&m.name, &m.endpoint, "PING", m.command_timeout, e))
 }
 
-/// A pooled Redis connection, used by one task at a time: it remembers whether it failed,
-/// so the pool never hands it out again.
-///
-/// Over plain TCP the task holding it writes commands and reads replies on the socket
-/// itself; over TLS it is a redis multiplexed connection. Commands that change how replies
-/// arrive (SUBSCRIBE and the other pub/sub subscriptions, MONITOR, CLIENT REPLY) are
-/// refused with an error on a plain-TCP connection: use `redis::Client::get_async_pubsub`
-/// for pub/sub.
+/// What a connection knows about itself; shared by the clones of a shared connection.
+#[derive(Debug)]
+struct ConnMeta {
+    broken: Arc<AtomicBool>,
+}
+
+impl ConnMeta {
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection broken when a request failed at the connection level, or
+    /// timed out (a hung server: the next checkout opens a fresh connection instead,
+    /// which is what tells the health engine the server is gone).
+    fn observe<T>(&self, r: &RedisResult<T>) {
+        if let Err(e) = r
+            && (e.is_connection_dropped()
+                || e.is_timeout()
+                || (e.is_unrecoverable_error() && e.is_io_error()))
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A pooled Redis connection, used by one task at a time: the redis crate's
+/// `MultiplexedConnection`, plus whether it broke (the pool then drops it).
 ///
 /// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
-/// and [`redis::AsyncCommands`] work on a checkout.
+/// and [`redis::AsyncCommands`] work on a checkout. It speaks RESP3. For pub/sub and other
+/// push-based use, take a connection of the redis crate's own (`redis::Client::
+/// get_async_pubsub`).
 pub struct RedisConnection {
-    link: Link,
-    /// Behind one pointer: the pool moves connections around, so they stay small.
+    inner: MultiplexedConnection,
     meta: Arc<ConnMeta>,
-}
-
-enum Link {
-    Direct(Box<DirectLink>),
-    Multiplexed(Box<MultiplexedConnection>),
 }
 
 /// A connection shared by many tasks at once: what [`RedisPool::multiplexed`] hands out.
@@ -411,43 +396,9 @@ pub struct SharedRedisConnection {
     meta: Arc<ConnMeta>,
 }
 
-/// What a connection knows about itself; shared by the clones of a shared connection.
-struct ConnMeta {
-    epoch: u64,
-    broken: AtomicBool,
-    liveness: Arc<Liveness>,
-    name: Arc<str>,
-    endpoint: String,
-    command_timeout: Duration,
-}
-
-impl ConnMeta {
-    fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
-    }
-
-    fn is_usable(&self) -> bool {
-        !self.is_broken() && self.liveness.is_current(self.epoch)
-    }
-
-    /// Marks the connection broken on a connection-level failure, and asks the health
-    /// task to look at the server on a timeout.
-    fn observe<T>(&self, r: &RedisResult<T>) {
-        if let Err(e) = r {
-            if e.is_connection_dropped() || e.is_unrecoverable_error() && e.is_io_error() {
-                self.broken.store(true, Ordering::Relaxed);
-                self.liveness.report_trouble();
-            } else if e.is_timeout() {
-                self.liveness.report_trouble();
-            }
-        }
-    }
-}
-
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
-            .field("epoch", &self.meta.epoch)
             .field("broken", &self.is_broken())
             .finish_non_exhaustive()
     }
@@ -456,40 +407,32 @@ impl std::fmt::Debug for RedisConnection {
 impl std::fmt::Debug for SharedRedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedRedisConnection")
-            .field("epoch", &self.meta.epoch)
             .field("broken", &self.is_broken())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisConnection {
-    /// True once the connection saw a connection-level failure, or a request on it was
-    /// left unfinished (cancelled or timed out); it will be dropped when it goes back to
-    /// the pool.
+    /// True once the server closed the connection or a request on it failed at the
+    /// connection level or timed out; it is dropped when it goes back to the pool.
     pub fn is_broken(&self) -> bool {
         self.meta.is_broken()
-            || match &self.link {
-                Link::Direct(l) => !l.is_clean(),
-                Link::Multiplexed(_) => false,
-            }
     }
 
-    /// Neither broken nor made before the connector last went down (or closed).
-    pub(crate) fn is_usable(&self) -> bool {
-        !self.is_broken() && self.meta.liveness.is_current(self.meta.epoch)
+    /// The redis multiplexed connection underneath.
+    pub fn multiplexed(&self) -> &MultiplexedConnection {
+        &self.inner
     }
 }
 
 impl SharedRedisConnection {
-    /// True once the connection saw a connection-level failure; the pool then opens a new
-    /// one for later callers.
+    /// True once the connection broke; the pool then opens a new one for later callers.
     pub fn is_broken(&self) -> bool {
         self.meta.is_broken()
     }
 
-    /// Neither broken nor made before the connector last went down (or closed).
-    pub(crate) fn is_usable(&self) -> bool {
-        self.meta.is_usable()
+    fn is_usable(&self) -> bool {
+        !self.is_broken()
     }
 
     /// The redis multiplexed connection underneath. Clones of it are not tracked by the
@@ -499,65 +442,75 @@ impl SharedRedisConnection {
     }
 }
 
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let r = match &mut self.link {
-                Link::Direct(l) => l.request(cmd).await,
-                Link::Multiplexed(m) => m.send_packed_command(cmd).await,
-            };
-            self.meta.observe(&r);
-            r
-        })
-    }
+/// `ConnectionLike` for a connection that remembers whether it broke.
+macro_rules! observed_connection_like {
+    ($t:ty) => {
+        impl ConnectionLike for $t {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                Box::pin(async move {
+                    let r = self.inner.send_packed_command(cmd).await;
+                    self.meta.observe(&r);
+                    r
+                })
+            }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let r = match &mut self.link {
-                Link::Direct(l) => l.request_pipeline(cmd, offset, count).await,
-                Link::Multiplexed(m) => m.send_packed_commands(cmd, offset, count).await,
-            };
-            self.meta.observe(&r);
-            r
-        })
-    }
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                cmd: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                Box::pin(async move {
+                    let r = self.inner.send_packed_commands(cmd, offset, count).await;
+                    self.meta.observe(&r);
+                    r
+                })
+            }
 
-    fn get_db(&self) -> i64 {
-        match &self.link {
-            Link::Direct(l) => l.db(),
-            Link::Multiplexed(m) => m.get_db(),
+            fn get_db(&self) -> i64 {
+                self.inner.get_db()
+            }
         }
-    }
+    };
 }
 
-impl ConnectionLike for SharedRedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let r = self.inner.send_packed_command(cmd).await;
-            self.meta.observe(&r);
-            r
-        })
-    }
+observed_connection_like!(RedisConnection);
+observed_connection_like!(SharedRedisConnection);
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let r = self.inner.send_packed_commands(cmd, offset, count).await;
-            self.meta.observe(&r);
-            r
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.get_db()
+impl RedisPool {
+    /// A shared connection for commands that keep no connection state, with no exclusive
+    /// checkout: many tasks send on the same socket at once and redis pipelines their
+    /// requests, which is the fastest way to run many small commands.
+    ///
+    /// Use it for GET, SET, INCR, EXPIRE, EVALSHA, pipelines (non-transactional) and the
+    /// like. Use [`get`](crate::Pool::get) instead for anything that changes or relies on
+    /// the connection's state: blocking commands (BLPOP, XREAD BLOCK), WATCH/MULTI/EXEC,
+    /// SELECT, CLIENT SETNAME — on a shared socket they would block or leak into every
+    /// other user.
+    ///
+    /// It fails fast like `get()` while the connector is down. The connections are
+    /// separate from the pool's (`multiplexed_connections` of them, default 1), opened on
+    /// first use and replaced when they break or the connector goes down.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: connhub::RedisPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use connhub::redis::AsyncCommands;
+    /// let mut conn = pool.multiplexed().await?;
+    /// let hits: i64 = conn.incr("hits", 1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn multiplexed(&self) -> Result<SharedRedisConnection> {
+        let manager = self.manager();
+        let open = || async {
+            match manager.open().await {
+                Ok((inner, meta)) => Ok(SharedRedisConnection { inner, meta }),
+                Err(e) => Err(self.connect_failed(e)),
+            }
+        };
+        manager
+            .inner
+            .shared
+            .get(self, open, SharedRedisConnection::clone)
+            .await
     }
 }

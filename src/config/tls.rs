@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::connector::key;
-use crate::connector::Kind;
 use crate::error::{ConfigErrors, Error, Result};
+use crate::status::Kind;
 
 /// TLS settings of a connector (the `tls` block).
 ///

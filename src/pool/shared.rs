@@ -1,17 +1,17 @@
 //! A few connections shared by every caller, outside the pool's exclusive checkouts:
 //! what [`RedisPool::multiplexed`](crate::RedisPool::multiplexed) and
-//! [`EtcdPool::client`](crate::EtcdPool::client) hand out clones of.
+//! [`EtcdPool::client`](crate::EtcdPool::client) hand out clones of. A backend keeps them
+//! and clears them when its connections are retired ([`Backend::retire`](crate::Backend::retire)).
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use crate::error::Result;
-use crate::pool::{Backend, Pool, PoolExt};
+use crate::pool::{Bb8Manager, Pool};
 
 /// Shared connections, handed out round robin; each is opened on first use and replaced
-/// once `usable` says no (broken, or older than the last outage).
+/// once `usable` says no (broken) or the connector retires them (an outage).
 pub(crate) struct Shared<C> {
     slots: Vec<Slot<C>>,
     next: AtomicUsize,
@@ -61,10 +61,10 @@ impl<C: Send + Sync + 'static> Shared<C> {
         take: impl Fn(&C) -> R,
     ) -> Result<R>
     where
-        M: Backend,
+        M: Bb8Manager,
         F: Future<Output = Result<C>>,
     {
-        pool.admit()?;
+        pool.admit_or_yield().await?;
         let slot = match self.slots.as_slice() {
             // One slot (the default): no shared counter to bump on every call.
             [only] => only,
@@ -85,7 +85,7 @@ impl<C: Send + Sync + 'static> Shared<C> {
         take: &impl Fn(&C) -> R,
     ) -> Result<R>
     where
-        M: Backend,
+        M: Bb8Manager,
         F: Future<Output = Result<C>>,
     {
         let _opening = slot.opening.lock().await;
@@ -100,14 +100,19 @@ impl<C: Send + Sync + 'static> Shared<C> {
     }
 }
 
-impl<C: Send + Sync + 'static> PoolExt for Shared<C> {
-    fn on_close(&self) {
+impl<C> Shared<C> {
+    /// Drops every shared connection; the next caller opens a fresh one.
+    pub(crate) fn clear(&self) {
         for slot in &self.slots {
             *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
+}
 
-    fn as_any(&self) -> &dyn Any {
-        self
+impl<C> std::fmt::Debug for Shared<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::connector::{key, non_zero_opt};
+use super::connector::{key, non_zero_opt};
 use crate::error::ConfigErrors;
 
 /// Pool sizing and naming for any bb8 backend.

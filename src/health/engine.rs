@@ -1,0 +1,291 @@
+//! [`Health`]: the shared health of one connector. It holds the [`Machine`] behind a lock,
+//! feeds it inputs from callers, the pool and the engine task, and carries out what each
+//! step asks for: broadcast the change, retire connections, wake refused waiters, start a
+//! trial. It is the only place that changes a connector's state.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+
+use super::machine::{Actions, Input, Machine, Rules};
+use crate::config::ConnectorConfig;
+use crate::error::Error;
+use crate::status::{Event, Kind, State};
+
+/// What every connection of a pool is checked against, locally: the epoch it was made in
+/// and whether the pool is closed. Going down or closing starts a new epoch, so no
+/// connection made before is handed out again.
+#[derive(Debug, Default)]
+pub(crate) struct Life {
+    epoch: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Life {
+    /// The epoch new connections are stamped with.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// True when a connection stamped `epoch` may still be handed out.
+    pub(crate) fn is_current(&self, epoch: u64) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.epoch() == epoch
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    last_error: Option<Error>,
+    last_check_latency: Option<Duration>,
+    last_check_at: Option<u64>,
+}
+
+/// "No trial may start on demand" in [`Health::trial_due`].
+const NEVER: u64 = u64::MAX;
+
+/// The health of one connector.
+pub(crate) struct Health {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) config: ConnectorConfig,
+    pub(crate) life: Arc<Life>,
+    machine: Mutex<Machine>,
+    /// The machine's state, readable without the lock (every checkout reads it).
+    state: AtomicU8,
+    /// Microseconds after `base` from which a refused caller may start a trial; `NEVER`
+    /// while none may (up, or a trial in flight). Read by refused callers without the lock.
+    trial_due: AtomicU64,
+    base: Instant,
+    /// Set by a refused caller when a trial is due; taken by the engine task.
+    demand: AtomicBool,
+    /// Wakes the engine task.
+    pub(crate) wake: Notify,
+    /// Woken (all waiters) whenever the connector goes down or closes.
+    down: Notify,
+    observed: Mutex<Observed>,
+    events: broadcast::Sender<Event>,
+    /// Called when connections are retired (the pool drops its shared handles).
+    on_retire: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; the data
+    // (plain bookkeeping, changed by whole assignments) is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Health {
+    pub(crate) fn new(
+        name: String,
+        kind: Kind,
+        config: ConnectorConfig,
+        events: broadcast::Sender<Event>,
+    ) -> Self {
+        let machine = Machine::new(Rules::from(&config), fastrand::f64());
+        Health {
+            name,
+            kind,
+            config,
+            life: Arc::default(),
+            state: AtomicU8::new(machine.state().to_u8()),
+            machine: Mutex::new(machine),
+            trial_due: AtomicU64::new(NEVER),
+            base: Instant::now(),
+            demand: AtomicBool::new(false),
+            wake: Notify::new(),
+            down: Notify::new(),
+            observed: Mutex::new(Observed::default()),
+            events,
+            on_retire: OnceLock::new(),
+        }
+    }
+
+    /// Sets what runs when connections are retired; once.
+    pub(crate) fn on_retire(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_retire.set(f);
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn reconnect_attempts(&self) -> u32 {
+        lock(&self.machine).attempts()
+    }
+
+    /// When the engine task should next tick the machine.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        lock(&self.machine).next_wake()
+    }
+
+    /// Feeds one input to the machine and carries out what it asks. `error` is the cause
+    /// to record and report with a state change. Returns the actions; a requested trial
+    /// is the caller's to run (the engine task feeds the inputs that start trials).
+    pub(crate) fn apply(&self, input: Input, error: Option<&Error>) -> Actions {
+        if let Some(e) = error {
+            self.record_error(e);
+        }
+        let now = Instant::now();
+        let (act, to) = {
+            let mut m = lock(&self.machine);
+            let act = m.step(input, now);
+            let to = m.state();
+            if act.retire {
+                self.life.epoch.fetch_add(1, Ordering::AcqRel);
+                if to == State::Closed {
+                    self.life.closed.store(true, Ordering::Release);
+                }
+            }
+            self.state.store(to.to_u8(), Ordering::Release);
+            let due = m.demand_trial_at(now).map_or(NEVER, |at| self.micros(at));
+            self.trial_due.store(due, Ordering::Release);
+            (act, to)
+        };
+        if act.retire
+            && let Some(f) = self.on_retire.get()
+        {
+            f();
+        }
+        if let Some(from) = act.changed_from {
+            self.announce(from, to, error);
+        }
+        act
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(NEVER - 1)
+    }
+
+    fn announce(&self, from: State, to: State, error: Option<&Error>) {
+        let error = error.map(ToString::to_string);
+        match &error {
+            Some(e) => {
+                tracing::warn!(connector = %self.name, kind = %self.kind, %from, %to, error = %e, "connector state changed")
+            }
+            None => {
+                tracing::info!(connector = %self.name, kind = %self.kind, %from, %to, "connector state changed")
+            }
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::record_state(&self.name, self.kind.as_str(), to);
+        let _ = self.events.send(Event {
+            connector: self.name.clone(),
+            kind: self.kind.clone(),
+            from,
+            to,
+            error,
+        });
+        if matches!(to, State::Reconnecting | State::Failed | State::Closed) {
+            self.down.notify_waiters();
+        }
+        if to == State::Closed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A caller was refused while the connector is down: if a trial is due, the first
+    /// such caller asks the engine for one. Lock-free while no trial is due.
+    pub(crate) fn demand(&self) {
+        let due = self.trial_due.load(Ordering::Acquire);
+        if due == NEVER || self.micros(Instant::now()) < due {
+            return;
+        }
+        // Only the caller that takes the due time wakes the engine.
+        if self
+            .trial_due
+            .compare_exchange(due, NEVER, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.demand.store(true, Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The input a refused caller left for the engine task, if any.
+    pub(crate) fn take_demand(&self) -> Option<Input> {
+        self.demand
+            .swap(false, Ordering::AcqRel)
+            .then_some(Input::Demand)
+    }
+
+    /// A future that completes when the connector next goes down or closes. Create it
+    /// before checking the state, so no change can slip between.
+    pub(crate) fn went_down(&self) -> tokio::sync::futures::Notified<'_> {
+        self.down.notified()
+    }
+
+    pub(crate) fn record_error(&self, error: &Error) {
+        lock(&self.observed).last_error = Some(error.clone());
+    }
+
+    pub(crate) fn record_check(&self, latency: Duration, result: Option<&Error>) {
+        let mut o = lock(&self.observed);
+        o.last_check_latency = Some(latency);
+        o.last_check_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        o.last_error = result.cloned();
+    }
+
+    pub(crate) fn last_error(&self) -> Option<Error> {
+        lock(&self.observed).last_error.clone()
+    }
+
+    pub(crate) fn last_check(&self) -> (Option<Duration>, Option<u64>) {
+        let o = lock(&self.observed);
+        (o.last_check_latency, o.last_check_at)
+    }
+
+    /// The error a refused checkout returns while the connector is down: a permanent cause
+    /// (bad credentials, TLS) as itself, anything else as `Unavailable` carrying it.
+    pub(crate) fn unavailable(&self) -> Error {
+        let state = self.state();
+        if state == State::Closed {
+            return self.closed();
+        }
+        match self.last_error() {
+            Some(e) if e.is_permanent() => e,
+            last => Error::Unavailable {
+                connector: self.name.clone(),
+                kind: self.kind.clone(),
+                state,
+                last_error: last.map(Box::new),
+            },
+        }
+    }
+
+    pub(crate) fn closed(&self) -> Error {
+        Error::Closed {
+            connector: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn timeout(&self, what: &'static str, after: Duration) -> Error {
+        Error::Timeout {
+            connector: self.name.clone(),
+            kind: self.kind.clone(),
+            what,
+            after,
+            detail: None,
+            last_error: self.last_error().map(Box::new),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! [`PooledConnection`]: connhub's checkout guard.
+
+use std::ops::{Deref, DerefMut};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::backend::Bb8Manager;
+use super::tracked::Tracked;
+
+/// A checked-out connection: derefs to the backend's connection and goes back to the pool
+/// when dropped. It owns its reference to the pool, so it can outlive the handle it came
+/// from and move into spawned tasks.
+pub struct PooledConnection<M: Bb8Manager> {
+    // Field order is drop order: the connection goes back to bb8 before the next waiter
+    // in line is let in, so that waiter finds it idle.
+    conn: bb8::PooledConnection<'static, Tracked<M>>,
+    _turn: OwnedSemaphorePermit,
+}
+
+impl<M: Bb8Manager> PooledConnection<M> {
+    pub(crate) fn new(
+        conn: bb8::PooledConnection<'static, Tracked<M>>,
+        turn: OwnedSemaphorePermit,
+    ) -> Self {
+        PooledConnection { conn, _turn: turn }
+    }
+
+    /// Drops the connection when it is returned instead of pooling it again (for a
+    /// connection left in a state the next user must not see).
+    pub fn retire(&mut self) {
+        self.conn.retire();
+    }
+}
+
+impl<M> std::fmt::Debug for PooledConnection<M>
+where
+    M: Bb8Manager,
+    M::Connection: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PooledConnection").field(&**self).finish()
+    }
+}
+
+impl<M: Bb8Manager> Deref for PooledConnection<M> {
+    type Target = M::Connection;
+
+    fn deref(&self) -> &M::Connection {
+        &self.conn
+    }
+}
+
+impl<M: Bb8Manager> DerefMut for PooledConnection<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        &mut self.conn
+    }
+}

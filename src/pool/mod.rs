@@ -1,0 +1,579 @@
+//! [`Pool<M>`]: a `bb8::Pool` with its connector's health, fair admission and the epoch
+//! that retires connections made before an outage.
+//!
+//! - **Fair**: callers are let in first come, first served (a FIFO semaphore of
+//!   `pool_size` turns in front of bb8's checkout); one who waits past `connect_timeout`
+//!   gets [`Error::Timeout`] saying the pool was exhausted and how many were waiting.
+//! - **Fail fast**: while the connector is down a checkout is refused at once with
+//!   [`Error::Unavailable`]; one already waiting is woken and refused too. Every refusal
+//!   is a cooperative await point, so a caller retrying in a loop never starves the
+//!   runtime, and a refused caller may start the half-open trial that ends the outage.
+//! - **No round trip while healthy** for connhub's own backends: a connection is checked
+//!   locally (broken flag, epoch). A plain bb8 manager keeps its own `is_valid`.
+//! - **A connection problem is not an outage**: a pooled connection that fails validation
+//!   is dropped and another taken; only a fresh connection failing moves the connector down.
+
+mod backend;
+mod guard;
+pub(crate) mod shared;
+mod tracked;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use std::future::Future;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::time::Instant;
+
+pub(crate) use backend::Plain;
+pub use backend::{Backend, Bb8Manager, ConnectionOf, ErrorOf};
+pub use guard::PooledConnection;
+pub use tracked::{Fault, Stamped, Tracked};
+
+use crate::config::{ConnectorConfig, PoolConfig};
+use crate::connector::Connector;
+use crate::error::{Error, Result};
+use crate::health::{self, Health, Input, Trial};
+use crate::status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
+use tracked::Parts;
+
+/// A typed, health-checked connection pool: the handle services keep.
+///
+/// Cloning is cheap (an `Arc`). Get one from the [`Manager`](crate::Manager)
+/// (`manager.redis("cache")?`, `manager.pool::<M>("name")?`).
+pub struct Pool<M: Bb8Manager> {
+    inner: Arc<Inner<M>>,
+}
+
+pub(crate) struct Inner<M: Bb8Manager> {
+    bb8: bb8::Pool<Tracked<M>>,
+    parts: Arc<Parts<M>>,
+    health: Arc<Health>,
+    /// One turn per connection, handed out in arrival order.
+    turns: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    endpoint: String,
+    /// Connections the health checks opened and gave to the pool.
+    added: std::sync::atomic::AtomicU64,
+}
+
+impl<M: Bb8Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Bb8Manager> std::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.health.name)
+            .field("kind", &self.inner.health.kind)
+            .field("endpoint", &self.inner.endpoint)
+            .field("state", &self.inner.health.state())
+            .finish()
+    }
+}
+
+/// bb8's error sink: a fresh connection failing is news for the health engine; a pooled
+/// one failing validation, or retired, is not.
+struct Sink<M: Bb8Manager> {
+    health: Arc<Health>,
+    parts: Arc<Parts<M>>,
+}
+
+impl<M: Bb8Manager> std::fmt::Debug for Sink<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("connector", &self.health.name)
+            .finish()
+    }
+}
+
+impl<M: Bb8Manager> bb8::ErrorSink<Fault<M::Error>> for Sink<M> {
+    fn sink(&self, fault: Fault<M::Error>) {
+        let h = &self.health;
+        match fault {
+            Fault::Connect(e) => {
+                let e = self.parts.backend.classify(&h.name, e);
+                tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "connection failed");
+                h.apply(Input::ConnectFailed, Some(&e));
+            }
+            Fault::Invalid(e) => {
+                tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection failed validation; dropped");
+            }
+            Fault::Retired => {}
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<Fault<M::Error>>> {
+        Box::new(Sink {
+            health: self.health.clone(),
+            parts: self.parts.clone(),
+        })
+    }
+}
+
+/// How the manager builds a pool.
+pub(crate) struct Spec {
+    pub name: String,
+    pub connector: ConnectorConfig,
+    pub pool: PoolConfig,
+    pub events: broadcast::Sender<Event>,
+}
+
+impl<M: Bb8Manager> Pool<M> {
+    /// Builds the bb8 pool, makes the first connection (unless `lazy_connect`) and starts
+    /// the health task.
+    pub(crate) async fn build(
+        spec: Spec,
+        manager: M,
+        backend: Box<dyn Backend<Manager = M>>,
+    ) -> Result<Self> {
+        let kind = backend.kind();
+        let endpoint = backend.endpoint();
+        let health = Arc::new(Health::new(
+            spec.name,
+            kind,
+            spec.connector.clone(),
+            spec.events,
+        ));
+        let parts = Arc::new(Parts {
+            manager,
+            backend,
+            life: health.life.clone(),
+        });
+        let on_retire = Arc::downgrade(&parts);
+        health.on_retire(Box::new(move || {
+            if let Some(p) = on_retire.upgrade() {
+                p.backend.retire(&p.manager);
+            }
+        }));
+        let p = &spec.pool;
+        let bb8 = bb8::Pool::builder()
+            .max_size(p.max_size)
+            .min_idle(p.min_idle)
+            .idle_timeout(p.max_idle_time)
+            .max_lifetime(p.max_lifetime)
+            .connection_timeout(spec.connector.connect_timeout)
+            // bb8's reaper also notices a dropped pool only when it runs: once a second
+            // keeps idle timeouts precise and ends the task soon after the pool.
+            .reaper_rate(Duration::from_secs(1))
+            // The adapter validates: locally for connhub's own backends (epoch, broken
+            // flag), with the manager's own `is_valid` for the others.
+            .test_on_check_out(true)
+            // Reconnecting is the health engine's job: no retry storm here.
+            .retry_connection(false)
+            .error_sink(Box::new(Sink {
+                health: health.clone(),
+                parts: parts.clone(),
+            }))
+            .build_unchecked(Tracked {
+                parts: parts.clone(),
+            });
+        let turns = usize::try_from(p.max_size).unwrap_or(usize::MAX);
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                bb8,
+                parts,
+                health,
+                turns: Arc::new(Semaphore::new(turns)),
+                waiting: AtomicUsize::new(0),
+                endpoint,
+                added: std::sync::atomic::AtomicU64::new(0),
+            }),
+        };
+        if !spec.connector.lazy_connect {
+            let h = &*pool.inner.health;
+            if h.apply(Input::Tick, None).probe
+                && let Err(e) = health::run_trial(h, &*pool.inner).await
+            {
+                h.apply(Input::Close, Some(&e));
+                pool.inner.turns.close();
+                return Err(e);
+            }
+        }
+        health::spawn(pool.inner.health.clone(), Arc::downgrade(&pool.inner));
+        Ok(pool)
+    }
+
+    /// Checks out a connection.
+    ///
+    /// While the connector is healthy this is a bb8 checkout and nothing more (for
+    /// connhub's own backends, no round trip to the server). Callers are served in the
+    /// order they asked.
+    ///
+    /// Errors: [`Error::Unavailable`] at once while the connector is down (with
+    /// `fail_fast`, the default), [`Error::Auth`] / [`Error::Tls`] when that is why it is
+    /// down, [`Error::Timeout`] when no connection came within `connect_timeout` (saying
+    /// whether the pool was exhausted), [`Error::Closed`] after close. Every refusal
+    /// yields to the runtime when the task's budget is spent, so retrying in a loop is
+    /// safe.
+    ///
+    /// The connection holds its own reference to the pool, so it can outlive this handle
+    /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
+    pub async fn get(&self) -> Result<PooledConnection<M>> {
+        if let Err(e) = self.admit() {
+            return Err(self.refused(e).await);
+        }
+        let inner = &*self.inner;
+        if let Ok(turn) = inner.turns.clone().try_acquire_owned() {
+            if inner.parts.backend.checks_locally()
+                && let Some(conn) = inner.idle_now()
+            {
+                return Ok(PooledConnection::new(conn, turn));
+            }
+            return Box::pin(self.checkout(Some(turn), Instant::now())).await;
+        }
+        Box::pin(self.checkout(None, Instant::now())).await
+    }
+
+    /// A refused caller: asks for a trial if one is due, and yields to the runtime when
+    /// its budget is spent.
+    async fn refused(&self, e: Error) -> Error {
+        self.inner.health.demand();
+        tokio::task::consume_budget().await;
+        e
+    }
+
+    /// The waiting path: a turn (in arrival order), then a connection, within
+    /// `connect_timeout` of `start`, refused as soon as the connector goes down.
+    async fn checkout(
+        &self,
+        turn: Option<OwnedSemaphorePermit>,
+        start: Instant,
+    ) -> Result<PooledConnection<M>> {
+        let inner = &*self.inner;
+        let h = &*inner.health;
+        let limit = h.config.connect_timeout;
+        let deadline = start + limit;
+        let turn = match turn {
+            Some(t) => t,
+            None => {
+                let down = h.went_down();
+                self.admit()?;
+                inner.waiting.fetch_add(1, Ordering::Relaxed);
+                let r = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, inner.turns.clone().acquire_owned()) => r,
+                    () = down, if h.config.fail_fast => {
+                        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                        return Err(self.refused(h.unavailable()).await);
+                    }
+                };
+                let waiting = inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                match r {
+                    Ok(Ok(turn)) => turn,
+                    Ok(Err(_closed)) => return Err(h.closed()),
+                    Err(_elapsed) => return Err(self.exhausted(limit, waiting)),
+                }
+            }
+        };
+        loop {
+            let down = h.went_down();
+            self.admit()?;
+            let conn = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, inner.bb8.get_owned()) => match r {
+                    Ok(r) => r.map_err(|e| self.run_error(e))?,
+                    Err(_) => return Err(self.run_error(bb8::RunError::TimedOut)),
+                },
+                () = down, if h.config.fail_fast => return Err(self.refused(h.unavailable()).await),
+            };
+            // The connector may have gone down while bb8 made this connection.
+            if inner.health.life.is_current(conn.epoch()) {
+                return Ok(PooledConnection::new(conn, turn));
+            }
+        }
+    }
+
+    fn exhausted(&self, after: Duration, waiting: usize) -> Error {
+        let h = &*self.inner.health;
+        let s = self.inner.bb8.state();
+        Error::Timeout {
+            connector: h.name.clone(),
+            kind: h.kind.clone(),
+            what: "checkout",
+            after,
+            detail: Some(format!(
+                "pool exhausted: all {} connections in use, {waiting} callers waiting",
+                s.connections
+            )),
+            last_error: h.last_error().map(Box::new),
+        }
+    }
+
+    /// Refuses a checkout when the pool is closed, or down with `fail_fast`.
+    pub(crate) fn admit(&self) -> Result<()> {
+        let h = &*self.inner.health;
+        match h.state() {
+            State::Closed => Err(h.closed()),
+            State::Reconnecting | State::Failed if h.config.fail_fast => Err(h.unavailable()),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`admit`](Pool::admit), yielding when refused; for the shared-handle paths.
+    pub(crate) async fn admit_or_yield(&self) -> Result<()> {
+        match self.admit() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refused(e).await),
+        }
+    }
+
+    /// The backend's bb8 manager.
+    pub(crate) fn manager(&self) -> &M {
+        &self.inner.parts.manager
+    }
+
+    /// Records a failed connection attempt made outside bb8 (a shared handle) and tells
+    /// the health engine, as bb8's error sink does for the pool's own; returns the error.
+    pub(crate) fn connect_failed(&self, e: Error) -> Error {
+        self.inner.health.apply(Input::ConnectFailed, Some(&e));
+        e
+    }
+
+    fn run_error(&self, e: bb8::RunError<Fault<M::Error>>) -> Error {
+        let h = &*self.inner.health;
+        match e {
+            bb8::RunError::TimedOut => {
+                if h.state() == State::Closed {
+                    h.closed()
+                } else {
+                    h.timeout("checkout", h.config.connect_timeout)
+                }
+            }
+            bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
+                self.inner.parts.backend.classify(&h.name, e)
+            }
+            bb8::RunError::User(Fault::Retired) => h.unavailable(),
+        }
+    }
+
+    /// Closes the pool: the health task stops, new checkouts are refused with
+    /// [`Error::Closed`], and this waits up to `drain_timeout` for checked-out connections
+    /// to come back. Idle connections are dropped. Calling it again does nothing.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let h = &*inner.health;
+        if h.state() == State::Closed {
+            return Ok(());
+        }
+        h.apply(Input::Close, None);
+        inner.turns.close();
+        let deadline = Instant::now() + h.config.drain_timeout;
+        loop {
+            let s = inner.bb8.state();
+            if s.connections <= s.idle_connections {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    connector = %h.name,
+                    in_use = s.connections - s.idle_connections,
+                    "drain timeout reached with connections still checked out"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        inner.drop_idle();
+        Ok(())
+    }
+
+    /// The underlying bb8 pool, for what connhub does not wrap. Checkouts made here bypass
+    /// admission, fail-fast and the closed check.
+    pub fn bb8(&self) -> &bb8::Pool<Tracked<M>> {
+        &self.inner.bb8
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &str {
+        &self.inner.health.name
+    }
+
+    /// The connector's state.
+    pub fn state(&self) -> State {
+        self.inner.health.state()
+    }
+
+    /// A snapshot of the connector (state, pool counters, last check), free of secrets.
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// True while the connector is `Healthy`.
+    pub fn is_connected(&self) -> bool {
+        self.inner.health.state() == State::Healthy
+    }
+}
+
+impl<M: Bb8Manager> Inner<M> {
+    /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
+    /// `None` when none is idle. Only for backends that check connections locally, whose
+    /// validation never waits: a pending poll is dropped here, and dropping a round trip
+    /// half way could leave a connection in a state nobody expects.
+    fn idle_now(&self) -> Option<bb8::PooledConnection<'static, Tracked<M>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let fut = std::pin::pin!(self.bb8.get_owned());
+        match fut.poll(&mut cx) {
+            Poll::Ready(Ok(conn)) => Some(conn),
+            Poll::Ready(Err(_)) | Poll::Pending => None,
+        }
+    }
+
+    /// Drops every idle connection (they all fail validation once the pool is closed).
+    fn drop_idle(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let fut = std::pin::pin!(self.bb8.get());
+        let _ = fut.poll(&mut cx);
+    }
+
+    fn status(&self) -> Status {
+        let h = &*self.health;
+        let s = self.bb8.state();
+        let st = &s.statistics;
+        let (latency, at) = h.last_check();
+        Status {
+            name: h.name.clone(),
+            kind: h.kind.clone(),
+            state: h.state(),
+            endpoint: self.endpoint.clone(),
+            pool: PoolCounts {
+                max_size: self.bb8.config().max_size,
+                connections: s.connections,
+                idle: s.idle_connections,
+                in_use: s.connections.saturating_sub(s.idle_connections),
+                gets: st.get_direct + st.get_waited,
+                gets_waited: st.get_waited,
+                gets_timed_out: st.get_timed_out,
+                wait_time: st.get_wait_time,
+                connections_created: st.connections_created
+                    + self.added.load(std::sync::atomic::Ordering::Relaxed),
+                connections_closed_broken: st.connections_closed_broken
+                    + st.connections_closed_invalid,
+                connections_closed_idle: st.connections_closed_idle_timeout,
+                connections_closed_lifetime: st.connections_closed_max_lifetime,
+            },
+            last_check_latency: latency,
+            last_check_at: at,
+            last_error: h.last_error().map(|e| e.to_string()),
+            reconnect_attempts: h.reconnect_attempts(),
+        }
+    }
+
+    /// One trial of the backend, bounded by `connect_timeout`: a probe on an idle pooled
+    /// connection when the connector is up and one is idle; if that fails (a connection
+    /// the server closed, say), the connection is dropped and a fresh one is tried. Only
+    /// a fresh connection failing fails the trial. A fresh connection that works joins
+    /// the pool.
+    async fn probe(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let parts = &*self.parts;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let check = async {
+            if h.state() == State::Healthy
+                && let Some(mut conn) = self.idle_now()
+            {
+                match parts.backend.probe(&parts.manager, &mut conn).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        conn.retire();
+                        tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "idle connection failed its check; trying a fresh one");
+                    }
+                }
+            }
+            let mut conn = match self.bb8.dedicated_connection().await {
+                Ok(c) => c,
+                Err(Fault::Connect(e) | Fault::Invalid(e)) => {
+                    return Err(parts.backend.classify(&h.name, e));
+                }
+                Err(Fault::Retired) => return Err(h.closed()),
+            };
+            parts
+                .backend
+                .probe(&parts.manager, &mut conn)
+                .await
+                .map_err(|e| parts.backend.classify(&h.name, e))?;
+            // The proven connection serves the next checkout; a full pool just drops it.
+            if self.bb8.add(conn).is_ok() {
+                // bb8 counts only the connections it opens itself.
+                self.added
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(h.timeout("health check", limit)),
+        }
+    }
+}
+
+impl<M: Bb8Manager> Trial for Inner<M> {
+    fn trial(&self) -> BoxFuture<'_, Result<Duration>> {
+        Box::pin(self.probe())
+    }
+
+    fn after_trial(&self) {
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(&self.status());
+    }
+}
+
+impl<M: Bb8Manager> Connector for Pool<M> {
+    fn name(&self) -> &str {
+        &self.inner.health.name
+    }
+
+    fn kind(&self) -> &Kind {
+        &self.inner.health.kind
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.check_now().await.map(|_| ()) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.close())
+    }
+
+    fn health_check(&self) -> BoxFuture<'_, Result<Duration>> {
+        Box::pin(self.check_now())
+    }
+
+    fn state(&self) -> State {
+        self.inner.health.state()
+    }
+
+    fn config(&self) -> &ConnectorConfig {
+        &self.inner.health.config
+    }
+
+    fn status(&self) -> Status {
+        Pool::status(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl<M: Bb8Manager> Pool<M> {
+    /// A check now, outside the engine's schedule, with all its consequences (a failure
+    /// of a fresh connection moves the connector down; success brings it up).
+    async fn check_now(&self) -> Result<Duration> {
+        let h = &*self.inner.health;
+        if h.state() == State::Closed {
+            return Err(h.closed());
+        }
+        health::run_trial(h, &*self.inner).await
+    }
+}

@@ -1,0 +1,143 @@
+//! [`Tracked`]: the adapter the pool puts around a backend's bb8 manager. It stamps every
+//! connection with the epoch it was made in, so the pool (not each connection type)
+//! retires every connection made before an outage, and it tells bb8's error sink which
+//! failures are news: a fresh connection that failed ([`Fault::Connect`]) is; an old one
+//! that failed validation ([`Fault::Invalid`]) or was retired ([`Fault::Retired`]) is not.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use super::backend::{Backend, Bb8Manager};
+use crate::health::Life;
+
+/// What a [`Tracked`] manager and its pool share.
+pub(crate) struct Parts<M: Bb8Manager> {
+    pub(crate) manager: M,
+    pub(crate) backend: Box<dyn Backend<Manager = M>>,
+    pub(crate) life: Arc<Life>,
+}
+
+/// A backend's bb8 manager with the pool's epoch: the manager of the `bb8::Pool` behind a
+/// [`Pool`](crate::Pool).
+pub struct Tracked<M: Bb8Manager> {
+    pub(crate) parts: Arc<Parts<M>>,
+}
+
+impl<M: Bb8Manager> std::fmt::Debug for Tracked<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("kind", &self.parts.backend.kind())
+            .field("epoch", &self.parts.life.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pooled connection with the epoch it was made in; derefs to the backend's connection.
+pub struct Stamped<C> {
+    conn: C,
+    epoch: u64,
+    retired: bool,
+}
+
+impl<C> Stamped<C> {
+    pub(crate) fn new(conn: C, epoch: u64) -> Self {
+        Stamped {
+            conn,
+            epoch,
+            retired: false,
+        }
+    }
+
+    /// The epoch it was made in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Marks it for dropping when it goes back to the pool.
+    pub(crate) fn retire(&mut self) {
+        self.retired = true;
+    }
+}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for Stamped<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stamped")
+            .field("conn", &self.conn)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+impl<C> Deref for Stamped<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for Stamped<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+/// Why the adapter refused or failed a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fault<E> {
+    /// A fresh connection could not be made.
+    #[error("{0}")]
+    Connect(E),
+    /// A pooled connection failed its validation; another one is tried.
+    #[error("pooled connection failed validation: {0}")]
+    Invalid(E),
+    /// A pooled connection was broken, or made before the connector last went down.
+    #[error("connection retired (broken, or made before an outage)")]
+    Retired,
+}
+
+impl<M: Bb8Manager> Tracked<M> {
+    /// True when `conn` may be handed out without asking the server.
+    fn current(&self, conn: &Stamped<M::Connection>) -> bool {
+        !conn.retired && self.parts.life.is_current(conn.epoch)
+    }
+}
+
+impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
+    type Connection = Stamped<M::Connection>;
+    type Error = Fault<M::Error>;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let life = &self.parts.life;
+        if life.is_closed() {
+            return Err(Fault::Retired);
+        }
+        // Stamped before connecting: if the connector goes down meanwhile, this connection
+        // is retired with the others.
+        let epoch = life.epoch();
+        let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
+        Ok(Stamped::new(conn, epoch))
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        if !self.current(conn) {
+            return Err(Fault::Retired);
+        }
+        match self.parts.backend.is_broken(&conn.conn) {
+            Some(true) => Err(Fault::Retired),
+            Some(false) => Ok(()),
+            None => self
+                .parts
+                .manager
+                .is_valid(&mut conn.conn)
+                .await
+                .map_err(Fault::Invalid),
+        }
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        !self.current(conn)
+            || self.parts.backend.is_broken(&conn.conn) == Some(true)
+            || self.parts.manager.has_broken(&mut conn.conn)
+    }
+}
