@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// A boxed future, as returned by the object-safe [`Connector`] methods.
+/// A boxed future, as returned by the object-safe [`Connector`](crate::Connector) methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What kind of backend a connector talks to.

@@ -62,7 +62,7 @@ async fn healthz_and_readyz_follow_the_connectors() {
     assert_eq!((code, body), (StatusCode::OK, serde_json::json!(1)));
 
     let (code, body) = call(&app, "/healthz").await;
-    assert_eq!(code, StatusCode::OK);
+    assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["healthy"], true);
     assert_eq!(body["connectors"][0]["name"], "cache");
     assert_eq!(body["connectors"][0]["state"], "healthy");

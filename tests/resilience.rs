@@ -255,14 +255,14 @@ async fn after_recovery_no_connection_from_before_the_outage_is_checked_or_used(
     while let Ok(e) = events.try_recv() {
         seen.push((e.from, e.to));
     }
-    assert_eq!(
-        seen,
-        [
-            (State::Healthy, State::Reconnecting),
-            (State::Reconnecting, State::Healthy)
-        ],
-        "{seen:?}"
-    );
+    // The server was back before the check: it may find the idle connections closed and
+    // a fresh one working (no outage at all), or notice the outage and recover; never a
+    // flap after recovery.
+    let outage = [
+        (State::Healthy, State::Reconnecting),
+        (State::Reconnecting, State::Healthy),
+    ];
+    assert!(seen.is_empty() || seen == outage, "{seen:?}");
     for _ in 0..20 {
         let mut c = pool.get().await.unwrap();
         let _: () = c.set("k", 1).await.unwrap();

@@ -413,8 +413,9 @@ impl std::fmt::Debug for SharedRedisConnection {
 }
 
 impl RedisConnection {
-    /// True once the server closed the connection or a request on it failed at the
-    /// connection level or timed out; it is dropped when it goes back to the pool.
+    /// True once the server closed the connection, a request on it failed at the
+    /// connection level or timed out, or a request was cancelled before its reply came;
+    /// it is dropped when it goes back to the pool.
     pub fn is_broken(&self) -> bool {
         self.meta.is_broken()
     }
@@ -442,40 +443,90 @@ impl SharedRedisConnection {
     }
 }
 
-/// `ConnectionLike` for a connection that remembers whether it broke.
-macro_rules! observed_connection_like {
-    ($t:ty) => {
-        impl ConnectionLike for $t {
-            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-                Box::pin(async move {
-                    let r = self.inner.send_packed_command(cmd).await;
-                    self.meta.observe(&r);
-                    r
-                })
-            }
-
-            fn req_packed_commands<'a>(
-                &'a mut self,
-                cmd: &'a Pipeline,
-                offset: usize,
-                count: usize,
-            ) -> RedisFuture<'a, Vec<Value>> {
-                Box::pin(async move {
-                    let r = self.inner.send_packed_commands(cmd, offset, count).await;
-                    self.meta.observe(&r);
-                    r
-                })
-            }
-
-            fn get_db(&self) -> i64 {
-                self.inner.get_db()
-            }
-        }
-    };
+/// Marks a connection broken if a request on it is dropped before its reply came (a
+/// cancelled future): the server still owes that reply, and a blocking command (BLPOP)
+/// would keep the connection blocked, and could take data, for the next user.
+struct Unfinished<'a> {
+    broken: &'a AtomicBool,
+    done: bool,
 }
 
-observed_connection_like!(RedisConnection);
-observed_connection_like!(SharedRedisConnection);
+impl<'a> Unfinished<'a> {
+    fn new(meta: &'a ConnMeta) -> Self {
+        Unfinished {
+            broken: &meta.broken,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut unfinished = Unfinished::new(&self.meta);
+            let r = self.inner.send_packed_command(cmd).await;
+            unfinished.done = true;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut unfinished = Unfinished::new(&self.meta);
+            let r = self.inner.send_packed_commands(cmd, offset, count).await;
+            unfinished.done = true;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Shared by many tasks, so a cancelled request does not retire the connection (the
+/// multiplexed connection drops its late reply); blocking commands do not belong here.
+impl ConnectionLike for SharedRedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = self.inner.send_packed_command(cmd).await;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = self.inner.send_packed_commands(cmd, offset, count).await;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
 
 impl RedisPool {
     /// A shared connection for commands that keep no connection state, with no exclusive

@@ -10,8 +10,9 @@ use crate::error::ConfigErrors;
 
 /// One etcd connector: the cluster's endpoints, credentials and pool size.
 ///
-/// Each pooled connection is an `etcd_client::Client`, which multiplexes requests over
-/// HTTP/2, so a small pool goes a long way.
+/// Every checkout is a clone of one shared `etcd_client::Client`, which multiplexes
+/// requests over HTTP/2; `pool_size` bounds how many requests are in flight through
+/// `get()` at once, handed out first come, first served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EtcdConfig {
@@ -30,10 +31,11 @@ pub struct EtcdConfig {
     /// Longest wait for the answer to one request. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Option<Duration>,
-    /// Largest number of pooled clients. Default `4`.
+    /// Most checkouts at once through [`Pool::get`](crate::Pool::get) (each a clone of
+    /// the one shared client): the limit on requests in flight. Default `64`.
     pub pool_size: u32,
-    /// Shared clients behind [`EtcdPool::client`](crate::EtcdPool::client), opened on
-    /// first use. Default `1`.
+    /// Accepted for compatibility and ignored: every checkout and
+    /// [`EtcdPool::client`](crate::EtcdPool::client) share one client. Default `1`.
     pub shared_clients: u32,
     /// With several endpoints, how often each member is probed on its own; a member that
     /// does not answer is taken out of every client's balancer until it answers again.
@@ -53,7 +55,7 @@ impl Default for EtcdConfig {
             password: None,
             dial_timeout: Duration::from_secs(3),
             command_timeout: Some(Duration::from_secs(5)),
-            pool_size: 4,
+            pool_size: 64,
             shared_clients: 1,
             member_check_interval: Duration::from_millis(250),
             tls: TlsConfig::default(),

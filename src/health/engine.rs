@@ -98,7 +98,8 @@ impl Health {
         config: ConnectorConfig,
         events: broadcast::Sender<Event>,
     ) -> Self {
-        let machine = Machine::new(Rules::from(&config), fastrand::f64());
+        let base = Instant::now();
+        let machine = Machine::new(Rules::from(&config), fastrand::f64(), base);
         Health {
             name,
             kind,
@@ -107,7 +108,7 @@ impl Health {
             state: AtomicU8::new(machine.state().to_u8()),
             machine: Mutex::new(machine),
             trial_due: AtomicU64::new(NEVER),
-            base: Instant::now(),
+            base,
             demand: AtomicBool::new(false),
             wake: Notify::new(),
             down: Notify::new(),

@@ -87,14 +87,16 @@ pub(crate) struct Machine {
     last_trial: Option<Instant>,
     /// While healthy: when the next periodic check is due.
     next_check: Option<Instant>,
+    /// When the machine was made: a new connector's first trial is due then.
+    born: Instant,
     /// Spreads backoff delays of many connectors apart; `0..=1`.
     jitter: f64,
 }
 
 impl Machine {
-    /// A new connector, `Connecting`: its first trial is due at once. `jitter` in `0..=1`
-    /// moves each backoff delay by up to ±20%.
-    pub(crate) fn new(rules: Rules, jitter: f64) -> Self {
+    /// A new connector, `Connecting`, made at `now`: its first trial is due at once.
+    /// `jitter` in `0..=1` moves each backoff delay by up to ±20%.
+    pub(crate) fn new(rules: Rules, jitter: f64, now: Instant) -> Self {
         Machine {
             rules,
             state: State::Connecting,
@@ -102,6 +104,7 @@ impl Machine {
             probing: false,
             last_trial: None,
             next_check: None,
+            born: now,
             jitter: jitter.clamp(0.0, 1.0),
         }
     }
@@ -149,7 +152,7 @@ impl Machine {
         }
         match self.state {
             State::Closed => None,
-            State::Connecting => Some(self.last_trial.unwrap_or_else(Instant::now)),
+            State::Connecting => Some(self.last_trial.unwrap_or(self.born)),
             State::Healthy => self.next_check,
             State::Reconnecting => self.last_trial.map(|t| t + self.backoff(self.attempts)),
             State::Failed => self

@@ -22,7 +22,7 @@ const MS: Duration = Duration::from_millis(1);
 
 /// A machine that connected at `t0`.
 fn healthy(r: Rules, t0: Instant) -> Machine {
-    let mut m = Machine::new(r, 0.5);
+    let mut m = Machine::new(r, 0.5, t0);
     assert!(m.step(Input::Tick, t0).probe);
     let a = m.step(Input::ProbeOk, t0);
     assert_eq!(a.changed_from, Some(State::Connecting));
@@ -42,7 +42,7 @@ fn down(r: Rules, t0: Instant) -> Machine {
 #[tokio::test(start_paused = true)]
 async fn connecting_probes_at_once_and_fails_to_reconnecting() {
     let t0 = Instant::now();
-    let mut m = Machine::new(rules(), 0.5);
+    let mut m = Machine::new(rules(), 0.5, t0);
     assert_eq!(m.state(), State::Connecting);
     assert_eq!(m.next_wake(), Some(t0));
     assert!(m.step(Input::Tick, t0).probe);
@@ -152,7 +152,7 @@ async fn timer_backoff_grows_and_is_capped_when_nobody_asks() {
 #[tokio::test(start_paused = true)]
 async fn backoff_jitter_stays_within_bounds() {
     for jitter in [0.0, 0.25, 1.0] {
-        let m = Machine::new(rules(), jitter);
+        let m = Machine::new(rules(), jitter, Instant::now());
         assert!(m.backoff(1) >= S && m.backoff(1) <= Duration::from_millis(1200));
         assert!(
             m.backoff(4) >= Duration::from_millis(6400)
@@ -224,7 +224,7 @@ async fn close_from_every_state_is_final() {
         t0,
     );
     let machines = [
-        Machine::new(rules(), 0.5),
+        Machine::new(rules(), 0.5, t0),
         healthy(rules(), t0),
         down(rules(), t0),
         failed,

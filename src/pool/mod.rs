@@ -218,9 +218,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// The connection holds its own reference to the pool, so it can outlive this handle
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
     pub async fn get(&self) -> Result<PooledConnection<M>> {
-        if let Err(e) = self.admit() {
-            return Err(self.refused(e).await);
-        }
+        self.admit_or_yield().await?;
         let inner = &*self.inner;
         if let Ok(turn) = inner.turns.clone().try_acquire_owned() {
             if inner.parts.backend.checks_locally()
@@ -234,11 +232,11 @@ impl<M: Bb8Manager> Pool<M> {
     }
 
     /// A refused caller: asks for a trial if one is due, and yields to the runtime when
-    /// its budget is spent.
-    async fn refused(&self, e: Error) -> Error {
+    /// its budget is spent; then returns why it was refused.
+    async fn refused(&self) -> Error {
         self.inner.health.demand();
         tokio::task::consume_budget().await;
-        e
+        self.inner.health.unavailable()
     }
 
     /// The waiting path: a turn (in arrival order), then a connection, within
@@ -263,7 +261,7 @@ impl<M: Bb8Manager> Pool<M> {
                     r = tokio::time::timeout_at(deadline, inner.turns.clone().acquire_owned()) => r,
                     () = down, if h.config.fail_fast => {
                         inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                        return Err(self.refused(h.unavailable()).await);
+                        return Err(self.refused().await);
                     }
                 };
                 let waiting = inner.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -283,7 +281,7 @@ impl<M: Bb8Manager> Pool<M> {
                     Ok(r) => r.map_err(|e| self.run_error(e))?,
                     Err(_) => return Err(self.run_error(bb8::RunError::TimedOut)),
                 },
-                () = down, if h.config.fail_fast => return Err(self.refused(h.unavailable()).await),
+                () = down, if h.config.fail_fast => return Err(self.refused().await),
             };
             // The connector may have gone down while bb8 made this connection.
             if inner.health.life.is_current(conn.epoch()) {
@@ -318,12 +316,16 @@ impl<M: Bb8Manager> Pool<M> {
         }
     }
 
-    /// [`admit`](Pool::admit), yielding when refused; for the shared-handle paths.
+    /// [`admit`](Pool::admit), but a refusal asks for a trial if one is due and yields
+    /// to the runtime when the task's budget is spent: a caller retrying in a loop never
+    /// starves the runtime. Holds nothing across the await, so the futures stay small.
     pub(crate) async fn admit_or_yield(&self) -> Result<()> {
-        match self.admit() {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.refused(e).await),
+        if self.admit().is_ok() {
+            return Ok(());
         }
+        self.inner.health.demand();
+        tokio::task::consume_budget().await;
+        self.admit()
     }
 
     /// The backend's bb8 manager.
