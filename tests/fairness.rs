@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use connhub::pool::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::testkit::{EtcdServer, RedisServer};
-use connhub::{Error, EtcdConfig, Manager, RedisConfig};
+use connhub::{Error, EtcdConfig, Manager, Pool, PooledConnection, RedisConfig};
 
 const RUN: Duration = Duration::from_secs(30);
 
@@ -53,6 +54,40 @@ impl Tally {
     }
 }
 
+/// `tasks` tasks check out from `pool` in a loop for [`RUN`], each doing `work` with its
+/// connection; then the tally must show no timeout and no other error.
+async fn soak<M, F, Fut>(pool: Pool<M>, tasks: usize, what: &str, work: F)
+where
+    M: Bb8Manager,
+    F: Fn(PooledConnection<M>, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (pool, tally, stop, work) =
+                (pool.clone(), tally.clone(), stop.clone(), work.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let r = pool.get().await;
+                    tally.record(&r, start.elapsed());
+                    if let Ok(c) = r {
+                        work(c, t).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(RUN).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.unwrap();
+    }
+    tally.report(what);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_tasks_on_sixteen_redis_connections_never_time_out() {
     let server = RedisServer::start().unwrap();
@@ -61,28 +96,15 @@ async fn sixty_four_tasks_on_sixteen_redis_connections_never_time_out() {
     cfg.pool_size = 16;
     cfg.connector.connect_timeout = Duration::from_secs(1);
     let pool = manager.add_redis("cache", cfg).await.unwrap();
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..64 {
-        let (pool, tally, stop) = (pool.clone(), tally.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let r = pool.get().await;
-                tally.record(&r, start.elapsed());
-                if let Ok(mut c) = r {
-                    let _: () = c.set(format!("fair:{t}"), t).await.unwrap();
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(RUN).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    tally.report("redis, 64 tasks on a pool of 16");
+    soak(
+        pool,
+        64,
+        "redis, 64 tasks on a pool of 16",
+        |mut c, t| async move {
+            let _: () = c.set(format!("fair:{t}"), t).await.unwrap();
+        },
+    )
+    .await;
     manager.close().await.unwrap();
 }
 
@@ -93,27 +115,14 @@ async fn sixteen_etcd_writers_on_the_default_pool_never_time_out() {
     let mut cfg: EtcdConfig = server.config();
     cfg.connector.connect_timeout = Duration::from_secs(1);
     let pool = manager.add_etcd("registry", cfg).await.unwrap();
-    let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let (pool, tally, stop) = (pool.clone(), tally.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let r = pool.get().await;
-                tally.record(&r, start.elapsed());
-                if let Ok(mut c) = r {
-                    c.put(format!("fair/{t}"), "v", None).await.unwrap();
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(RUN).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    tally.report("etcd, 16 writers on the default pool");
+    soak(
+        pool,
+        16,
+        "etcd, 16 writers on the default pool",
+        |mut c, t| async move {
+            c.put(format!("fair/{t}"), "v", None).await.unwrap();
+        },
+    )
+    .await;
     manager.close().await.unwrap();
 }

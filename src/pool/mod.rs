@@ -272,22 +272,19 @@ impl<M: Bb8Manager> Pool<M> {
                 }
             }
         };
-        loop {
-            let down = h.went_down();
-            self.admit()?;
-            let conn = tokio::select! {
-                biased;
-                r = tokio::time::timeout_at(deadline, inner.bb8.get_owned()) => match r {
-                    Ok(r) => r.map_err(|e| self.run_error(e))?,
-                    Err(_) => return Err(self.run_error(bb8::RunError::TimedOut)),
-                },
-                () = down, if h.config.fail_fast => return Err(self.refused().await),
-            };
-            // The connector may have gone down while bb8 made this connection.
-            if inner.health.life.is_current(conn.epoch()) {
-                return Ok(PooledConnection::new(conn, turn));
-            }
-        }
+        // bb8 validates every connection it hands out through the adapter (epoch, broken
+        // flag), so one made before an outage never comes out of here.
+        let down = h.went_down();
+        self.admit()?;
+        let conn = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, inner.bb8.get_owned()) => match r {
+                Ok(r) => r.map_err(|e| self.run_error(e))?,
+                Err(_) => return Err(self.run_error(bb8::RunError::TimedOut)),
+            },
+            () = down, if h.config.fail_fast => return Err(self.refused().await),
+        };
+        Ok(PooledConnection::new(conn, turn))
     }
 
     fn exhausted(&self, after: Duration, waiting: usize) -> Error {

@@ -48,11 +48,6 @@ impl<C> Stamped<C> {
         }
     }
 
-    /// The epoch it was made in.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Marks it for dropping when it goes back to the pool.
     pub(crate) fn retire(&mut self) {
         self.retired = true;
