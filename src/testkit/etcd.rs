@@ -306,6 +306,33 @@ impl EtcdCluster {
         EtcdConfig::new(self.endpoints())
     }
 
+    /// The index of the member that is the leader now, asked of the members that answer.
+    pub async fn leader(&self) -> Result<usize, etcd_client::Error> {
+        let mut last = None;
+        for endpoint in self.endpoints() {
+            let status = match etcd_client::Client::connect([endpoint], None).await {
+                Ok(mut c) => c.status().await,
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(s) => {
+                    let leader = s.leader();
+                    for (i, m) in self.endpoints().into_iter().enumerate() {
+                        let mut c = etcd_client::Client::connect([m], None).await?;
+                        let own = c.status().await?;
+                        if own.header().is_some_and(|h| h.member_id() == leader) {
+                            return Ok(i);
+                        }
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            etcd_client::Error::InvalidArgs("no member reports a leader".into())
+        }))
+    }
+
     /// Member `i`, if there is one.
     pub fn member(&mut self, i: usize) -> Option<&mut EtcdServer> {
         self.members.get_mut(i)
