@@ -467,17 +467,21 @@ impl<M: Bb8Manager> Inner<M> {
     }
 
     /// One trial of the backend, bounded by `connect_timeout`: a probe on an idle pooled
-    /// connection when the connector is up and one is idle; if that fails (a connection
-    /// the server closed, say), the connection is dropped and a fresh one is tried. Only
-    /// a fresh connection failing fails the trial. A fresh connection that works joins
-    /// the pool.
+    /// connection when the connector is up, one is idle and the backend checks locally;
+    /// if that fails (a connection the server closed, say), the connection is dropped and
+    /// a fresh one is tried. Only a fresh connection failing fails the trial. A fresh
+    /// connection that works joins the pool.
     async fn probe(&self) -> Result<Duration> {
         let h = &*self.health;
         let parts = &*self.parts;
         let limit = h.config.connect_timeout;
         let start = Instant::now();
         let check = async {
+            // An idle connection is probed only where taking it costs no round trip: a
+            // plain bb8 manager validates at checkout, and a validation cut short at the
+            // first poll could leave its connection in a state nobody expects.
             if h.state() == State::Healthy
+                && parts.backend.checks_locally()
                 && let Some(mut conn) = self.idle_now()
             {
                 match parts.backend.probe(&parts.manager, &mut conn).await {

@@ -1,0 +1,197 @@
+//! The health engine through a whole pool, with a backend of the test's own (a bb8
+//! manager whose "server" is a flag) and tokio's clock paused: deterministic, no server.
+//! The same behaviour is tested against real Redis and etcd in `engine.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use connhub::{ConnectorConfig, Error, Manager, PoolConfig, State};
+use tokio::time::Instant;
+
+/// The "server": up or down; counts connection attempts and how many run at once.
+#[derive(Debug, Default)]
+struct Server {
+    up: AtomicBool,
+    attempts: AtomicU32,
+    in_flight: AtomicU32,
+    most_in_flight: AtomicU32,
+    /// Connections numbered up to this one fail validation (gone stale).
+    stale_up_to: AtomicU32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("server down")]
+struct Down;
+
+#[derive(Debug, Clone)]
+struct Dialer(Arc<Server>);
+
+impl bb8::ManageConnection for Dialer {
+    /// Numbered in the order they were made, from 1.
+    type Connection = u32;
+    type Error = Down;
+
+    async fn connect(&self) -> Result<u32, Down> {
+        let s = &self.0;
+        let id = s.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // A dial to a dead server takes a while to fail.
+        let up = s.up.load(Ordering::SeqCst);
+        if !up {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        s.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if up { Ok(id) } else { Err(Down) }
+    }
+
+    async fn is_valid(&self, id: &mut u32) -> Result<(), Down> {
+        let s = &self.0;
+        if s.up.load(Ordering::SeqCst) && *id > s.stale_up_to.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Down)
+        }
+    }
+
+    fn has_broken(&self, _: &mut u32) -> bool {
+        false
+    }
+}
+
+async fn setup() -> (Manager, connhub::Pool<Dialer>, Arc<Server>) {
+    let server = Arc::new(Server::default());
+    server.up.store(true, Ordering::SeqCst);
+    let manager = Manager::new();
+    let pool = manager
+        .add_pool(
+            "db",
+            Dialer(server.clone()),
+            ConnectorConfig::default(),
+            PoolConfig::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pool.state(), State::Healthy);
+    (manager, pool, server)
+}
+
+/// Callers that retry every 10 ms (simulated) until `until`; returns when the first
+/// checkout succeeded, if one did.
+async fn callers(pool: &connhub::Pool<Dialer>, until: Instant) -> Option<Instant> {
+    while Instant::now() < until {
+        for _ in 0..10 {
+            if pool.get().await.is_ok() {
+                return Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn down_refuses_at_once_and_probes_once_per_interval_on_demand() {
+    let (manager, pool, server) = setup().await;
+    let mut events = manager.subscribe();
+    let interval = ConnectorConfig::default().reconnect_interval;
+
+    server.up.store(false, Ordering::SeqCst);
+    // The periodic check (every 10 s by default) finds the server gone.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(pool.state(), State::Reconnecting);
+    let e = events.recv().await.unwrap();
+    assert_eq!((e.from, e.to), (State::Healthy, State::Reconnecting));
+
+    // Ten seconds of callers asking with no server: refused at once every time, one
+    // trial at a time, at most one per reconnect_interval.
+    let before = server.attempts.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let err = pool.get().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert_eq!(Instant::now(), start, "refused without waiting");
+    assert_eq!(callers(&pool, start + Duration::from_secs(10)).await, None);
+    let trials = server.attempts.load(Ordering::SeqCst) - before;
+    assert!((9..=11).contains(&trials), "{trials} trials in 10 s");
+    assert_eq!(server.most_in_flight.load(Ordering::SeqCst), 1);
+
+    // The server comes back: the first caller after the next trial is served, within
+    // reconnect_interval however long the outage was.
+    server.up.store(true, Ordering::SeqCst);
+    let back = Instant::now();
+    let served = callers(&pool, back + Duration::from_secs(5)).await.unwrap();
+    assert!(
+        served - back <= interval + Duration::from_millis(50),
+        "{:?}",
+        served - back
+    );
+    assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_nobody_asking_the_timer_backs_off() {
+    let (manager, pool, server) = setup().await;
+    server.up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(pool.state(), State::Reconnecting);
+    let before = server.attempts.load(Ordering::SeqCst);
+    // Timer alone: 1 s doubling with jitter, capped at 30 s: about 6 trials in 60 s.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let trials = server.attempts.load(Ordering::SeqCst) - before;
+    assert!(
+        (4..=7).contains(&trials),
+        "{trials} trials in 60 s with nobody asking"
+    );
+    assert!(pool.status().reconnect_attempts >= 5);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_connection_is_no_outage() {
+    let (manager, pool, server) = setup().await;
+    let mut events = manager.subscribe();
+    // Hold a few connections so several are pooled, then let every one of them go stale
+    // (as a server closing idle connections does); fresh ones work.
+    let held: Vec<_> = futures::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(held);
+    let made = server.attempts.load(Ordering::SeqCst);
+    assert!(pool.status().pool.idle >= 2);
+    server.stale_up_to.store(made, Ordering::SeqCst);
+    for _ in 0..100 {
+        let conn = pool.get().await.unwrap();
+        assert!(*conn > made, "a stale connection was handed out");
+    }
+    // Health checks over a minute see no outage either.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(events.try_recv().is_err(), "no state change");
+    assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_from_every_state_refuses_with_closed() {
+    // Healthy.
+    let (manager, pool, _server) = setup().await;
+    manager.close().await.unwrap();
+    assert_eq!(pool.state(), State::Closed);
+    assert!(matches!(pool.get().await, Err(Error::Closed { .. })));
+    // Reconnecting, and mid-trial.
+    let (manager, pool, server) = setup().await;
+    server.up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(pool.state(), State::Reconnecting);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let _ = pool.get().await; // starts a trial
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    manager.close().await.unwrap();
+    assert_eq!(pool.state(), State::Closed);
+    assert!(matches!(pool.get().await, Err(Error::Closed { .. })));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        pool.state(),
+        State::Closed,
+        "a trial finishing late changes nothing"
+    );
+}
