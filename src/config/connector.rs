@@ -21,8 +21,10 @@ pub struct ConnectorConfig {
     pub health_check_interval: Duration,
     /// Reconnect with backoff after a failure. Default `true`.
     pub auto_reconnect: bool,
-    /// Delay before the second reconnect attempt (the first is immediate); doubles each
-    /// attempt, with jitter, up to `reconnect_backoff_max`. Default `1s`.
+    /// While the connector is down: the least time between two trial connections when
+    /// callers ask for one (so recovery comes within this of the server answering), and
+    /// the first delay of the timer backoff when nobody asks, doubling with jitter up to
+    /// `reconnect_backoff_max`. Default `250ms`.
     #[serde(with = "humantime_serde")]
     pub reconnect_interval: Duration,
     /// Upper bound of the reconnect delay. Default `30s`.
@@ -47,7 +49,7 @@ impl Default for ConnectorConfig {
             connect_timeout: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(10),
             auto_reconnect: true,
-            reconnect_interval: Duration::from_secs(1),
+            reconnect_interval: Duration::from_millis(250),
             reconnect_backoff_max: Duration::from_secs(30),
             max_reconnect_attempts: 0,
             fail_fast: true,
