@@ -4,8 +4,10 @@
 //! and clears them when its connections are retired ([`Backend::retire`](crate::Backend::retire)).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+
+use arc_swap::ArcSwapOption;
 
 use crate::error::Result;
 use crate::pool::{Bb8Manager, Pool};
@@ -19,7 +21,7 @@ pub(crate) struct Shared<C> {
 }
 
 struct Slot<C> {
-    conn: RwLock<Option<C>>,
+    conn: ArcSwapOption<C>,
     /// One task at a time opens a slot's connection; the others wait for it.
     opening: tokio::sync::Mutex<()>,
 }
@@ -30,7 +32,7 @@ impl<C: Send + Sync + 'static> Shared<C> {
         Shared {
             slots: (0..n)
                 .map(|_| Slot {
-                    conn: RwLock::new(None),
+                    conn: ArcSwapOption::empty(),
                     opening: tokio::sync::Mutex::new(()),
                 })
                 .collect(),
@@ -40,12 +42,14 @@ impl<C: Send + Sync + 'static> Shared<C> {
     }
 
     fn current<R>(&self, slot: &Slot<C>, take: &impl Fn(&C) -> R) -> Option<R> {
-        let guard = slot.conn.read().unwrap_or_else(PoisonError::into_inner);
-        guard.as_ref().filter(|c| (self.usable)(c)).map(take)
+        // A lock-free load that bumps no shared counter: every caller of every task reads
+        // this, so a lock word or refcount here would bounce between cores.
+        let guard = slot.conn.load();
+        guard.as_deref().filter(|c| (self.usable)(c)).map(take)
     }
 
     fn set(slot: &Slot<C>, conn: Option<C>) {
-        *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        slot.conn.store(conn.map(Arc::new));
     }
 
     /// What `take` makes of the next shared connection (a clone of it, or of the client
@@ -104,7 +108,7 @@ impl<C> Shared<C> {
     /// Drops every shared connection; the next caller opens a fresh one.
     pub(crate) fn clear(&self) {
         for slot in &self.slots {
-            *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = None;
+            slot.conn.store(None);
         }
     }
 }
