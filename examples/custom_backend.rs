@@ -12,7 +12,7 @@ use std::time::Duration;
 use bb8_postgres::PostgresConnectionManager;
 use connhub::pool::ConnectionOf;
 use connhub::status::BoxFuture;
-use connhub::{Backend, ConnectorConfig, Error, Kind, Manager, PoolConfig};
+use connhub::{Backend, ConnectorConfig, Error, Kind, Manager, Origin, PoolConfig};
 use tokio_postgres::NoTls;
 
 /// The whole backend.
@@ -57,14 +57,12 @@ impl Backend for Postgres {
         });
         if auth {
             return Error::Auth {
-                connector: connector.to_owned(),
-                kind: self.kind(),
+                origin: Origin::new(connector.to_owned(), self.kind()),
                 message: error.to_string(),
             };
         }
         Error::Backend {
-            connector: connector.to_owned(),
-            kind: self.kind(),
+            origin: Origin::new(connector.to_owned(), self.kind()),
             source: std::sync::Arc::new(error),
         }
     }

@@ -14,8 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in connhub.
 ///
-/// Every variant that concerns a registered connector names it, and every variant that
-/// comes from a backend keeps the backend's own error as its [`source`](std::error::Error::source).
+/// Every variant that concerns a registered connector says which one ([`Origin`]: its name
+/// and kind), and every variant that comes from a backend keeps the backend's own error as
+/// its [`source`](std::error::Error::source).
 /// Errors are cheap to clone, so the last error of a connector can be handed to every caller
 /// that asks while it is down.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,12 +52,10 @@ pub enum Error {
     },
 
     /// The connector is known to be down; returned at once instead of waiting for a timeout.
-    #[error("{kind} connector {connector:?} is unavailable ({state}){}", last(.last_error))]
+    #[error("{origin} is unavailable ({state}){}", last(.last_error))]
     Unavailable {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// Its state when the call was refused.
         state: State,
         /// The last real error seen from the backend, if any.
@@ -64,12 +63,10 @@ pub enum Error {
     },
 
     /// A checkout or a command did not complete in time.
-    #[error("{kind} connector {connector:?}: {what} timed out after {}{}{}", humantime::format_duration(*.after), detail_of(.detail), last(.last_error))]
+    #[error("{origin}: {what} timed out after {}{}{}", humantime::format_duration(*.after), detail_of(.detail), last(.last_error))]
     Timeout {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// What timed out ("checkout", "connect", "command", "health check").
         what: &'static str,
         /// The limit that was reached.
@@ -82,12 +79,10 @@ pub enum Error {
     },
 
     /// The backend could not be reached.
-    #[error("{kind} connector {connector:?}: connection to {endpoint} failed: {source}")]
+    #[error("{origin}: connection to {endpoint} failed: {source}")]
     Connect {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// The endpoint that was tried (never with credentials).
         endpoint: String,
         /// The underlying cause.
@@ -96,55 +91,70 @@ pub enum Error {
     },
 
     /// The backend refused the credentials.
-    #[error("{kind} connector {connector:?}: authentication failed: {message}")]
+    #[error("{origin}: authentication failed: {message}")]
     Auth {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// What the server said (never the password).
         message: String,
     },
 
     /// TLS could not be set up (bad files, untrusted certificate, hostname mismatch...).
-    #[error("{kind} connector {connector:?}: TLS: {message}")]
+    #[error("{origin}: TLS: {message}")]
     Tls {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// What went wrong, naming the file or the reason.
         message: String,
     },
 
-    /// The connector (or the whole manager) was closed.
-    #[error("{}", closed(.connector))]
+    /// The connector, or the whole manager, was closed.
+    #[error("{}", closed(.origin))]
     Closed {
-        /// The connector's name (`"*"` when the manager itself is closed).
-        connector: String,
+        /// The connector that was closed; `None` when the whole manager was.
+        origin: Option<Origin>,
     },
 
     /// Any other error the backend returned.
-    #[error("{kind} connector {connector:?}: {source}")]
+    #[error("{origin}: {source}")]
     Backend {
-        /// The connector's name.
-        connector: String,
-        /// The connector's kind.
-        kind: Kind,
+        /// The connector it concerns.
+        origin: Origin,
         /// The backend's error.
         #[source]
         source: Cause,
     },
 }
 
-/// The name [`Error::Closed`] carries when the whole manager is closed.
-pub(crate) const WHOLE_MANAGER: &str = "*";
+/// Which connector an error concerns: its name and kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The connector's name.
+    pub connector: String,
+    /// The connector's kind.
+    pub kind: Kind,
+}
 
-fn closed(connector: &str) -> String {
-    if connector == WHOLE_MANAGER {
-        "the manager is closed".to_owned()
-    } else {
-        format!("connector {connector:?} is closed")
+impl Origin {
+    /// The connector `connector` of kind `kind`.
+    pub fn new(connector: impl Into<String>, kind: Kind) -> Origin {
+        Origin {
+            connector: connector.into(),
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} connector {:?}", self.kind, self.connector)
+    }
+}
+
+fn closed(origin: &Option<Origin>) -> String {
+    match origin {
+        Some(o) => format!("{o} is closed"),
+        None => "the manager is closed".to_owned(),
     }
 }
 
@@ -170,13 +180,24 @@ impl Error {
             Error::NotFound { name }
             | Error::AlreadyRegistered { name }
             | Error::WrongType { name, .. } => Some(name),
-            Error::Unavailable { connector, .. }
-            | Error::Timeout { connector, .. }
-            | Error::Connect { connector, .. }
-            | Error::Auth { connector, .. }
-            | Error::Tls { connector, .. }
-            | Error::Closed { connector }
-            | Error::Backend { connector, .. } => Some(connector),
+            _ => self.origin().map(|o| o.connector.as_str()),
+        }
+    }
+
+    /// The connector this error concerns, with its kind, when it comes from one.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            Error::Unavailable { origin, .. }
+            | Error::Timeout { origin, .. }
+            | Error::Connect { origin, .. }
+            | Error::Auth { origin, .. }
+            | Error::Tls { origin, .. }
+            | Error::Backend { origin, .. } => Some(origin),
+            Error::Closed { origin } => origin.as_ref(),
+            Error::InvalidConfig(_)
+            | Error::NotFound { .. }
+            | Error::AlreadyRegistered { .. }
+            | Error::WrongType { .. } => None,
         }
     }
 
@@ -198,8 +219,7 @@ impl Error {
         match boxed.downcast::<Error>() {
             Ok(e) => *e,
             Err(other) => Error::Backend {
-                connector: connector.to_owned(),
-                kind: kind.clone(),
+                origin: Origin::new(connector, kind.clone()),
                 source: Arc::from(other),
             },
         }

@@ -84,7 +84,7 @@ pub use config::{
     ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret, TlsConfig,
 };
 pub use connector::Connector;
-pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Result};
+pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};
 pub use manager::{HealthCheck, HealthReport, Manager};
 pub use pool::{Backend, Pool, PooledConnection};
 pub use status::{Event, Kind, PoolCounts, State, Status};

@@ -16,7 +16,7 @@ use crate::config::{
     kind_from_type_name,
 };
 use crate::connector::Connector;
-use crate::error::{ConfigErrors, Error, Result, WHOLE_MANAGER};
+use crate::error::{ConfigErrors, Error, Result};
 use crate::pool::{Backend, Bb8Manager, Plain, Pool, Spec};
 use crate::status::{Event, Kind, Status};
 
@@ -244,9 +244,7 @@ impl Manager {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed {
-                connector: WHOLE_MANAGER.into(),
-            });
+            return Err(Error::Closed { origin: None });
         }
         Ok(())
     }
@@ -258,9 +256,7 @@ impl Manager {
         let refused = {
             let mut registry = self.write();
             if self.inner.closed.load(Ordering::Acquire) {
-                Some(Error::Closed {
-                    connector: WHOLE_MANAGER.into(),
-                })
+                Some(Error::Closed { origin: None })
             } else {
                 match registry.entry(name) {
                     Entry::Occupied(e) => Some(Error::AlreadyRegistered {

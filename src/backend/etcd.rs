@@ -14,7 +14,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use super::etcd_members::Members;
 use crate::config::{EtcdConfig, parse_etcd};
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
 
@@ -142,8 +142,7 @@ impl EtcdConnectionManager {
             && let Some(message) = handshake_failure(&e)
         {
             return Error::Tls {
-                connector: m.name.to_string(),
-                kind: Kind::ETCD,
+                origin: Origin::new(m.name.to_string(), Kind::ETCD),
                 message,
             };
         }
@@ -204,8 +203,7 @@ impl EtcdConnectionManager {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Timeout {
-                    connector: m.name.to_string(),
-                    kind: Kind::ETCD,
+                    origin: Origin::new(m.name.to_string(), Kind::ETCD),
                     what: "connect",
                     after: m.connect_timeout,
                     detail: None,
@@ -264,7 +262,7 @@ pub(crate) fn classify(
     e: etcd_client::Error,
 ) -> Error {
     use etcd_client::Error as E;
-    let connector = name.to_owned();
+    let origin = Origin::new(name, Kind::ETCD);
     match &e {
         E::GRpcStatus(status) => {
             let msg = status.message();
@@ -276,15 +274,13 @@ pub(crate) fn classify(
                 || msg.contains("authentication is not enabled");
             if auth {
                 return Error::Auth {
-                    connector,
-                    kind: Kind::ETCD,
+                    origin: origin.clone(),
                     message: msg.to_owned(),
                 };
             }
             if status.code() == tonic::Code::Unavailable {
                 return Error::Connect {
-                    connector,
-                    kind: Kind::ETCD,
+                    origin: origin.clone(),
                     endpoint: endpoint.to_owned(),
                     source: Arc::new(e),
                 };
@@ -294,14 +290,12 @@ pub(crate) fn classify(
                 tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
             ) {
                 return Error::Timeout {
-                    connector: connector.clone(),
-                    kind: Kind::ETCD,
+                    origin: origin.clone(),
                     what,
                     after,
                     detail: None,
                     last_error: Some(Box::new(Error::Backend {
-                        connector,
-                        kind: Kind::ETCD,
+                        origin: origin.clone(),
                         source: Arc::new(e),
                     })),
                 };
@@ -309,8 +303,7 @@ pub(crate) fn classify(
         }
         E::TransportError(_) | E::IoError(_) => {
             return Error::Connect {
-                connector,
-                kind: Kind::ETCD,
+                origin: origin.clone(),
                 endpoint: endpoint.to_owned(),
                 source: Arc::new(e),
             };
@@ -318,8 +311,7 @@ pub(crate) fn classify(
         _ => {}
     }
     Error::Backend {
-        connector,
-        kind: Kind::ETCD,
+        origin: origin.clone(),
         source: Arc::new(e),
     }
 }

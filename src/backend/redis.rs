@@ -21,7 +21,7 @@ use redis::{
 };
 
 use crate::config::{RedisConfig, parse_redis};
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
@@ -142,8 +142,7 @@ impl RedisConnectionManager {
             && let Some(message) = handshake_failure(&e)
         {
             return Error::Tls {
-                connector: m.name.to_string(),
-                kind: Kind::REDIS,
+                origin: Origin::new(m.name.to_string(), Kind::REDIS),
                 message,
             };
         }
@@ -197,8 +196,7 @@ fn tls_client(
 ) -> Result<redis::Client> {
     let files = config.tls.load(name, &Kind::REDIS)?;
     let tls_error = |e: redis::RedisError| Error::Tls {
-        connector: name.to_owned(),
-        kind: Kind::REDIS,
+        origin: Origin::new(name.to_owned(), Kind::REDIS),
         message: e.to_string(),
     };
     if files.ca.is_none() && files.identity.is_none() {
@@ -247,43 +245,38 @@ pub(crate) fn classify(
     e: redis::RedisError,
 ) -> Error {
     use redis::{ErrorKind, ServerErrorKind};
-    let connector = name.to_owned();
+    let origin = Origin::new(name, Kind::REDIS);
     let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
         || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
         || e.code()
             .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"));
     if auth {
         return Error::Auth {
-            connector,
-            kind: Kind::REDIS,
+            origin: origin.clone(),
             message: e.to_string(),
         };
     }
     if e.is_timeout() {
         return Error::Timeout {
-            connector: connector.clone(),
-            kind: Kind::REDIS,
+            origin: origin.clone(),
             what,
             after,
             detail: None,
             last_error: Some(Box::new(Error::Backend {
-                connector,
-                kind: Kind::REDIS,
+                origin: origin.clone(),
                 source: Arc::new(e),
             })),
         };
     }
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
         return Error::Connect {
-            connector,
-            kind: Kind::REDIS,
+            origin: origin.clone(),
             endpoint: endpoint.to_owned(),
             source: Arc::new(e),
         };
     }
     Error::Backend {
-        connector,
-        kind: Kind::REDIS,
+        origin: origin.clone(),
         source: Arc::new(e),
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::connector::key;
-use crate::error::{ConfigErrors, Error, Result};
+use crate::error::{ConfigErrors, Error, Origin, Result};
 use crate::status::Kind;
 
 /// TLS settings of a connector (the `tls` block).
@@ -79,8 +79,7 @@ impl TlsConfig {
     pub(crate) fn load(&self, connector: &str, kind: &Kind) -> Result<TlsFiles> {
         let read = |what: &str, path: &Path, marker: &str| -> Result<Vec<u8>> {
             let tls = |message: String| Error::Tls {
-                connector: connector.to_owned(),
-                kind: kind.clone(),
+                origin: Origin::new(connector.to_owned(), kind.clone()),
                 message,
             };
             let bytes = std::fs::read(path)

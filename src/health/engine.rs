@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::machine::{Actions, Input, Machine, Rules};
 use crate::config::ConnectorConfig;
-use crate::error::Error;
+use crate::error::{Error, Origin};
 use crate::status::{Event, Kind, State};
 
 /// What every connection of a pool is checked against, locally: the epoch it was made in
@@ -265,24 +265,27 @@ impl Health {
         match self.last_error() {
             Some(e) if e.is_permanent() => e,
             last => Error::Unavailable {
-                connector: self.name.clone(),
-                kind: self.kind.clone(),
+                origin: self.origin(),
                 state,
                 last_error: last.map(Box::new),
             },
         }
     }
 
+    /// This connector, as errors name it.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin::new(self.name.clone(), self.kind.clone())
+    }
+
     pub(crate) fn closed(&self) -> Error {
         Error::Closed {
-            connector: self.name.clone(),
+            origin: Some(self.origin()),
         }
     }
 
     pub(crate) fn timeout(&self, what: &'static str, after: Duration) -> Error {
         Error::Timeout {
-            connector: self.name.clone(),
-            kind: self.kind.clone(),
+            origin: self.origin(),
             what,
             after,
             detail: None,

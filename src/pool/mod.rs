@@ -36,7 +36,7 @@ pub use tracked::{Fault, Stamped, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};
 use crate::connector::Connector;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::health::{self, Health, Input, Trial};
 use crate::status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
 use tracked::Parts;
@@ -291,8 +291,7 @@ impl<M: Bb8Manager> Pool<M> {
         let h = &*self.inner.health;
         let s = self.inner.bb8.state();
         Error::Timeout {
-            connector: h.name.clone(),
-            kind: h.kind.clone(),
+            origin: Origin::new(h.name.clone(), h.kind.clone()),
             what: "checkout",
             after,
             detail: Some(format!(
