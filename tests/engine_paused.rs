@@ -203,3 +203,41 @@ async fn close_from_every_state_refuses_with_closed() {
         "a trial finishing late changes nothing"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_past_the_checkout_timeout_says_the_pool_was_exhausted() {
+    let server = Arc::new(Server::default());
+    server.up.store(true, Ordering::SeqCst);
+    let manager = Manager::new();
+    let pool = manager
+        .add_pool(
+            "db",
+            Dialer(server.clone()),
+            ConnectorConfig::default(),
+            PoolConfig {
+                max_size: 1,
+                ..PoolConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    let (a, b) = tokio::join!(pool.get(), pool.get());
+    for r in [a, b] {
+        match r {
+            Err(Error::Timeout { detail, after, .. }) => {
+                assert_eq!(after, ConnectorConfig::default().connect_timeout);
+                let detail = detail.unwrap();
+                assert!(
+                    detail.contains("pool exhausted: all 1 connections in use"),
+                    "{detail}"
+                );
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    drop(held);
+    // First come, first served: after the holder returns it, the next caller gets it.
+    assert!(pool.get().await.is_ok());
+    manager.close().await.unwrap();
+}

@@ -119,6 +119,22 @@ impl<M: Bb8Manager> bb8::ErrorSink<Fault<M::Error>> for Sink<M> {
     }
 }
 
+/// Counts a caller waiting in line for a turn while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How the manager builds a pool.
 pub(crate) struct Spec {
     pub name: String,
@@ -249,42 +265,37 @@ impl<M: Bb8Manager> Pool<M> {
         let inner = &*self.inner;
         let h = &*inner.health;
         let limit = h.config.connect_timeout;
-        let deadline = start + limit;
-        let turn = match turn {
-            Some(t) => t,
-            None => {
-                let down = h.went_down();
-                self.admit()?;
-                inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let r = tokio::select! {
-                    biased;
-                    r = tokio::time::timeout_at(deadline, inner.turns.clone().acquire_owned()) => r,
-                    () = down, if h.config.fail_fast => {
-                        inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                        return Err(self.refused().await);
-                    }
-                };
-                let waiting = inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                match r {
-                    Ok(Ok(turn)) => turn,
-                    Ok(Err(_closed)) => return Err(h.closed()),
-                    Err(_elapsed) => return Err(self.exhausted(limit, waiting)),
-                }
-            }
-        };
-        // bb8 validates every connection it hands out through the adapter (epoch, broken
-        // flag), so one made before an outage never comes out of here.
+        // Listen first, then look at the state, so no change can slip between.
         let down = h.went_down();
         self.admit()?;
-        let conn = tokio::select! {
-            biased;
-            r = tokio::time::timeout_at(deadline, inner.bb8.get_owned()) => match r {
-                Ok(r) => r.map_err(|e| self.run_error(e))?,
-                Err(_) => return Err(self.run_error(bb8::RunError::TimedOut)),
-            },
-            () = down, if h.config.fail_fast => return Err(self.refused().await),
+        let in_line = std::sync::atomic::AtomicBool::new(turn.is_none());
+        let wait = async {
+            let turn = match turn {
+                Some(t) => t,
+                None => {
+                    let _counted = Waiting::count(&inner.waiting);
+                    let turn = inner.turns.clone().acquire_owned().await;
+                    turn.map_err(|_closed| h.closed())?
+                }
+            };
+            in_line.store(false, Ordering::Relaxed);
+            // bb8 validates every connection it hands out through the adapter (epoch,
+            // broken flag), so one made before an outage never comes out of here.
+            let conn = inner.bb8.get_owned().await.map_err(|e| self.run_error(e))?;
+            Ok(PooledConnection::new(conn, turn))
         };
-        Ok(PooledConnection::new(conn, turn))
+        // One deadline for the turn and the connection together.
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(start + limit, wait) => r.unwrap_or_else(|_elapsed| {
+                Err(if in_line.load(Ordering::Relaxed) {
+                    self.exhausted(limit, inner.waiting.load(Ordering::Relaxed))
+                } else {
+                    self.run_error(bb8::RunError::TimedOut)
+                })
+            }),
+            () = down, if h.config.fail_fast => Err(self.refused().await),
+        }
     }
 
     fn exhausted(&self, after: Duration, waiting: usize) -> Error {
@@ -295,7 +306,7 @@ impl<M: Bb8Manager> Pool<M> {
             what: "checkout",
             after,
             detail: Some(format!(
-                "pool exhausted: all {} connections in use, {waiting} callers waiting",
+                "pool exhausted: all {} connections in use, {waiting} more callers waiting",
                 s.connections
             )),
             last_error: h.last_error().map(Box::new),
