@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
-use connhub::pool::ConnectionOf;
-use connhub::status::BoxFuture;
-use connhub::{Backend, ConnectorConfig, Error, Kind, Manager, Origin, PoolConfig};
+use connhub::{
+    Backend, BoxFuture, ConnectionOf, ConnectorConfig, Error, Kind, Manager, Origin, PoolConfig,
+};
 use tokio_postgres::NoTls;
 
 /// The whole backend.

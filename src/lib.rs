@@ -54,6 +54,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Where things are
+//!
+//! Every name is at the crate root, documented once. The two backends that ship with
+//! connhub also have their own modules, [`backend::redis`] and [`backend::etcd`], where
+//! their types are documented (the root re-exports the ones you use every day, such as
+//! [`RedisPool`]). Do not confuse [`backend::redis`] (connhub's Redis backend) with
+//! [`redis`] (the redis client crate, re-exported so you use the same version as
+//! connhub, as bb8-redis does); likewise [`etcd_client`] and [`bb8`].
+//!
 //! ## Features
 //!
 //! - `testkit`: start real `redis-server` and `etcd` processes on free loopback ports, with
@@ -64,19 +73,21 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod backend;
-pub mod config;
+mod config;
 mod connector;
 mod error;
 mod health;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;
-pub mod pool;
-pub mod status;
+mod pool;
+mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+#[doc(no_inline)]
 pub use backend::etcd::{EtcdConnection, EtcdConnectionManager, EtcdPool};
+#[doc(no_inline)]
 pub use backend::redis::{
     RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection,
 };
@@ -86,8 +97,10 @@ pub use config::{
 pub use connector::Connector;
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};
 pub use manager::{HealthCheck, HealthReport, Manager};
-pub use pool::{Backend, Pool, PooledConnection};
-pub use status::{Event, Kind, PoolCounts, State, Status};
+pub use pool::{
+    Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, Pool, PooledConnection, Stamped, Tracked,
+};
+pub use status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
 
 pub use bb8;
 pub use etcd_client;

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use connhub::pool::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::testkit::{EtcdServer, RedisServer};
-use connhub::{Error, EtcdConfig, Manager, Pool, PooledConnection, RedisConfig};
+use connhub::{Bb8Manager, Error, EtcdConfig, Manager, Pool, PooledConnection, RedisConfig};
 
 const RUN: Duration = Duration::from_secs(30);
 

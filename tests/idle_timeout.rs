@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use connhub::pool::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::redis::aio::ConnectionLike;
 use connhub::testkit::RedisServer;
-use connhub::{ConnectorConfig, Manager, Pool, PoolConfig, Status};
+use connhub::{Bb8Manager, ConnectorConfig, Manager, Pool, PoolConfig, Status};
 
 const RUN: Duration = Duration::from_secs(60);
 

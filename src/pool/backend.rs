@@ -33,7 +33,7 @@ pub type ErrorOf<B> = <<B as Backend>::Manager as bb8::ManageConnection>::Error;
 /// and errors become [`Error::Backend`].
 ///
 /// ```
-/// use connhub::{Backend, Kind, status::BoxFuture};
+/// use connhub::{Backend, Kind};
 /// use connhub::bb8::ManageConnection;
 ///
 /// # #[derive(Debug)] struct Db;
