@@ -13,7 +13,7 @@ use super::{EtcdConfig, ManagerConfig, RedisConfig};
 use crate::error::{ConfigErrors, Error, Result};
 
 /// Environment variables with this prefix override the loaded document.
-pub const ENV_PREFIX: &str = "CONNHUB__";
+pub(crate) const ENV_PREFIX: &str = "CONNHUB__";
 
 /// How many type errors are collected in one connector before giving up on it.
 const MAX_TYPE_ERRORS: usize = 32;

@@ -164,7 +164,9 @@ impl Process {
 
     fn signal_pid(&self, pid: u32, sig: i32) {
         if let Ok(pid) = i32::try_from(pid) {
+            // The crate's one unsafe block: std has no way to send SIGSTOP/SIGCONT.
             // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory is shared.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(pid, sig);
             }
