@@ -229,7 +229,7 @@ async fn main() -> Result<(), BoxError> {
         show(port, "GET", "/config/feature-x", "").await?;
 
         println!("\nrestarting redis-server on the same port");
-        redis.restart()?;
+        redis.restart_async().await?;
         let start = Instant::now();
         while !cache.is_connected() && start.elapsed() < Duration::from_secs(15) {
             tokio::time::sleep(Duration::from_millis(10)).await;

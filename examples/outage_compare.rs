@@ -65,7 +65,7 @@ async fn redis_outage(label: &str, call: Call, server: &mut RedisServer) -> Resu
     server.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart()?;
+    server.restart_async().await?;
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let log = finish(&stop, tasks).await?;
@@ -112,7 +112,7 @@ async fn etcd_member_loss(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = finish(&stop, tasks).await?;
     if let Some(m) = cluster.member(member) {
-        m.restart()?;
+        m.restart_async().await?;
     }
     let after: Vec<_> = log.iter().filter(|(_, d, _)| *d > killed).collect();
     let failed = after.iter().filter(|(_, _, ok)| !ok).count();

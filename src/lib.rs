@@ -67,7 +67,12 @@
 //!
 //! - `testkit`: start real `redis-server` and `etcd` processes on free loopback ports, with
 //!   kill, pause, resume and restart, for your own tests ([`testkit`]).
-#![deny(missing_docs, missing_debug_implementations, unsafe_code, unreachable_pub)]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_code,
+    unreachable_pub
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]

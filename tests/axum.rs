@@ -87,7 +87,7 @@ async fn healthz_and_readyz_follow_the_connectors() {
             .contains("cache")
     );
 
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let back = common::eventually(Duration::from_secs(10), || {
         manager.status()[0].state == connhub::State::Healthy
     })

@@ -135,7 +135,7 @@ async fn stall_under_no_sleep_retries(kill: bool) {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     if kill {
-        server.restart().unwrap();
+        server.restart_async().await.unwrap();
     } else {
         server.resume().unwrap();
     }
@@ -188,7 +188,7 @@ async fn recovery_after(outage: Duration) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill();
     tokio::time::sleep(outage).await;
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     // `restart` returns once the server answers a PING.
     let recovered = first_success(&pool, Duration::from_secs(10)).await;
     let (_, ok, failed) = load.finish().await;

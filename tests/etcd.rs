@@ -162,7 +162,7 @@ async fn shared_client_serves_many_tasks_and_fails_fast_when_down() {
         pool.client().await,
         Err(Error::Unavailable { .. })
     ));
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(back);
     let mut c = pool.client().await.unwrap();

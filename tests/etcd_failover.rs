@@ -124,7 +124,12 @@ async fn lose_one_member(leader: bool) {
     cluster.member(victim).unwrap().kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.member(victim).unwrap().restart().unwrap();
+    cluster
+        .member(victim)
+        .unwrap()
+        .restart_async()
+        .await
+        .unwrap();
     let restarted = Instant::now();
     // Past `command_timeout` (5 s) after the loss, so writes caught by a lost proposal
     // have given up and the rest flow for a while.

@@ -181,7 +181,7 @@ async fn a_broken_connection_is_never_handed_out_again() {
         let mut conn = pool.get().await.unwrap();
         let _: () = conn.set("a", 1).await.unwrap();
     }
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     {
         let mut conn = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
         let r: Result<(), _> = conn.set("a", 2).await;
@@ -233,7 +233,7 @@ async fn multiplexed_shares_connections_fails_fast_and_recovers() {
         Err(Error::Unavailable { .. }) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(back);
     let mut conn = pool.multiplexed().await.unwrap();

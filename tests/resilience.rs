@@ -55,7 +55,7 @@ async fn kill_and_restart_under_load_fails_fast_and_recovers() {
     server.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let restarted = Instant::now();
     let healthy =
         common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
@@ -186,7 +186,7 @@ async fn gives_up_to_failed_then_comes_back_with_events_in_order() {
     assert!(status.last_error.is_some());
     assert!(status.last_check_latency.is_some());
 
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .unwrap()
@@ -245,7 +245,7 @@ async fn after_recovery_no_connection_from_before_the_outage_is_checked_or_used(
     common::eventually(Duration::from_secs(5), || pool.status().pool.idle >= 4).await;
     let mut events = manager.subscribe();
     server.kill();
-    server.restart().unwrap();
+    server.restart_async().await.unwrap();
     let _ = manager.health_check().await;
     let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(back);

@@ -86,7 +86,7 @@ async fn no_password_in_any_output() {
         .get()
         .await
         .map_err(|e| texts.push(format!("{e} {e:?}")));
-    redis.restart().unwrap();
+    redis.restart_async().await.unwrap();
     common::eventually(Duration::from_secs(10), || pool.is_connected()).await;
     texts.push(serde_json::to_string(&manager.status()).unwrap());
     texts.push(format!("{:?}", manager.status()));

@@ -214,25 +214,32 @@ impl EtcdServer {
         self.process.signal(libc::SIGCONT)
     }
 
-    /// Kills the member if it runs and starts it again on the same ports with its data.
+    /// Kills the member if it runs and starts it again on the same ports with its data;
+    /// returns once it is healthy. In a multi-threaded runtime the wait does not hold up
+    /// other tasks; in async code [`restart_async`](EtcdServer::restart_async) waits
+    /// without blocking at all.
     pub fn restart(&mut self) -> io::Result<()> {
-        self.process.kill();
-        self.process.start()?;
+        self.process.respawn()?;
         self.wait_ready()
+    }
+
+    /// [`restart`](EtcdServer::restart), waiting on tokio's timer.
+    pub async fn restart_async(&mut self) -> io::Result<()> {
+        self.process.respawn()?;
+        let port = self.metrics_port;
+        self.process
+            .wait_ready_async("etcd", || healthy(port))
+            .await
     }
 
     /// True once the member reports itself healthy (it has a leader).
     pub fn is_healthy(&self) -> bool {
-        exchange(self.metrics_port, b"GET /health HTTP/1.0\r\n\r\n")
-            .is_some_and(|r| r.contains("\"health\":\"true\""))
+        healthy(self.metrics_port)
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {
         let port = self.metrics_port;
-        self.process.wait_ready("etcd", || {
-            exchange(port, b"GET /health HTTP/1.0\r\n\r\n")
-                .is_some_and(|r| r.contains("\"health\":\"true\""))
-        })
+        self.process.wait_ready("etcd", || healthy(port))
     }
 
     /// Turns on authentication: adds `root` with `root_password` and enables auth.
@@ -347,4 +354,10 @@ impl EtcdCluster {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+}
+
+/// True when the member on `metrics_port` reports itself healthy (it has a leader).
+fn healthy(metrics_port: u16) -> bool {
+    exchange(metrics_port, b"GET /health HTTP/1.0\r\n\r\n")
+        .is_some_and(|r| r.contains("\"health\":\"true\""))
 }

@@ -1,18 +1,20 @@
 //! Real `redis-server` and `etcd` processes on free loopback ports, each in its own
 //! temporary directory, for tests: start, [`kill`](RedisServer::kill) (SIGKILL),
 //! [`pause`](RedisServer::pause) (SIGSTOP), [`resume`](RedisServer::resume) (SIGCONT),
-//! [`restart`](RedisServer::restart) on the same port, and clean-up on drop.
+//! [`restart`](RedisServer::restart) on the same port (or
+//! [`restart_async`](RedisServer::restart_async), which waits on tokio's timer instead of
+//! blocking), and clean-up on drop.
 //!
 //! Enabled by the `testkit` feature. The binaries must be on `PATH` (Debian:
 //! `apt-get install redis-server etcd-server`); if one is missing, starting a server
 //! fails with an error that says so.
 //!
 //! ```no_run
-//! # fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> std::io::Result<()> {
 //! let mut redis = connhub::testkit::RedisServer::start()?;
 //! let config = redis.config(); // a RedisConfig pointing at it
 //! redis.kill();
-//! redis.restart()?;
+//! redis.restart_async().await?;
 //! # Ok(()) }
 //! ```
 

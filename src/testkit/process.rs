@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 /// How long a server gets to start answering.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often a starting server is asked whether it answers.
+const READY_POLL: Duration = Duration::from_millis(25);
+
 /// How many times a server is started on fresh ports after losing a port to another
 /// process between choosing it and binding it.
 const PORT_RACE_TRIES: usize = 3;
@@ -186,37 +189,78 @@ impl Process {
     }
 
     /// Polls `probe` until it answers true, the process exits, or the timeout passes.
+    /// Waits until `probe` says the server answers. Inside a multi-threaded tokio runtime
+    /// the wait moves off the runtime's worker (`block_in_place`), so other tasks keep
+    /// running; [`wait_ready_async`](Process::wait_ready_async) never blocks at all.
     pub(crate) fn wait_ready(&mut self, what: &str, probe: impl Fn() -> bool) -> io::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if probe() {
+        let mut wait = || loop {
+            if self.ready_step(what, &probe, deadline)? {
                 return Ok(());
             }
-            if !self.is_running() {
-                let kind = if self.lost_port_race() {
-                    io::ErrorKind::AddrInUse
-                } else {
-                    io::ErrorKind::Other
-                };
-                return Err(io::Error::new(
-                    kind,
-                    format!(
-                        "{what} exited during start-up; its log says:\n{}",
-                        self.log_tail()
-                    ),
-                ));
+            std::thread::sleep(READY_POLL);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{what} did not answer within {READY_TIMEOUT:?}; its log says:\n{}",
-                        self.log_tail()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(25));
+            _ => wait(),
         }
+    }
+
+    /// [`wait_ready`](Process::wait_ready) for async code: sleeps on tokio's timer.
+    pub(crate) async fn wait_ready_async(
+        &mut self,
+        what: &str,
+        probe: impl Fn() -> bool,
+    ) -> io::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.ready_step(what, &probe, deadline)? {
+            tokio::time::sleep(READY_POLL).await;
+        }
+        Ok(())
+    }
+
+    /// Kills the process if it runs and starts it again with the same arguments.
+    pub(crate) fn respawn(&mut self) -> io::Result<()> {
+        self.kill();
+        self.start()
+    }
+
+    /// One look: ready, not yet, or an error when the process died or time ran out.
+    fn ready_step(
+        &mut self,
+        what: &str,
+        probe: &impl Fn() -> bool,
+        deadline: Instant,
+    ) -> io::Result<bool> {
+        if probe() {
+            return Ok(true);
+        }
+        if !self.is_running() {
+            let kind = if self.lost_port_race() {
+                io::ErrorKind::AddrInUse
+            } else {
+                io::ErrorKind::Other
+            };
+            return Err(io::Error::new(
+                kind,
+                format!(
+                    "{what} exited during start-up; its log says:\n{}",
+                    self.log_tail()
+                ),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{what} did not answer within {READY_TIMEOUT:?}; its log says:\n{}",
+                    self.log_tail()
+                ),
+            ));
+        }
+        Ok(false)
     }
 }
 

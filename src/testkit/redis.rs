@@ -181,19 +181,32 @@ impl RedisServer {
     }
 
     /// Kills the server if it runs and starts it again on the same port (empty: nothing
-    /// is saved).
+    /// is saved); returns once it answers. In a multi-threaded runtime the wait does not
+    /// hold up other tasks; in async code [`restart_async`](RedisServer::restart_async)
+    /// waits without blocking at all.
     pub fn restart(&mut self) -> io::Result<()> {
-        self.process.kill();
-        self.process.start()?;
+        self.process.respawn()?;
         self.wait_ready()
+    }
+
+    /// [`restart`](RedisServer::restart), waiting on tokio's timer.
+    pub async fn restart_async(&mut self) -> io::Result<()> {
+        self.process.respawn()?;
+        let port = self.port;
+        self.process
+            .wait_ready_async("redis-server", || answers(port))
+            .await
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {
         let port = self.port;
-        self.process.wait_ready("redis-server", || {
-            exchange(port, b"PING\r\n").is_some_and(|r| {
-                r.starts_with("+PONG") || r.starts_with("-NOAUTH") || r.starts_with("-WRONGPASS")
-            })
-        })
+        self.process.wait_ready("redis-server", || answers(port))
     }
+}
+
+/// True when a `PING` on `port` gets an answer (a refusal for want of a password counts).
+fn answers(port: u16) -> bool {
+    exchange(port, b"PING\r\n").is_some_and(|r| {
+        r.starts_with("+PONG") || r.starts_with("-NOAUTH") || r.starts_with("-WRONGPASS")
+    })
 }
