@@ -1,5 +1,6 @@
 //! [`PoolConfig`]: sizing of a pool for a backend registered with
-//! [`Manager::add_pool`](crate::Manager::add_pool).
+//! [`Manager::add_pool`](crate::Manager::add_pool) or
+//! [`Manager::add_backend`](crate::Manager::add_backend).
 
 use std::time::Duration;
 
@@ -9,12 +10,25 @@ use super::connector::{key, non_zero_opt};
 use crate::error::ConfigErrors;
 
 /// Pool sizing and naming for any bb8 backend.
+///
+/// Its keys are bb8's names; the Redis and etcd configs use the names of the design
+/// connhub started from. They mean the same:
+///
+/// | `PoolConfig` (bb8) | `RedisConfig` / `EtcdConfig` |
+/// |---|---|
+/// | `max_size` | `pool_size` |
+/// | `min_idle` | `min_idle_conns` (Redis) |
+/// | `max_idle_time` | `max_idle_time` (Redis) |
+/// | `max_lifetime` | `max_lifetime` (Redis) |
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PoolConfig {
-    /// Largest number of pooled connections. Default `10`.
+    /// Largest number of pooled connections, and of checkouts at once (callers beyond it
+    /// wait their turn, first come, first served). `pool_size` in the Redis and etcd
+    /// configs. Default `10`.
     pub max_size: u32,
-    /// Connections kept open even when idle. Default none.
+    /// Connections kept open even when idle (`min_idle_conns` in the Redis config).
+    /// Default none.
     pub min_idle: Option<u32>,
     /// Idle connections above `min_idle` are closed after this long. Default `5m`.
     #[serde(with = "humantime_serde")]

@@ -33,9 +33,11 @@ pub struct RedisConfig {
     /// How many times a failed connection attempt is retried right away (I/O errors only,
     /// never bad credentials) before the attempt counts as failed. Default `0`.
     pub max_retries: u32,
-    /// Largest number of pooled connections. Default `10`.
+    /// Largest number of pooled connections, and of `get()` checkouts at once (callers
+    /// beyond it wait their turn, first come, first served); bb8's `max_size`. Default
+    /// `10`.
     pub pool_size: u32,
-    /// Connections kept open even when idle. Default `0`.
+    /// Connections kept open even when idle; bb8's `min_idle`. Default `0`.
     pub min_idle_conns: u32,
     /// Idle connections above `min_idle_conns` are closed after this long. Default `5m`.
     #[serde(with = "humantime_serde")]
