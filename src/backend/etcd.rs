@@ -7,6 +7,7 @@
 //! arrival order. One request stuck on a dead member holds one turn, never a whole client.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ struct ManagerInner {
     shared: RwLock<Option<Client>>,
     /// One task at a time opens the shared client; the others wait for it.
     opening: tokio::sync::Mutex<()>,
+    /// A client was made once: a hang-up during a later TLS handshake is a member
+    /// restarting, not a TLS set-up problem.
+    reached: AtomicBool,
 }
 
 impl std::fmt::Debug for EtcdConnectionManager {
@@ -121,6 +125,7 @@ impl EtcdConnectionManager {
                     .unwrap_or(config.connector.connect_timeout),
                 shared: RwLock::new(None),
                 opening: tokio::sync::Mutex::new(()),
+                reached: AtomicBool::new(false),
             }),
         })
     }
@@ -139,7 +144,7 @@ impl EtcdConnectionManager {
     fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
         let m = &*self.inner;
         if m.tls
-            && let Some(message) = handshake_failure(&e)
+            && let Some(message) = handshake_failure(&e, m.reached.load(Ordering::Relaxed))
         {
             return Error::Tls {
                 origin: Origin::new(m.name.to_string(), Kind::ETCD),
@@ -211,6 +216,7 @@ impl EtcdConnectionManager {
                 });
             }
         };
+        m.reached.store(true, Ordering::Relaxed);
         tracing::debug!(connector = %m.name, kind = "etcd", endpoint = %endpoint, "connected");
         Ok(client)
     }
@@ -231,8 +237,10 @@ fn tls_options(name: &str, config: &EtcdConfig) -> Result<TlsOptions> {
     Ok(tls)
 }
 
-/// Why a TLS connection attempt failed, if TLS is the reason.
-fn handshake_failure(e: &etcd_client::Error) -> Option<String> {
+/// Why a TLS connection attempt failed, if TLS is the reason: a certificate problem, or a
+/// hang-up during the handshake while no client has ever been made (`reached` false).
+/// Once one was, a hang-up is a member restarting: a connection error to retry.
+fn handshake_failure(e: &etcd_client::Error, reached: bool) -> Option<String> {
     let text = format!("{e}");
     if let Some(reason) = crate::config::tls_failure(&text) {
         return Some(reason);
@@ -245,7 +253,7 @@ fn handshake_failure(e: &etcd_client::Error) -> Option<String> {
         "UnexpectedEof",
         "close_notify",
     ];
-    if hung_up.iter().any(|m| text.contains(m)) {
+    if !reached && hung_up.iter().any(|m| text.contains(m)) {
         return Some(format!(
             "the server closed the connection during the TLS handshake (does it require a client certificate?): {text}"
         ));

@@ -60,6 +60,9 @@ struct ManagerInner {
     command_timeout: Duration,
     /// The connections behind [`RedisPool::multiplexed`].
     shared: Shared<SharedRedisConnection>,
+    /// A connection was made once: a hang-up during a later TLS handshake is a server
+    /// restarting, not a TLS set-up problem.
+    reached: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisConnectionManager {
@@ -127,6 +130,7 @@ impl RedisConnectionManager {
                     config.multiplexed_connections,
                     SharedRedisConnection::is_usable,
                 ),
+                reached: AtomicBool::new(false),
             }),
         })
     }
@@ -138,8 +142,9 @@ impl RedisConnectionManager {
 
     fn classify(&self, e: redis::RedisError) -> Error {
         let m = &*self.inner;
+        let reached = m.reached.load(Ordering::Relaxed);
         if m.tls
-            && let Some(message) = handshake_failure(&e)
+            && let Some(message) = handshake_failure(&e, reached)
         {
             return Error::Tls {
                 origin: Origin::new(m.name.to_string(), Kind::REDIS),
@@ -173,6 +178,7 @@ impl RedisConnectionManager {
                 .await
             {
                 Ok(conn) => {
+                    m.reached.store(true, Ordering::Relaxed);
                     tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.endpoint, "connected");
                     return Ok((conn, Arc::new(ConnMeta { broken })));
                 }
@@ -222,12 +228,14 @@ fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
 
 /// Why a TLS connection attempt failed, if TLS is the reason: a certificate problem, or
 /// the server hanging up during the handshake (as a server that wants a client
-/// certificate does).
-fn handshake_failure(e: &redis::RedisError) -> Option<String> {
+/// certificate does) while no connection has ever been made (`reached` false). Once one
+/// was, a hang-up is a server restarting: a connection error to retry, not a permanent
+/// TLS error.
+fn handshake_failure(e: &redis::RedisError, reached: bool) -> Option<String> {
     if let Some(reason) = crate::config::tls_failure(&format!("{e} ({e:?})")) {
         return Some(reason);
     }
-    if e.is_connection_dropped() && !e.is_connection_refusal() {
+    if !reached && e.is_connection_dropped() && !e.is_connection_refusal() {
         return Some(format!(
             "the server closed the connection during the TLS handshake (does it require a client certificate?): {e}"
         ));
@@ -556,5 +564,26 @@ impl RedisPool {
             .shared
             .get(self, open, SharedRedisConnection::clone)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake_failure;
+
+    #[test]
+    fn a_hang_up_is_a_tls_problem_only_before_the_first_connection() {
+        let reset =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(reset.is_connection_dropped());
+        // Never connected: most likely a server that wants a client certificate.
+        let first = handshake_failure(&reset, false).expect("a TLS problem");
+        assert!(first.contains("client certificate"), "{first}");
+        // Connected before: a restarting server, to retry.
+        assert_eq!(handshake_failure(&reset, true), None);
+        // A refused connection is never a TLS problem.
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(handshake_failure(&refused, false), None);
     }
 }
