@@ -183,11 +183,19 @@ async fn a_broken_connection_is_never_handed_out_again() {
     }
     server.restart_async().await.unwrap();
     {
+        // The redis crate reports the closed connection through its push sender, so the
+        // checkout normally skips it and opens a fresh one. If that report has not
+        // arrived yet, the command fails and marks the old connection broken.
         let mut conn = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
         let r: Result<(), _> = conn.set("a", 2).await;
-        assert!(r.is_err(), "the old connection cannot work after a restart");
-        assert!(conn.is_broken());
+        if r.is_err() {
+            assert!(conn.is_broken(), "a failed connection is marked broken");
+        }
     }
+    assert!(
+        pool.status().pool.connections_closed_broken >= 1,
+        "the connection from before the restart was dropped"
+    );
     // The pool recovers by itself and never returns the dead connection again.
     let ok = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(ok, "state {:?}", pool.state());
