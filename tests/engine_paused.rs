@@ -61,6 +61,10 @@ impl bb8::ManageConnection for Dialer {
 }
 
 async fn setup() -> (Manager, connhub::Pool<Dialer>, Arc<Server>) {
+    setup_with(PoolConfig::default()).await
+}
+
+async fn setup_with(pool: PoolConfig) -> (Manager, connhub::Pool<Dialer>, Arc<Server>) {
     let server = Arc::new(Server::default());
     server.up.store(true, Ordering::SeqCst);
     let manager = Manager::new();
@@ -69,7 +73,7 @@ async fn setup() -> (Manager, connhub::Pool<Dialer>, Arc<Server>) {
             "db",
             Dialer(server.clone()),
             ConnectorConfig::default(),
-            PoolConfig::default(),
+            pool,
         )
         .await
         .unwrap();
@@ -206,21 +210,11 @@ async fn close_from_every_state_refuses_with_closed() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_past_the_checkout_timeout_says_the_pool_was_exhausted() {
-    let server = Arc::new(Server::default());
-    server.up.store(true, Ordering::SeqCst);
-    let manager = Manager::new();
-    let pool = manager
-        .add_pool(
-            "db",
-            Dialer(server.clone()),
-            ConnectorConfig::default(),
-            PoolConfig {
-                max_size: 1,
-                ..PoolConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (manager, pool, _server) = setup_with(PoolConfig {
+        max_size: 1,
+        ..PoolConfig::default()
+    })
+    .await;
     let held = pool.get().await.unwrap();
     let (a, b) = tokio::join!(pool.get(), pool.get());
     for r in [a, b] {
