@@ -97,7 +97,8 @@ pub use backend::redis::{
     RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection,
 };
 pub use config::{
-    ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret, TlsConfig,
+    ClusterConfig, ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret,
+    SentinelConfig, TlsConfig,
 };
 pub use connector::Connector;
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{EtcdConfig, ManagerConfig, RedisConfig};
+use super::{DEFAULT_ADDR, EtcdConfig, ManagerConfig, RedisConfig};
 use crate::error::{ConfigErrors, Error, Result};
 
 /// Environment variables with this prefix override the loaded document.
@@ -106,6 +106,7 @@ fn load(figment: Figment) -> Result<ManagerConfig> {
     }
     if let Some(v) = root.get("redis") {
         for (name, c) in object(v, "redis", &mut errors) {
+            explicit_addr(&c, &format!("redis.{name}"), &mut errors);
             let c = with_defaults(&defaults, &c, &format!("redis.{name}"), &mut errors);
             let parsed: RedisConfig = parse_section(c, &format!("redis.{name}"), &mut errors);
             cfg.redis.insert(name, parsed);
@@ -127,6 +128,25 @@ fn load(figment: Figment) -> Result<ManagerConfig> {
         }
     }
     errors.into_result().map(|()| cfg)
+}
+
+/// A file that names `addr` next to `sentinel` or `cluster` is refused even when the
+/// address is the default one (validation alone cannot tell it was given).
+fn explicit_addr(connector: &Value, prefix: &str, errors: &mut ConfigErrors) {
+    let Value::Object(m) = connector else { return };
+    // Any other address is reported by validation.
+    if m.get("addr") != Some(&Value::String(DEFAULT_ADDR.into())) {
+        return;
+    }
+    if let Some(other) = ["sentinel", "cluster"]
+        .into_iter()
+        .find(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    {
+        errors.push(
+            format!("{prefix}.addr"),
+            format!("give either addr or {other}, not both"),
+        );
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {

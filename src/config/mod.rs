@@ -26,6 +26,7 @@ mod pool;
 mod redis;
 mod secret;
 mod tls;
+mod topology;
 
 use std::collections::BTreeMap;
 
@@ -36,9 +37,11 @@ pub use connector::ConnectorConfig;
 pub use etcd::EtcdConfig;
 pub use pool::PoolConfig;
 pub(crate) use pool::kind_from_type_name;
+pub(crate) use redis::DEFAULT_ADDR;
 pub use redis::RedisConfig;
 pub use secret::Secret;
 pub use tls::TlsConfig;
+pub use topology::{ClusterConfig, SentinelConfig};
 pub(crate) use tls::tls_failure;
 
 use crate::error::{ConfigErrors, Result};

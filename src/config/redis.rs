@@ -5,10 +5,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::connector::{key, non_zero_opt};
-use super::{ConnectorConfig, Secret, TlsConfig, addr};
+use super::{ClusterConfig, ConnectorConfig, SentinelConfig, Secret, TlsConfig, addr};
 use crate::error::ConfigErrors;
 
 /// One Redis connector: where it connects, how it authenticates, how its pool is sized.
+///
+/// It connects to one of three topologies: a single server (`addr`), the master a set of
+/// sentinels names (`sentinel`), or a Redis Cluster (`cluster`). Give exactly one; `addr`
+/// is the default (`127.0.0.1:6379`) when neither of the others is given.
 ///
 /// ```
 /// let mut c = connhub::RedisConfig::default();
@@ -22,13 +26,18 @@ pub struct RedisConfig {
     /// Timeouts, health checks and reconnects.
     #[serde(flatten)]
     pub connector: ConnectorConfig,
-    /// `host:port`, or a `redis://host:port` URL. Default `127.0.0.1:6379`.
+    /// `host:port`, or a `redis://host:port` URL, of a single server. Default
+    /// `127.0.0.1:6379`. Leave it out when `sentinel` or `cluster` is given.
     pub addr: String,
+    /// Find the master through Redis Sentinel instead of a fixed `addr`.
+    pub sentinel: Option<SentinelConfig>,
+    /// Connect to a Redis Cluster instead of a single server.
+    pub cluster: Option<ClusterConfig>,
     /// ACL user name (Redis 6+); `None` authenticates as `default`.
     pub username: Option<String>,
-    /// Password; never printed.
+    /// Password (of the data nodes, with `sentinel`); never printed.
     pub password: Option<Secret>,
-    /// Database selected after authentication. Default `0`.
+    /// Database selected after authentication. Default `0`; a cluster has only `0`.
     pub db: u32,
     /// How many times a failed connection attempt is retried right away (I/O errors only,
     /// never bad credentials) before the attempt counts as failed. Default `0`.
@@ -56,11 +65,16 @@ pub struct RedisConfig {
     pub tls: TlsConfig,
 }
 
+/// The single server a connector with no topology block connects to.
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:6379";
+
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             connector: ConnectorConfig::default(),
-            addr: "127.0.0.1:6379".into(),
+            addr: DEFAULT_ADDR.into(),
+            sentinel: None,
+            cluster: None,
             username: None,
             password: None,
             db: 0,
@@ -88,9 +102,7 @@ impl RedisConfig {
     /// Checks every setting; `prefix` is the key path of this connector (`redis.cache`).
     pub(crate) fn validate(&self, prefix: &str, errors: &mut ConfigErrors) {
         self.connector.validate(prefix, errors);
-        if let Err(msg) = addr::parse_redis(&self.addr) {
-            errors.push(key(prefix, "addr"), msg);
-        }
+        self.validate_topology(prefix, errors);
         if self.pool_size == 0 {
             errors.push(key(prefix, "pool_size"), "must be at least 1");
         }
@@ -113,5 +125,37 @@ impl RedisConfig {
         non_zero_opt(prefix, "max_lifetime", self.max_lifetime, errors);
         non_zero_opt(prefix, "command_timeout", self.command_timeout, errors);
         self.tls.validate(prefix, errors);
+    }
+
+    /// Exactly one of `addr`, `sentinel` and `cluster`, each valid. `addr` counts as given
+    /// when it is not the default; a config file that names it explicitly is caught while
+    /// loading.
+    fn validate_topology(&self, prefix: &str, errors: &mut ConfigErrors) {
+        match (&self.sentinel, &self.cluster) {
+            (None, None) => {
+                if let Err(msg) = addr::parse_redis(&self.addr) {
+                    errors.push(key(prefix, "addr"), msg);
+                }
+            }
+            (Some(_), Some(_)) => errors.push(
+                key(prefix, "cluster"),
+                "give either sentinel or cluster, not both",
+            ),
+            (sentinel, cluster) => {
+                let given = if sentinel.is_some() { "sentinel" } else { "cluster" };
+                if self.addr != DEFAULT_ADDR {
+                    errors.push(
+                        key(prefix, "addr"),
+                        format!("give either addr or {given}, not both"),
+                    );
+                }
+                if let Some(s) = sentinel {
+                    s.validate(prefix, errors);
+                }
+                if let Some(c) = cluster {
+                    c.validate(prefix, self.db, errors);
+                }
+            }
+        }
     }
 }

@@ -56,7 +56,6 @@ pub(crate) struct Inner<M: Bb8Manager> {
     /// One turn per connection, handed out in arrival order.
     turns: Arc<Semaphore>,
     waiting: AtomicUsize,
-    endpoint: String,
     /// Connections the health checks opened and gave to the pool.
     added: std::sync::atomic::AtomicU64,
 }
@@ -74,7 +73,7 @@ impl<M: Bb8Manager> std::fmt::Debug for Pool<M> {
         f.debug_struct("Pool")
             .field("name", &self.inner.health.name)
             .field("kind", &self.inner.health.kind)
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.parts.backend.endpoint())
             .field("state", &self.inner.health.state())
             .finish()
     }
@@ -152,7 +151,6 @@ impl<M: Bb8Manager> Pool<M> {
         backend: Box<dyn Backend<Manager = M>>,
     ) -> Result<Self> {
         let kind = backend.kind();
-        let endpoint = backend.endpoint();
         let health = Arc::new(Health::new(
             spec.name,
             kind,
@@ -200,7 +198,6 @@ impl<M: Bb8Manager> Pool<M> {
                 health,
                 turns: Arc::new(Semaphore::new(turns)),
                 waiting: AtomicUsize::new(0),
-                endpoint,
                 added: std::sync::atomic::AtomicU64::new(0),
             }),
         };
@@ -452,7 +449,7 @@ impl<M: Bb8Manager> Inner<M> {
             name: h.name.clone(),
             kind: h.kind.clone(),
             state: h.state(),
-            endpoint: self.endpoint.clone(),
+            endpoint: self.parts.backend.endpoint(),
             pool: PoolCounts {
                 max_size: self.bb8.config().max_size,
                 connections: s.connections,

@@ -5,8 +5,12 @@
 //! [`restart_async`](RedisServer::restart_async), which waits on tokio's timer instead of
 //! blocking), and clean-up on drop.
 //!
+//! Topologies too: [`RedisSentinel`] (a master, a replica and three sentinels, with
+//! [`kill_master`](RedisSentinel::kill_master)) and [`RedisCluster`] (three masters with a
+//! replica each, made with `redis-cli --cluster create`).
+//!
 //! Enabled by the `testkit` feature. The binaries must be on `PATH` (Debian:
-//! `apt-get install redis-server etcd-server`); if one is missing, starting a server
+//! `apt-get install redis-server redis-tools etcd-server`); if one is missing, starting a server
 //! fails with an error that says so.
 //!
 //! ```no_run
@@ -19,11 +23,16 @@
 //! ```
 
 mod certs;
+mod cli;
+mod cluster;
 mod etcd;
 mod process;
 mod redis;
+mod sentinel;
 
 pub use certs::TestCerts;
 pub use etcd::{EtcdCluster, EtcdServer, EtcdServerBuilder, ServerTls};
 pub use process::free_port;
+pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use redis::{RedisServer, RedisServerBuilder};
+pub use sentinel::{RedisSentinel, RedisSentinelBuilder};

@@ -76,6 +76,17 @@ fn pick_port() -> io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Runs a blocking wait; inside a multi-threaded tokio runtime it moves off the worker
+/// first (`block_in_place`), so other tasks keep running.
+pub(crate) fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 /// Finds `binary` on the PATH, or says how to install it.
 pub(crate) fn require(binary: &str, debian_package: &str) -> io::Result<()> {
     let found = std::env::var_os("PATH")
@@ -194,18 +205,13 @@ impl Process {
     /// running; [`wait_ready_async`](Process::wait_ready_async) never blocks at all.
     pub(crate) fn wait_ready(&mut self, what: &str, probe: impl Fn() -> bool) -> io::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut wait = || loop {
+        let wait = || loop {
             if self.ready_step(what, &probe, deadline)? {
                 return Ok(());
             }
             std::thread::sleep(READY_POLL);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        }
+        off_the_runtime(wait)
     }
 
     /// [`wait_ready`](Process::wait_ready) for async code: sleeps on tokio's timer.

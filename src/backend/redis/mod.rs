@@ -2,25 +2,31 @@
 //! [`Backend`]), the [`RedisConnection`] a checkout derefs to, the
 //! [`SharedRedisConnection`] that [`RedisPool::multiplexed`] hands out, and [`RedisPool`].
 //!
-//! Every connection is the redis crate's own `MultiplexedConnection`, over TCP and TLS
-//! alike, speaking RESP3. connhub adds only what a pool needs to know about it: whether it
+//! A connector reaches one server (`addr`), the master a set of sentinels names
+//! (`sentinel`), or a Redis Cluster (`cluster`), always through the redis crate's own
+//! clients: a connection is its `MultiplexedConnection` (to one server, over TCP and TLS
+//! alike, speaking RESP3) or its `ClusterConnection`. connhub adds only what a pool needs to know about it: whether it
 //! broke. The crate reports a connection the server closed through its push sender
 //! (`PushKind::Disconnection`), so a connection closed while idle (a server `timeout`, a
 //! NAT or load balancer) is dropped at the next checkout without a round trip and without
 //! a caller seeing it. Unlike bb8-redis, a checkout sends no `PING`: the round trip
 //! belongs to the health engine.
 
+mod connection;
+mod sentinel;
+mod topology;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, ProtocolVersion,
-    PushInfo, PushKind, RedisFuture, RedisResult, Value,
-};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
 
-use crate::config::{RedisConfig, parse_redis};
+pub use connection::{RedisConnection, SharedRedisConnection};
+use connection::{ConnMeta, Link};
+use topology::Topology;
+
+use crate::config::RedisConfig;
 use crate::error::{Error, Origin, Result};
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
@@ -51,8 +57,7 @@ pub struct RedisConnectionManager {
 
 struct ManagerInner {
     name: Arc<str>,
-    endpoint: String,
-    client: redis::Client,
+    topology: Topology,
     async_config: AsyncConnectionConfig,
     max_retries: u32,
     tls: bool,
@@ -69,7 +74,7 @@ impl std::fmt::Debug for RedisConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnectionManager")
             .field("name", &self.inner.name)
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.topology.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -80,47 +85,14 @@ impl RedisConnectionManager {
         let mut errors = crate::error::ConfigErrors::default();
         config.validate(&format!("redis.{name}"), &mut errors);
         errors.into_result()?;
-        let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
-        let endpoint = hp.to_string();
-        let db = i64::from(hp.db.unwrap_or(config.db));
-        // RESP3: the crate reports a closed connection through the push sender only then.
-        let mut settings = redis::RedisConnectionInfo::default()
-            .set_db(db)
-            .set_protocol(ProtocolVersion::RESP3);
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(pw) = &config.password {
-            settings = settings.set_password(pw.expose());
-        }
-        let tls = config.tls.enabled || hp.tls;
-        let addr = if tls {
-            ConnectionAddr::TcpTls {
-                host: hp.host,
-                port: hp.port,
-                insecure: config.tls.insecure_skip_verify,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(hp.host, hp.port)
-        };
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| invalid(name, "addr", e.to_string()))?
-            .set_redis_settings(settings);
-        let client = if tls {
-            tls_client(name, config, info)?
-        } else {
-            redis::Client::open(info).map_err(|e| invalid(name, "addr", e.to_string()))?
-        };
+        let (topology, tls) = Topology::build(name, config)?;
         let async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connector.connect_timeout))
             .set_response_timeout(config.command_timeout);
         Ok(RedisConnectionManager {
             inner: Arc::new(ManagerInner {
                 name: name.into(),
-                endpoint,
-                client,
+                topology,
                 async_config,
                 max_retries: config.max_retries,
                 tls,
@@ -135,9 +107,10 @@ impl RedisConnectionManager {
         })
     }
 
-    /// `host:port` it connects to.
-    pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+    /// Where it connects: `host:port`; for Sentinel, the current master and the
+    /// sentinels; for a cluster, the nodes it was given.
+    pub fn endpoint(&self) -> String {
+        self.inner.topology.endpoint()
     }
 
     fn classify(&self, e: redis::RedisError) -> Error {
@@ -151,13 +124,13 @@ impl RedisConnectionManager {
                 message,
             };
         }
-        classify(&m.name, &m.endpoint, "connect", m.connect_timeout, e)
+        classify(&m.name, &m.topology.endpoint(), "connect", m.connect_timeout, e)
     }
 
     /// Opens one connection, retrying up to `max_retries` times unless the failure is
     /// permanent. The connection's push sender marks it broken when the crate reports it
     /// closed.
-    async fn open(&self) -> Result<(MultiplexedConnection, Arc<ConnMeta>)> {
+    async fn open(&self) -> Result<(Link, Arc<ConnMeta>)> {
         let m = &*self.inner;
         let mut attempt = 0;
         loop {
@@ -172,15 +145,16 @@ impl RedisConnectionManager {
                     }
                     Ok::<(), std::convert::Infallible>(())
                 });
-            match m
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
+            // Sentinel lookups and cluster discovery take several round trips: one bound
+            // for them all.
+            let opened = tokio::time::timeout(m.connect_timeout, m.topology.connect(&config))
                 .await
-            {
-                Ok(conn) => {
+                .unwrap_or_else(|_| Err(topology::hung(m.connect_timeout)));
+            match opened {
+                Ok((link, watch)) => {
                     m.reached.store(true, Ordering::Relaxed);
-                    tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.endpoint, "connected");
-                    return Ok((conn, Arc::new(ConnMeta { broken })));
+                    tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.topology.endpoint(), "connected");
+                    return Ok((link, ConnMeta::new(broken, watch)));
                 }
                 Err(e) => {
                     let err = self.classify(e);
@@ -192,32 +166,6 @@ impl RedisConnectionManager {
             }
         }
     }
-}
-
-/// A client for a TLS address, with the CA and client certificate from the `tls` block.
-fn tls_client(
-    name: &str,
-    config: &RedisConfig,
-    info: redis::ConnectionInfo,
-) -> Result<redis::Client> {
-    let files = config.tls.load(name, &Kind::REDIS)?;
-    let tls_error = |e: redis::RedisError| Error::Tls {
-        origin: Origin::new(name.to_owned(), Kind::REDIS),
-        message: e.to_string(),
-    };
-    if files.ca.is_none() && files.identity.is_none() {
-        return redis::Client::open(info).map_err(tls_error);
-    }
-    let certificates = redis::TlsCertificates {
-        client_tls: files
-            .identity
-            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                client_cert,
-                client_key,
-            }),
-        root_cert: files.ca,
-    };
-    redis::Client::build_with_tls(info, certificates).map_err(tls_error)
 }
 
 fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
@@ -299,7 +247,7 @@ impl bb8::ManageConnection for RedisConnectionManager {
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<()> {
-        ping(&self.inner, &mut conn.inner).await
+        check(&self.inner, conn).await
     }
 
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
@@ -315,7 +263,7 @@ impl Backend for RedisConnectionManager {
     }
 
     fn endpoint(&self) -> String {
-        self.inner.endpoint.clone()
+        self.inner.topology.endpoint()
     }
 
     fn is_broken(&self, conn: &RedisConnection) -> Option<bool> {
@@ -331,7 +279,7 @@ impl Backend for RedisConnectionManager {
         _manager: &'a Self,
         conn: &'a mut RedisConnection,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(ping(&self.inner, &mut conn.inner))
+        Box::pin(check(&self.inner, conn))
     }
 
     fn classify(&self, _connector: &str, error: Error) -> Error {
@@ -343,190 +291,37 @@ impl Backend for RedisConnectionManager {
     }
 }
 
-/// Sends `PING`; the health check of a Redis connection.
-async fn ping(m: &ManagerInner, conn: &mut MultiplexedConnection) -> Result<()> {
-    let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
-    pong.map(drop)
-        .map_err(|e| classify(&m.name, &m.endpoint, "PING", m.command_timeout, e))
-}
-
-/// What a connection knows about itself; shared by the clones of a shared connection.
-#[derive(Debug)]
-struct ConnMeta {
-    broken: Arc<AtomicBool>,
-}
-
-impl ConnMeta {
-    fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+/// The health check of a Redis connection: `PING` to a server; for a cluster, `CLUSTER
+/// INFO` on one of its nodes, which must say `cluster_state:ok` (a cluster that lost a
+/// shard refuses every command, as its nodes do).
+async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Result<()> {
+    let fail = |what, e| classify(&m.name, &m.topology.endpoint(), what, m.command_timeout, e);
+    if !m.topology.is_cluster() {
+        let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
+        return pong.map(drop).map_err(|e| fail("PING", e));
     }
-
-    /// Marks the connection broken when a request failed at the connection level, or
-    /// timed out (a hung server: the next checkout opens a fresh connection instead,
-    /// which is what tells the health engine the server is gone).
-    fn observe<T>(&self, r: &RedisResult<T>) {
-        if let Err(e) = r
-            && (e.is_connection_dropped()
-                || e.is_timeout()
-                || (e.is_unrecoverable_error() && e.is_io_error()))
-        {
-            self.broken.store(true, Ordering::Relaxed);
-        }
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(conn)
+        .await
+        .map_err(|e| fail("CLUSTER INFO", e))?;
+    match cluster_state(&info) {
+        Some("ok") => Ok(()),
+        state => Err(fail(
+            "CLUSTER INFO",
+            redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "the cluster is not serving every slot",
+                format!("cluster_state:{}", state.unwrap_or("missing")),
+            )),
+        )),
     }
 }
 
-/// A pooled Redis connection, used by one task at a time: the redis crate's
-/// `MultiplexedConnection`, plus whether it broke (the pool then drops it).
-///
-/// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
-/// and [`redis::AsyncCommands`] work on a checkout. It speaks RESP3. For pub/sub and other
-/// push-based use, take a connection of the redis crate's own (`redis::Client::
-/// get_async_pubsub`).
-pub struct RedisConnection {
-    inner: MultiplexedConnection,
-    meta: Arc<ConnMeta>,
-}
-
-/// A connection shared by many tasks at once: what [`RedisPool::multiplexed`] hands out.
-/// Cloning shares the socket, as redis's `MultiplexedConnection` does.
-///
-/// It implements [`redis::aio::ConnectionLike`], so [`redis::AsyncCommands`] work on it.
-#[derive(Clone)]
-pub struct SharedRedisConnection {
-    inner: MultiplexedConnection,
-    meta: Arc<ConnMeta>,
-}
-
-impl std::fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConnection")
-            .field("broken", &self.is_broken())
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for SharedRedisConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedRedisConnection")
-            .field("broken", &self.is_broken())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConnection {
-    /// True once the server closed the connection, a request on it failed at the
-    /// connection level or timed out, or a request was cancelled before its reply came;
-    /// it is dropped when it goes back to the pool.
-    pub fn is_broken(&self) -> bool {
-        self.meta.is_broken()
-    }
-
-    /// The redis multiplexed connection underneath.
-    pub fn multiplexed(&self) -> &MultiplexedConnection {
-        &self.inner
-    }
-}
-
-impl SharedRedisConnection {
-    /// True once the connection broke; the pool then opens a new one for later callers.
-    pub fn is_broken(&self) -> bool {
-        self.meta.is_broken()
-    }
-
-    fn is_usable(&self) -> bool {
-        !self.is_broken()
-    }
-
-    /// The redis multiplexed connection underneath. Clones of it are not tracked by the
-    /// pool.
-    pub fn multiplexed(&self) -> &MultiplexedConnection {
-        &self.inner
-    }
-}
-
-/// Marks a connection broken if a request on it is dropped before its reply came (a
-/// cancelled future): the server still owes that reply, and a blocking command (BLPOP)
-/// would keep the connection blocked, and could take data, for the next user.
-struct Unfinished<'a> {
-    broken: &'a AtomicBool,
-    done: bool,
-}
-
-impl<'a> Unfinished<'a> {
-    fn new(meta: &'a ConnMeta) -> Self {
-        Unfinished {
-            broken: &meta.broken,
-            done: false,
-        }
-    }
-}
-
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.broken.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut unfinished = Unfinished::new(&self.meta);
-            let r = self.inner.send_packed_command(cmd).await;
-            unfinished.done = true;
-            self.meta.observe(&r);
-            r
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let mut unfinished = Unfinished::new(&self.meta);
-            let r = self.inner.send_packed_commands(cmd, offset, count).await;
-            unfinished.done = true;
-            self.meta.observe(&r);
-            r
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.get_db()
-    }
-}
-
-/// Shared by many tasks, so a cancelled request does not retire the connection (the
-/// multiplexed connection drops its late reply); blocking commands do not belong here.
-impl ConnectionLike for SharedRedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let r = self.inner.send_packed_command(cmd).await;
-            self.meta.observe(&r);
-            r
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let r = self.inner.send_packed_commands(cmd, offset, count).await;
-            self.meta.observe(&r);
-            r
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.get_db()
-    }
+/// The `cluster_state` field of a `CLUSTER INFO` reply.
+fn cluster_state(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("cluster_state:"))
 }
 
 impl RedisPool {
@@ -569,7 +364,15 @@ impl RedisPool {
 
 #[cfg(test)]
 mod tests {
-    use super::handshake_failure;
+    use super::{cluster_state, handshake_failure};
+
+    #[test]
+    fn cluster_state_is_read_from_cluster_info() {
+        let info = "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\n";
+        assert_eq!(cluster_state(info), Some("fail"));
+        assert_eq!(cluster_state("cluster_state:ok\r\n"), Some("ok"));
+        assert_eq!(cluster_state(""), None);
+    }
 
     #[test]
     fn a_hang_up_is_a_tls_problem_only_before_the_first_connection() {

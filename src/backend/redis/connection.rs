@@ -1,0 +1,292 @@
+//! The connections a Redis pool hands out: [`RedisConnection`] (one checkout) and
+//! [`SharedRedisConnection`] (what `multiplexed()` hands out), each the redis crate's own
+//! connection (a node's `MultiplexedConnection`, or a `ClusterConnection`) plus what the
+//! pool needs to know of it: whether it broke.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// The redis crate's connection underneath.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// One server: a single node, or the master the sentinels named.
+    Node(MultiplexedConnection),
+    /// A Redis Cluster; the crate routes every command to its node.
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Node(c) => c.send_packed_command(cmd).await,
+            Link::Cluster(c) => c.req_packed_command(cmd).await,
+        }
+    }
+
+    async fn send_pipeline(
+        &mut self,
+        cmd: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Link::Node(c) => c.send_packed_commands(cmd, offset, count).await,
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+        }
+    }
+
+    fn db(&self) -> i64 {
+        match self {
+            Link::Node(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How a connection is judged broken.
+#[derive(Debug, Clone)]
+pub(super) enum Watch {
+    /// A single server: a connection-level error or a timeout breaks it.
+    Node,
+    /// The master the sentinels named, as the `generation`-th master seen: like `Node`,
+    /// and also broken by a `READONLY` reply (it was demoted) or a newer master (a
+    /// failover: every connection to the old one is retired).
+    Master {
+        generation: u64,
+        current: Arc<AtomicU64>,
+    },
+    /// A cluster connection reconnects to its nodes and follows failovers itself: only a
+    /// request cancelled before its reply breaks it.
+    Cluster,
+}
+
+/// What a connection knows about itself; shared by the clones of a shared connection.
+#[derive(Debug)]
+pub(super) struct ConnMeta {
+    pub(super) broken: Arc<AtomicBool>,
+    pub(super) watch: Watch,
+}
+
+impl ConnMeta {
+    pub(super) fn new(broken: Arc<AtomicBool>, watch: Watch) -> Arc<Self> {
+        Arc::new(ConnMeta { broken, watch })
+    }
+
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+            || matches!(&self.watch, Watch::Master { generation, current }
+                if current.load(Ordering::Acquire) != *generation)
+    }
+
+    /// Marks the connection broken when a request failed at the connection level, or
+    /// timed out (a hung server: the next checkout opens a fresh connection instead,
+    /// which is what tells the health engine the server is gone), or, on a sentinel's
+    /// master, was refused as `READONLY` (the server is a replica now).
+    fn observe<T>(&self, r: &RedisResult<T>) {
+        let Err(e) = r else { return };
+        let broken = match self.watch {
+            Watch::Cluster => false,
+            Watch::Node => connection_failed(e),
+            Watch::Master { .. } => {
+                connection_failed(e)
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    )
+            }
+        };
+        if broken {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_timeout() || (e.is_unrecoverable_error() && e.is_io_error())
+}
+
+/// A pooled Redis connection, used by one task at a time: the redis crate's connection
+/// (a `MultiplexedConnection` to one server, or a `ClusterConnection`), plus whether it
+/// broke (the pool then drops it).
+///
+/// It implements [`redis::aio::ConnectionLike`], so `redis::cmd(..).query_async(&mut *conn)`
+/// and [`redis::AsyncCommands`] work on a checkout. It speaks RESP3. For pub/sub and other
+/// push-based use, take a connection of the redis crate's own (`redis::Client::
+/// get_async_pubsub`).
+pub struct RedisConnection {
+    pub(super) inner: Link,
+    pub(super) meta: Arc<ConnMeta>,
+}
+
+/// A connection shared by many tasks at once: what
+/// [`RedisPool::multiplexed`](crate::RedisPool::multiplexed) hands out. Cloning shares the
+/// socket(s), as the redis crate's connections do.
+///
+/// It implements [`redis::aio::ConnectionLike`], so [`redis::AsyncCommands`] work on it.
+#[derive(Clone)]
+pub struct SharedRedisConnection {
+    pub(super) inner: Link,
+    pub(super) meta: Arc<ConnMeta>,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("cluster", &self.cluster().is_some())
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SharedRedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRedisConnection")
+            .field("cluster", &self.cluster().is_some())
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// True once the server closed the connection, a request on it failed at the
+    /// connection level or timed out, a request was cancelled before its reply came, or
+    /// (Sentinel) its server stopped being the master; it is dropped when it goes back to
+    /// the pool.
+    pub fn is_broken(&self) -> bool {
+        self.meta.is_broken()
+    }
+
+    /// The redis multiplexed connection underneath, for a single server or a sentinel's
+    /// master; `None` for a cluster.
+    pub fn multiplexed(&self) -> Option<&MultiplexedConnection> {
+        match &self.inner {
+            Link::Node(c) => Some(c),
+            Link::Cluster(_) => None,
+        }
+    }
+
+    /// The redis cluster connection underneath, for a cluster; `None` otherwise.
+    pub fn cluster(&self) -> Option<&ClusterConnection> {
+        match &self.inner {
+            Link::Cluster(c) => Some(c),
+            Link::Node(_) => None,
+        }
+    }
+}
+
+impl SharedRedisConnection {
+    /// True once the connection broke; the pool then opens a new one for later callers.
+    pub fn is_broken(&self) -> bool {
+        self.meta.is_broken()
+    }
+
+    pub(super) fn is_usable(&self) -> bool {
+        !self.is_broken()
+    }
+
+    /// The redis multiplexed connection underneath (single server or sentinel's master);
+    /// `None` for a cluster. Clones of it are not tracked by the pool.
+    pub fn multiplexed(&self) -> Option<&MultiplexedConnection> {
+        match &self.inner {
+            Link::Node(c) => Some(c),
+            Link::Cluster(_) => None,
+        }
+    }
+
+    /// The redis cluster connection underneath, for a cluster; `None` otherwise.
+    pub fn cluster(&self) -> Option<&ClusterConnection> {
+        match &self.inner {
+            Link::Cluster(c) => Some(c),
+            Link::Node(_) => None,
+        }
+    }
+}
+
+/// Marks a connection broken if a request on it is dropped before its reply came (a
+/// cancelled future): the server still owes that reply, and a blocking command (BLPOP)
+/// would keep the connection blocked, and could take data, for the next user.
+struct Unfinished<'a> {
+    broken: &'a AtomicBool,
+    done: bool,
+}
+
+impl<'a> Unfinished<'a> {
+    fn new(meta: &'a ConnMeta) -> Self {
+        Unfinished {
+            broken: &meta.broken,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut unfinished = Unfinished::new(&self.meta);
+            let r = self.inner.send(cmd).await;
+            unfinished.done = true;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut unfinished = Unfinished::new(&self.meta);
+            let r = self.inner.send_pipeline(cmd, offset, count).await;
+            unfinished.done = true;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.db()
+    }
+}
+
+/// Shared by many tasks, so a cancelled request does not retire the connection (the
+/// multiplexed connection drops its late reply); blocking commands do not belong here.
+impl ConnectionLike for SharedRedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = self.inner.send(cmd).await;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = self.inner.send_pipeline(cmd, offset, count).await;
+            self.meta.observe(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.db()
+    }
+}

@@ -1,0 +1,182 @@
+//! [`SentinelMaster`]: which server is the master, as the sentinels say, on the redis
+//! crate's own Sentinel client.
+//!
+//! Every new connection asks the sentinels for the master and the crate checks with `ROLE`
+//! that the server it names is a master, so a connection never goes to a demoted one. Each
+//! master seen gets a generation; when it changes (a connection found a new master, or the
+//! sentinels announced `+switch-master`), every connection to the old master is retired at
+//! its next checkout, idle or not. A `READONLY` reply breaks a connection too.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::sentinel::SentinelClient;
+use redis::RedisResult;
+
+/// The master of one sentinel-monitored set.
+pub(super) struct SentinelMaster {
+    pub(super) connector: Arc<str>,
+    pub(super) master_name: String,
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// Sentinels, for the `+switch-master` subscription.
+    sentinels: Vec<redis::Client>,
+    /// `host:port` of each sentinel, for status.
+    sentinel_addrs: Vec<String>,
+    /// The generation of the master last seen; bumped when it changes.
+    pub(super) generation: Arc<AtomicU64>,
+    master: Mutex<Option<String>>,
+    watching: AtomicBool,
+}
+
+impl SentinelMaster {
+    pub(super) fn new(
+        connector: Arc<str>,
+        master_name: String,
+        client: SentinelClient,
+        sentinels: Vec<redis::Client>,
+        sentinel_addrs: Vec<String>,
+    ) -> Self {
+        SentinelMaster {
+            connector,
+            master_name,
+            client: tokio::sync::Mutex::new(client),
+            sentinels,
+            sentinel_addrs,
+            generation: Arc::new(AtomicU64::new(0)),
+            master: Mutex::new(None),
+            watching: AtomicBool::new(false),
+        }
+    }
+
+    /// A client for the current master (the sentinels asked, the server checked with
+    /// `ROLE`), with the generation of that master.
+    pub(super) async fn locate(self: &Arc<Self>) -> RedisResult<(redis::Client, u64)> {
+        self.watch();
+        let client = self.client.lock().await.async_get_client().await?;
+        let addr = client.get_connection_info().addr().to_string();
+        Ok((client, self.seen(addr)))
+    }
+
+    /// Records the master at `addr`; a new one starts a new generation, which retires every
+    /// connection to the previous one.
+    fn seen(&self, addr: String) -> u64 {
+        let mut master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        if master.as_deref() != Some(addr.as_str()) {
+            let previous = master.replace(addr.clone());
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            if let Some(old) = previous {
+                tracing::warn!(connector = %self.connector, kind = "redis", master = %self.master_name, from = %old, to = %addr, "sentinel master changed; connections to the old master are retired");
+            } else {
+                tracing::info!(connector = %self.connector, kind = "redis", master = %self.master_name, at = %addr, "sentinel master found");
+            }
+            return generation;
+        }
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// `mymaster at 127.0.0.1:6380 via sentinels a:1,b:2`: what status shows.
+    pub(super) fn endpoint(&self) -> String {
+        let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let sentinels = self.sentinel_addrs.join(",");
+        match master.as_deref() {
+            Some(at) => format!("{at} (master {} via sentinels {sentinels})", self.master_name),
+            None => format!("master {} via sentinels {sentinels}", self.master_name),
+        }
+    }
+
+    /// Starts the `+switch-master` subscription once, from inside the runtime.
+    fn watch(self: &Arc<Self>) {
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            tokio::spawn(watch_switches(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// How often the subscription checks that its connector still exists, and waits before
+/// trying the sentinels again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Listens for `+switch-master` on one sentinel after another, for as long as the
+/// connector exists. A failover is noticed at once, even by connections that are idle
+/// or to a master that still answers.
+async fn watch_switches(master: Weak<SentinelMaster>) {
+    loop {
+        let Some(sentinels) = master.upgrade().map(|m| m.sentinels.clone()) else {
+            return;
+        };
+        for sentinel in sentinels {
+            let subscribed = async {
+                let mut pubsub = sentinel.get_async_pubsub().await?;
+                pubsub.subscribe("+switch-master").await?;
+                RedisResult::Ok(pubsub)
+            };
+            let Ok(Ok(mut pubsub)) = tokio::time::timeout(RECHECK * 5, subscribed).await else {
+                continue;
+            };
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { break };
+                        let Some(m) = master.upgrade() else { return };
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            m.switched(&payload);
+                        }
+                    }
+                    () = tokio::time::sleep(RECHECK) => {
+                        if master.strong_count() == 0 {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+impl SentinelMaster {
+    /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
+    fn switched(&self, payload: &str) {
+        if let Some(addr) = switch_target(payload, &self.master_name) {
+            self.seen(addr);
+        }
+    }
+}
+
+/// The new master's `host:port` in a `+switch-master` payload for `name`.
+fn switch_target(payload: &str, name: &str) -> Option<String> {
+    let parts: Vec<&str> = payload.split_whitespace().collect();
+    match parts.as_slice() {
+        [n, _, _, ip, port] if *n == name => Some(if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switch_target;
+
+    #[test]
+    fn switch_master_payloads() {
+        assert_eq!(
+            switch_target("mymaster 127.0.0.1 6379 127.0.0.1 6380", "mymaster").as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(
+            switch_target("other 127.0.0.1 6379 127.0.0.1 6380", "mymaster"),
+            None
+        );
+        assert_eq!(
+            switch_target("mymaster ::1 6379 ::1 6380", "mymaster").as_deref(),
+            Some("[::1]:6380")
+        );
+        assert_eq!(switch_target("garbage", "mymaster"), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! [`Topology`]: where a Redis connector's connections go (one server, the master the
+//! sentinels name, or a cluster), built from its config on the redis crate's own clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_read_routing::RandomReplicaStrategy;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    RedisConnectionInfo, RedisResult, TlsMode,
+};
+
+use super::connection::{Link, Watch};
+use super::invalid;
+use super::sentinel::SentinelMaster;
+use crate::config::{RedisConfig, SentinelConfig, TlsConfig, parse_redis};
+use crate::error::{Error, Origin, Result};
+use crate::status::Kind;
+
+/// Where a connector's connections go.
+pub(super) enum Topology {
+    /// One server at a fixed address.
+    Single {
+        client: redis::Client,
+        endpoint: String,
+    },
+    /// The master a set of sentinels names.
+    Sentinel(Arc<SentinelMaster>),
+    /// A Redis Cluster.
+    Cluster {
+        client: ClusterClient,
+        endpoint: String,
+    },
+}
+
+impl Topology {
+    /// Builds the clients; connects to nothing. `tls` says whether the data nodes are
+    /// reached over TLS.
+    pub(super) fn build(name: &str, config: &RedisConfig) -> Result<(Topology, bool)> {
+        let settings = node_settings(config);
+        if let Some(s) = &config.sentinel {
+            let tls = config.tls.enabled;
+            return Ok((sentinel(name, config, s, settings)?, tls));
+        }
+        if let Some(c) = &config.cluster {
+            let tls = config.tls.enabled || c.nodes.iter().any(|n| n.starts_with("rediss://"));
+            let mut nodes = Vec::with_capacity(c.nodes.len());
+            let mut shown = Vec::with_capacity(c.nodes.len());
+            for (i, n) in c.nodes.iter().enumerate() {
+                let key = format!("cluster.nodes[{i}]");
+                let (addr, at) = address(name, &key, n, tls, &config.tls)?;
+                nodes.push(info(name, &key, addr)?.set_redis_settings(settings.clone()));
+                shown.push(at);
+            }
+            let mut builder = ClusterClientBuilder::new(nodes)
+                .connection_timeout(config.connector.connect_timeout);
+            if let Some(t) = config.command_timeout {
+                builder = builder.response_timeout(t);
+            }
+            if c.read_from_replicas {
+                builder = builder.read_routing_strategy(RandomReplicaStrategy);
+            }
+            if tls && let Some(certs) = certificates(name, &config.tls)? {
+                builder = builder.certs(certs);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| invalid(name, "cluster.nodes", e.to_string()))?;
+            let endpoint = format!("cluster {}", shown.join(","));
+            return Ok((Topology::Cluster { client, endpoint }, tls));
+        }
+        let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
+        let tls = config.tls.enabled || hp.tls;
+        let db = i64::from(hp.db.unwrap_or(config.db));
+        let (addr, endpoint) = address(name, "addr", &config.addr, tls, &config.tls)?;
+        let info = info(name, "addr", addr)?.set_redis_settings(settings.set_db(db));
+        let client = client(name, "addr", info, tls, &config.tls)?;
+        Ok((Topology::Single { client, endpoint }, tls))
+    }
+
+    /// Where it connects, for status; a sentinel's current master once known.
+    pub(super) fn endpoint(&self) -> String {
+        match self {
+            Topology::Single { endpoint, .. } | Topology::Cluster { endpoint, .. } => {
+                endpoint.clone()
+            }
+            Topology::Sentinel(m) => m.endpoint(),
+        }
+    }
+
+    /// Opens one connection, with how to judge it broken. A sentinel's master connection
+    /// carries the generation of the master it found: a failover announced while it
+    /// connects retires it at once.
+    pub(super) async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<(Link, Watch)> {
+        match self {
+            Topology::Single { client, .. } => {
+                let conn = client.get_multiplexed_async_connection_with_config(config);
+                Ok((Link::Node(conn.await?), Watch::Node))
+            }
+            Topology::Sentinel(m) => {
+                let (client, generation) = m.locate().await?;
+                let conn = client.get_multiplexed_async_connection_with_config(config);
+                let watch = Watch::Master {
+                    generation,
+                    current: m.generation.clone(),
+                };
+                Ok((Link::Node(conn.await?), watch))
+            }
+            Topology::Cluster { client, .. } => {
+                let conn = client.get_async_connection().await?;
+                Ok((Link::Cluster(conn), Watch::Cluster))
+            }
+        }
+    }
+
+    /// True for a cluster: its health is the cluster's state, not one server's.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Topology::Cluster { .. })
+    }
+}
+
+/// Credentials, database and protocol for the data nodes. RESP3: the crate reports a
+/// closed connection through the push sender only then.
+fn node_settings(config: &RedisConfig) -> RedisConnectionInfo {
+    let mut settings = RedisConnectionInfo::default()
+        .set_db(i64::from(config.db))
+        .set_protocol(ProtocolVersion::RESP3);
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(pw) = &config.password {
+        settings = settings.set_password(pw.expose());
+    }
+    settings
+}
+
+fn sentinel(
+    name: &str,
+    config: &RedisConfig,
+    s: &SentinelConfig,
+    settings: RedisConnectionInfo,
+) -> Result<Topology> {
+    let sentinel_tls = s.uses_tls();
+    let mut sentinel_settings = RedisConnectionInfo::default();
+    if let Some(user) = &s.username {
+        sentinel_settings = sentinel_settings.set_username(user);
+    }
+    if let Some(pw) = &s.password {
+        sentinel_settings = sentinel_settings.set_password(pw.expose());
+    }
+    let mut addrs = Vec::with_capacity(s.addrs.len());
+    let mut clients = Vec::with_capacity(s.addrs.len());
+    let mut shown = Vec::with_capacity(s.addrs.len());
+    for (i, a) in s.addrs.iter().enumerate() {
+        let key = format!("sentinel.addrs[{i}]");
+        let (addr, at) = address(name, &key, a, sentinel_tls, &s.tls)?;
+        let info = info(name, &key, addr.clone())?.set_redis_settings(sentinel_settings.clone());
+        clients.push(client(name, &key, info, sentinel_tls, &s.tls)?);
+        addrs.push(addr);
+        shown.push(at);
+    }
+    let bad = |e: redis::RedisError| invalid(name, "sentinel", e.to_string());
+    let mut builder =
+        SentinelClientBuilder::new(addrs, &s.master_name, SentinelServerType::Master)
+            .map_err(bad)?
+            .set_client_to_redis_db(settings.db())
+            .set_client_to_redis_protocol(ProtocolVersion::RESP3);
+    if let Some(user) = settings.username() {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(pw) = settings.password() {
+        builder = builder.set_client_to_redis_password(pw);
+    }
+    if let Some(user) = sentinel_settings.username() {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(pw) = sentinel_settings.password() {
+        builder = builder.set_client_to_sentinel_password(pw);
+    }
+    if config.tls.enabled {
+        builder = builder.set_client_to_redis_tls_mode(if config.tls.insecure_skip_verify {
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        });
+        if let Some(certs) = certificates(name, &config.tls)? {
+            builder = builder.set_client_to_redis_certificates(certs);
+        }
+    }
+    if sentinel_tls && let Some(certs) = certificates(name, &s.tls)? {
+        builder = builder.set_client_to_sentinel_certificates(certs);
+    }
+    let client = builder.build().map_err(bad)?;
+    Ok(Topology::Sentinel(Arc::new(SentinelMaster::new(
+        name.into(),
+        s.master_name.clone(),
+        client,
+        clients,
+        shown,
+    ))))
+}
+
+/// The crate's address for `addr` (key `key` in messages), and `host:port` for status.
+fn address(
+    name: &str,
+    key: &str,
+    addr: &str,
+    tls: bool,
+    tls_config: &TlsConfig,
+) -> Result<(ConnectionAddr, String)> {
+    let hp = parse_redis(addr).map_err(|m| invalid(name, key, m))?;
+    let shown = hp.to_string();
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host: hp.host,
+            port: hp.port,
+            insecure: tls_config.insecure_skip_verify,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(hp.host, hp.port)
+    };
+    Ok((addr, shown))
+}
+
+fn info(name: &str, key: &str, addr: ConnectionAddr) -> Result<ConnectionInfo> {
+    addr.into_connection_info()
+        .map_err(|e| invalid(name, key, e.to_string()))
+}
+
+/// A client for one address, with the CA and client certificate of `tls_config` when it
+/// is a TLS address.
+fn client(
+    name: &str,
+    key: &str,
+    info: ConnectionInfo,
+    tls: bool,
+    tls_config: &TlsConfig,
+) -> Result<redis::Client> {
+    if tls && let Some(certs) = certificates(name, tls_config)? {
+        return redis::Client::build_with_tls(info, certs).map_err(|e| Error::Tls {
+            origin: Origin::new(name.to_owned(), Kind::REDIS),
+            message: e.to_string(),
+        });
+    }
+    redis::Client::open(info).map_err(|e| invalid(name, key, e.to_string()))
+}
+
+/// The CA and client certificate from a `tls` block, if it names any.
+fn certificates(name: &str, tls: &TlsConfig) -> Result<Option<redis::TlsCertificates>> {
+    let files = tls.load(name, &Kind::REDIS)?;
+    if files.ca.is_none() && files.identity.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(redis::TlsCertificates {
+        client_tls: files
+            .identity
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: files.ca,
+    }))
+}
+
+/// A connect that hung: a timeout error, as the crate reports one.
+pub(super) fn hung(after: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no connection within {after:?}"),
+    ))
+}
