@@ -58,7 +58,7 @@ impl RedisClusterBuilder {
     }
 
     /// Starts the nodes, creates the cluster with `redis-cli --cluster create`, and waits
-    /// until every node says `cluster_state:ok`.
+    /// until every node says `cluster_state:ok` and every replica is in sync.
     pub fn start(self) -> io::Result<RedisCluster> {
         off_the_runtime(|| self.start_blocking())
     }
@@ -85,6 +85,10 @@ impl RedisClusterBuilder {
                 // The bus port would be port + 10000, which may be taken: pick one.
                 "--cluster-port".into(),
                 free_port()?.to_string(),
+                // Replicas sync at once instead of waiting for more to join (the default
+                // waits 5 s); a replica that never synced cannot be failed over to.
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
             ];
             if let Some(pw) = &self.password {
                 args.extend([
@@ -110,6 +114,7 @@ impl RedisClusterBuilder {
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         cli(cluster.nodes[0].port(), cluster.password.as_deref(), &create)?;
         cluster.wait_ok(SETTLE)?;
+        cluster.wait_synced(SETTLE)?;
         Ok(cluster)
     }
 }
@@ -189,6 +194,36 @@ impl RedisCluster {
     /// kept), as a replica if it was failed over meanwhile.
     pub fn restart(&mut self, i: usize) -> io::Result<()> {
         self.nodes[i].restart()
+    }
+
+    /// Waits until every running replica has finished its sync with its master (so it can
+    /// be failed over to).
+    pub fn wait_synced(&self, within: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + within;
+        off_the_runtime(|| loop {
+            let lagging: Vec<u16> = self
+                .nodes
+                .iter()
+                .filter(|n| n.pid().is_some())
+                .filter(|n| {
+                    let info = cli(n.port(), self.password.as_deref(), &["INFO", "replication"])
+                        .unwrap_or_default();
+                    info_field(&info, "role") != Some("master")
+                        && info_field(&info, "master_link_status") != Some("up")
+                })
+                .map(RedisServer::port)
+                .collect();
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("replicas on ports {lagging:?} not in sync after {within:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        })
     }
 
     /// Waits until every running node says `cluster_state:ok` (every slot has a live

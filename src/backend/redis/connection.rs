@@ -60,7 +60,9 @@ pub(super) enum Watch {
         current: Arc<AtomicU64>,
     },
     /// A cluster connection reconnects to its nodes and follows failovers itself: only a
-    /// request cancelled before its reply breaks it.
+    /// request cancelled before its reply, or one that timed out, breaks it. (After a
+    /// failover, the crate's connection can stop answering altogether when a burst of
+    /// requests meets its stale slot map; a fresh one reads the new map.)
     Cluster,
 }
 
@@ -89,7 +91,7 @@ impl ConnMeta {
     fn observe<T>(&self, r: &RedisResult<T>) {
         let Err(e) = r else { return };
         let broken = match self.watch {
-            Watch::Cluster => false,
+            Watch::Cluster => e.is_timeout(),
             Watch::Node => connection_failed(e),
             Watch::Master { .. } => {
                 connection_failed(e)

@@ -205,7 +205,12 @@ pub(crate) fn classify(
     let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
         || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
         || e.code()
-            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"));
+            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"))
+        // The cluster client wraps a node's refusal in its own error.
+        || (e.code().is_none()
+            && ["\"WRONGPASS\"", "\"NOAUTH\""]
+                .iter()
+                .any(|c| e.to_string().contains(c)));
     if auth {
         return Error::Auth {
             origin: origin.clone(),
