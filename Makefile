@@ -15,6 +15,7 @@ test: deps
 	$(CARGO) run --quiet --example quickstart --features testkit
 	$(CARGO) run --quiet --example redis_lock --features testkit
 	$(CARGO) run --quiet --example etcd_lock --features testkit
+	$(CARGO) run --quiet --example topologies --features testkit
 	$(CARGO) test --all-features --all-targets
 	$(CARGO) test --all-features --doc
 

@@ -269,3 +269,90 @@ fn programmatic_configs_are_validated_too() {
     };
     assert_key(&e, "redis.c.pool_size");
 }
+
+#[test]
+fn sentinel_and_cluster_blocks_load() {
+    let cfg = ManagerConfig::from_yaml_str(
+        r#"
+redis:
+  cache:
+    sentinel:
+      master_name: mymaster
+      addrs: [10.0.0.1:26379, "redis://10.0.0.2:26379"]
+      password: sentinel-secret
+    password: data-secret
+    db: 2
+  sessions:
+    cluster:
+      nodes: [10.0.0.1:7000, 10.0.0.2:7000]
+      read_from_replicas: true
+"#,
+    )
+    .unwrap();
+    let s = cfg.redis["cache"].sentinel.as_ref().unwrap();
+    assert_eq!(s.master_name, "mymaster");
+    assert_eq!(s.addrs.len(), 2);
+    let c = cfg.redis["sessions"].cluster.as_ref().unwrap();
+    assert!(c.read_from_replicas);
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+}
+
+#[test]
+fn exactly_one_topology_is_accepted() {
+    // addr next to a topology, even the default address written out.
+    let e = yaml_errors(
+        "redis:\n  x:\n    addr: 10.0.0.1:6379\n    sentinel: {master_name: m, addrs: [h:1]}\n",
+    );
+    assert_key(&e, "redis.x.addr");
+    let e = yaml_errors("redis:\n  x:\n    addr: 127.0.0.1:6379\n    cluster: {nodes: [h:1]}\n");
+    assert_key(&e, "redis.x.addr");
+    // Both topologies.
+    let e = yaml_errors(
+        "redis:\n  x:\n    sentinel: {master_name: m, addrs: [h:1]}\n    cluster: {nodes: [h:1]}\n",
+    );
+    assert_key(&e, "redis.x.cluster");
+}
+
+#[test]
+fn invalid_topology_blocks_are_refused_by_key() {
+    let e = yaml_errors("redis:\n  x:\n    sentinel: {addrs: []}\n");
+    assert_key(&e, "redis.x.sentinel.master_name");
+    assert_key(&e, "redis.x.sentinel.addrs");
+    let e = yaml_errors("redis:\n  x:\n    sentinel: {master_name: m, addrs: [nope, 'h:1/2']}\n");
+    assert_key(&e, "redis.x.sentinel.addrs[0]");
+    assert_key(&e, "redis.x.sentinel.addrs[1]");
+    let e = yaml_errors("redis:\n  x:\n    db: 3\n    cluster: {nodes: [h:1]}\n");
+    assert_key(&e, "redis.x.db");
+    let e = yaml_errors("redis:\n  x:\n    cluster: {nodes: []}\n");
+    assert_key(&e, "redis.x.cluster.nodes");
+    let e = yaml_errors("redis:\n  x:\n    cluster: {nodes: ['h:1', 'rediss://h:2']}\n");
+    assert_key(&e, "redis.x.cluster.nodes[1]");
+    // A typo inside a block is named, not ignored.
+    let e = yaml_errors("redis:\n  x:\n    sentinel: {master_name: m, addrs: [h:1], pasword: p}\n");
+    assert!(e.to_string().contains("pasword"), "{e}");
+    assert!(
+        e.issues()
+            .iter()
+            .any(|i| i.key.starts_with("redis.x.sentinel")),
+        "{e}"
+    );
+}
+
+#[test]
+fn programmatic_topologies_are_validated_too() {
+    let c = connhub::RedisConfig {
+        addr: "10.0.0.1:6379".into(),
+        cluster: Some(connhub::ClusterConfig {
+            nodes: vec!["h:1".into()],
+            read_from_replicas: false,
+        }),
+        db: 1,
+        ..connhub::RedisConfig::default()
+    };
+    let mut cfg = ManagerConfig::default();
+    cfg.redis.insert("x".into(), c);
+    let e = errors(cfg.validate().map(|()| ManagerConfig::default()));
+    assert_key(&e, "redis.x.addr");
+    assert_key(&e, "redis.x.db");
+}

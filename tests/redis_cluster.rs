@@ -52,7 +52,8 @@ fn writers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..n)
         .map(|t| {
-            let (pool, keys, stop, tally) = (pool.clone(), keys.clone(), stop.clone(), tally.clone());
+            let (pool, keys, stop, tally) =
+                (pool.clone(), keys.clone(), stop.clone(), tally.clone());
             tokio::spawn(async move {
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
@@ -123,11 +124,19 @@ async fn a_master_killed_under_sixteen_writers_is_followed_to_its_replica() {
     let mut cluster = RedisCluster::start().unwrap();
     let manager = Manager::new();
     let pool = manager.add_redis("c", cluster.config()).await.unwrap();
-    assert!(pool.status().endpoint.starts_with("cluster "), "{}", pool.status().endpoint);
+    assert!(
+        pool.status().endpoint.starts_with("cluster "),
+        "{}",
+        pool.status().endpoint
+    );
     let keys = Arc::new(key_per_slot("w"));
     // The sweep's own keys: the writers check what they read back.
     let swept_keys = Arc::new(key_per_slot("s"));
-    assert_eq!(sweep(&pool, &swept_keys).await, 0, "every slot is served before the kill");
+    assert_eq!(
+        sweep(&pool, &swept_keys).await,
+        0,
+        "every slot is served before the kill"
+    );
 
     // A shared connection opened before the kill, then left idle through it.
     let shared = pool.multiplexed().await.unwrap();
@@ -155,7 +164,9 @@ async fn a_master_killed_under_sixteen_writers_is_followed_to_its_replica() {
             let calls = (0..512).map(|i| {
                 let pool = pool.clone();
                 async move {
-                    let Ok(mut c) = pool.multiplexed().await else { return false };
+                    let Ok(mut c) = pool.multiplexed().await else {
+                        return false;
+                    };
                     c.set::<_, _, ()>(format!("m{round}:{i}"), 1).await.is_ok()
                 }
             });
@@ -194,10 +205,17 @@ async fn a_master_killed_under_sixteen_writers_is_followed_to_its_replica() {
         last_failure,
     );
     assert_eq!(second_burst, 0, "the shared connection was not replaced");
-    assert_eq!(tally.wrong.load(Ordering::Relaxed), 0, "a reply for the wrong key");
+    assert_eq!(
+        tally.wrong.load(Ordering::Relaxed),
+        0,
+        "a reply for the wrong key"
+    );
     assert_eq!(failed_sweep, 0, "slots not served 3 s after the kill");
     if let Some(last) = last_failure {
-        assert!(last <= Duration::from_secs(3), "a call failed {last:?} after the kill");
+        assert!(
+            last <= Duration::from_secs(3),
+            "a call failed {last:?} after the kill"
+        );
     }
     assert!(tally.ok.load(Ordering::Relaxed) > 0);
     assert!(!cluster.masters().unwrap().contains(&victim));
@@ -214,7 +232,10 @@ async fn a_master_killed_under_sixteen_writers_is_followed_to_its_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_an_auth_error_at_once() {
     let _serial = SERIAL.lock().await;
-    let cluster = RedisCluster::builder().password("cluster-secret").start().unwrap();
+    let cluster = RedisCluster::builder()
+        .password("cluster-secret")
+        .start()
+        .unwrap();
     let manager = Manager::new();
     let mut config = cluster.config();
     config.password = Some(Secret::new("not-the-password"));
@@ -260,7 +281,11 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "never recovered: {:?}", pool.status());
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {:?}",
+            pool.status()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(pool.state(), State::Healthy);

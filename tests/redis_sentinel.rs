@@ -105,7 +105,9 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
 
     let killed_at = Instant::now();
     let old = set.kill_master().unwrap();
-    let new = set.wait_for_failover_from(old, Duration::from_secs(30)).unwrap();
+    let new = set
+        .wait_for_failover_from(old, Duration::from_secs(30))
+        .unwrap();
     let failover = killed_at.elapsed();
     let new_port = set.nodes()[new].port();
 
@@ -122,7 +124,10 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
         if let Some(a) = ack {
             break a.at - killed_at;
         }
-        assert!(Instant::now() < deadline, "no write succeeded after the failover");
+        assert!(
+            Instant::now() < deadline,
+            "no write succeeded after the failover"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
 
@@ -136,7 +141,7 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
         t.await.unwrap();
     }
 
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     let before: Vec<&Ack> = log.acks.iter().filter(|a| a.at < killed_at).collect();
     let after: Vec<&Ack> = log.acks.iter().filter(|a| a.at > killed_at).collect();
     let failed_after = log.failures.iter().filter(|f| **f > killed_at).count();
@@ -160,7 +165,10 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
         .collect();
     assert!(on_old.is_empty(), "writes on the old master: {on_old:?}");
     assert!(
-        after.iter().filter(|a| a.at > restarted_at).all(|a| a.port == new_port),
+        after
+            .iter()
+            .filter(|a| a.at > restarted_at)
+            .all(|a| a.port == new_port),
         "every write after the restart went to the new master"
     );
     // Every acknowledged write is there.
@@ -184,7 +192,9 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
     );
     let status = pool.status();
     assert!(
-        status.endpoint.starts_with(&format!("127.0.0.1:{new_port} ")),
+        status
+            .endpoint
+            .starts_with(&format!("127.0.0.1:{new_port} ")),
         "status names the new master: {}",
         status.endpoint
     );
@@ -212,7 +222,10 @@ async fn wrong_passwords_are_auth_errors_at_once() {
     let took = started.elapsed();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert!(!err.to_string().contains("not-the-sentinel-password"), "{err}");
+    assert!(
+        !err.to_string().contains("not-the-sentinel-password"),
+        "{err}"
+    );
 
     // The master refuses us.
     let mut config = set.config();
@@ -229,7 +242,12 @@ async fn wrong_passwords_are_auth_errors_at_once() {
     let pool = manager.add_redis("good", set.config()).await.unwrap();
     let mut conn = pool.get().await.unwrap();
     let _: () = conn.set("k", 1).await.unwrap();
-    let shown = format!("{:?} {:?} {:?}", set.config(), pool.status(), manager.status());
+    let shown = format!(
+        "{:?} {:?} {:?}",
+        set.config(),
+        pool.status(),
+        manager.status()
+    );
     assert!(!shown.contains("secret"), "{shown}");
     manager.close().await.unwrap();
 }
@@ -258,11 +276,16 @@ async fn while_no_master_answers_calls_fail_fast_then_recover_by_themselves() {
         assert!(Instant::now() < deadline, "never refused");
         tokio::task::yield_now().await;
     };
-    assert!(refusal < Duration::from_millis(100), "a refusal took {refusal:?}");
+    assert!(
+        refusal < Duration::from_millis(100),
+        "a refusal took {refusal:?}"
+    );
     let ev = events.recv().await.unwrap();
     assert_eq!(ev.to, State::Reconnecting);
     // The replica is promoted: served again with no restart and no caller sleeping.
-    let new = set.wait_for_failover_from(old, Duration::from_secs(30)).unwrap();
+    let new = set
+        .wait_for_failover_from(old, Duration::from_secs(30))
+        .unwrap();
     let promoted = killed_at.elapsed();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -271,14 +294,91 @@ async fn while_no_master_answers_calls_fail_fast_then_recover_by_themselves() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "never recovered: {:?}", pool.status());
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {:?}",
+            pool.status()
+        );
         tokio::task::yield_now().await;
     }
     let back = killed_at.elapsed();
-    println!("no master: refused in {refusal:?}; replica promoted {promoted:?} after the kill, served again after {back:?}");
-    assert!(back <= promoted + Duration::from_secs(1), "served again {back:?} after the kill, promoted after {promoted:?}");
+    println!(
+        "no master: refused in {refusal:?}; replica promoted {promoted:?} after the kill, served again after {back:?}"
+    );
+    assert!(
+        back <= promoted + Duration::from_secs(1),
+        "served again {back:?} after the kill, promoted after {promoted:?}"
+    );
     let port = set.nodes()[new].port().to_string();
-    assert!(pool.status().endpoint.contains(&port), "{}", pool.status().endpoint);
+    assert!(
+        pool.status().endpoint.contains(&port),
+        "{}",
+        pool.status().endpoint
+    );
     assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_with_the_old_master_alive_moves_every_connection() {
+    let _serial = SERIAL.lock().await;
+    let set = RedisSentinel::start().unwrap();
+    let manager = Manager::new();
+    let mut config = set.config();
+    // Connections kept open to the old master, idle, through the failover.
+    config.min_idle_conns = 4;
+    let pool = manager.add_redis("s", config).await.unwrap();
+    let old = set.master().unwrap();
+    let old_port = set.nodes()[old].port();
+    let mut shared = pool.multiplexed().await.unwrap();
+    let _: () = shared.set("before", 1).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let tasks = writers(&pool, 16, &stop, &log);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    set.failover().unwrap();
+    let new = set
+        .wait_for_failover_from(old, Duration::from_secs(30))
+        .unwrap();
+    let switched_at = Instant::now();
+    let new_port = set.nodes()[new].port();
+    set.wait_replica(old, Duration::from_secs(30)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    // A write acknowledged after the switch went to the new master: none to the demoted
+    // one, idle connections included.
+    let late: Vec<&Ack> = log.acks.iter().filter(|a| a.at > switched_at).collect();
+    let stray: Vec<&&Ack> = late.iter().filter(|a| a.port != new_port).collect();
+    println!(
+        "manual failover: {} writes acknowledged after the switch, {} to the old master",
+        late.len(),
+        stray.len()
+    );
+    assert!(!late.is_empty());
+    assert!(
+        stray.is_empty(),
+        "writes after the switch on {old_port}: {stray:?}"
+    );
+    // The shared connection follows too.
+    let mut shared = pool.multiplexed().await.unwrap();
+    let _: () = shared.set("after", 1).await.unwrap();
+    let port: HashMap<String, String> = connhub::redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("port")
+        .query_async(&mut shared)
+        .await
+        .unwrap();
+    assert_eq!(port.get("port"), Some(&new_port.to_string()));
+    assert!(
+        pool.status()
+            .endpoint
+            .starts_with(&format!("127.0.0.1:{new_port} "))
+    );
     manager.close().await.unwrap();
 }

@@ -41,8 +41,8 @@ pub(crate) use redis::DEFAULT_ADDR;
 pub use redis::RedisConfig;
 pub use secret::Secret;
 pub use tls::TlsConfig;
-pub use topology::{ClusterConfig, SentinelConfig};
 pub(crate) use tls::tls_failure;
+pub use topology::{ClusterConfig, SentinelConfig};
 
 use crate::error::{ConfigErrors, Result};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::connector::{key, non_zero_opt};
-use super::{ClusterConfig, ConnectorConfig, SentinelConfig, Secret, TlsConfig, addr};
+use super::{ClusterConfig, ConnectorConfig, Secret, SentinelConfig, TlsConfig, addr};
 use crate::error::ConfigErrors;
 
 /// One Redis connector: where it connects, how it authenticates, how its pool is sized.
@@ -142,7 +142,11 @@ impl RedisConfig {
                 "give either sentinel or cluster, not both",
             ),
             (sentinel, cluster) => {
-                let given = if sentinel.is_some() { "sentinel" } else { "cluster" };
+                let given = if sentinel.is_some() {
+                    "sentinel"
+                } else {
+                    "cluster"
+                };
                 if self.addr != DEFAULT_ADDR {
                     errors.push(
                         key(prefix, "addr"),

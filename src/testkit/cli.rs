@@ -11,7 +11,13 @@ use super::process::require;
 pub(crate) fn cli(port: u16, password: Option<&str>, args: &[&str]) -> io::Result<String> {
     require("redis-cli", "redis-tools")?;
     let mut cmd = Command::new("redis-cli");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--no-auth-warning"]);
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--no-auth-warning",
+    ]);
     if let Some(pw) = password {
         cmd.args(["-a", pw]);
     }

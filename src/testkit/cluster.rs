@@ -112,7 +112,11 @@ impl RedisClusterBuilder {
             "--cluster-yes".into(),
         ]);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        cli(cluster.nodes[0].port(), cluster.password.as_deref(), &create)?;
+        cli(
+            cluster.nodes[0].port(),
+            cluster.password.as_deref(),
+            &create,
+        )?;
         cluster.wait_ok(SETTLE)?;
         cluster.wait_synced(SETTLE)?;
         Ok(cluster)
@@ -161,13 +165,14 @@ impl RedisCluster {
 
     /// A [`RedisConfig`] with a `cluster` block listing every node, and the password.
     pub fn config(&self) -> RedisConfig {
-        let mut c = RedisConfig::default();
-        c.cluster = Some(ClusterConfig {
-            nodes: self.addrs(),
-            read_from_replicas: false,
-        });
-        c.password = self.password.clone().map(Secret::new);
-        c
+        RedisConfig {
+            cluster: Some(ClusterConfig {
+                nodes: self.addrs(),
+                read_from_replicas: false,
+            }),
+            password: self.password.clone().map(Secret::new),
+            ..RedisConfig::default()
+        }
     }
 
     /// Indexes of the running nodes that are masters now.
@@ -177,7 +182,11 @@ impl RedisCluster {
             if node.pid().is_none() {
                 continue;
             }
-            let info = cli(node.port(), self.password.as_deref(), &["INFO", "replication"])?;
+            let info = cli(
+                node.port(),
+                self.password.as_deref(),
+                &["INFO", "replication"],
+            )?;
             if info_field(&info, "role") == Some("master") {
                 masters.push(i);
             }
@@ -200,29 +209,32 @@ impl RedisCluster {
     /// be failed over to).
     pub fn wait_synced(&self, within: Duration) -> io::Result<()> {
         let deadline = Instant::now() + within;
-        off_the_runtime(|| loop {
-            let lagging: Vec<u16> = self
-                .nodes
-                .iter()
-                .filter(|n| n.pid().is_some())
-                .filter(|n| {
-                    let info = cli(n.port(), self.password.as_deref(), &["INFO", "replication"])
-                        .unwrap_or_default();
-                    info_field(&info, "role") != Some("master")
-                        && info_field(&info, "master_link_status") != Some("up")
-                })
-                .map(RedisServer::port)
-                .collect();
-            if lagging.is_empty() {
-                return Ok(());
+        off_the_runtime(|| {
+            loop {
+                let lagging: Vec<u16> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.pid().is_some())
+                    .filter(|n| {
+                        let info =
+                            cli(n.port(), self.password.as_deref(), &["INFO", "replication"])
+                                .unwrap_or_default();
+                        info_field(&info, "role") != Some("master")
+                            && info_field(&info, "master_link_status") != Some("up")
+                    })
+                    .map(RedisServer::port)
+                    .collect();
+                if lagging.is_empty() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("replicas on ports {lagging:?} not in sync after {within:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("replicas on ports {lagging:?} not in sync after {within:?}"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         })
     }
 
@@ -230,27 +242,31 @@ impl RedisCluster {
     /// master) and agrees on the masters.
     pub fn wait_ok(&self, within: Duration) -> io::Result<()> {
         let deadline = Instant::now() + within;
-        off_the_runtime(|| loop {
-            let states: Vec<String> = self
-                .nodes
-                .iter()
-                .filter(|n| n.pid().is_some())
-                .map(|n| {
-                    cli(n.port(), self.password.as_deref(), &["CLUSTER", "INFO"])
-                        .map(|info| info_field(&info, "cluster_state").unwrap_or("?").to_owned())
-                        .unwrap_or_else(|e| e.to_string())
-                })
-                .collect();
-            if states.iter().all(|s| s == "ok") {
-                return Ok(());
+        off_the_runtime(|| {
+            loop {
+                let states: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.pid().is_some())
+                    .map(|n| {
+                        cli(n.port(), self.password.as_deref(), &["CLUSTER", "INFO"])
+                            .map(|info| {
+                                info_field(&info, "cluster_state").unwrap_or("?").to_owned()
+                            })
+                            .unwrap_or_else(|e| e.to_string())
+                    })
+                    .collect();
+                if states.iter().all(|s| s == "ok") {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the cluster is not ok after {within:?}: {states:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the cluster is not ok after {within:?}: {states:?}"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         })
     }
 }

@@ -31,8 +31,8 @@ mod redis;
 mod sentinel;
 
 pub use certs::TestCerts;
+pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use etcd::{EtcdCluster, EtcdServer, EtcdServerBuilder, ServerTls};
 pub use process::free_port;
-pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use redis::{RedisServer, RedisServerBuilder};
 pub use sentinel::{RedisSentinel, RedisSentinelBuilder};

@@ -79,7 +79,12 @@ impl RedisSentinelBuilder {
         // Replicas sync at once instead of waiting for more to join (the default waits 5 s).
         let mut auth: Vec<String> = vec!["--repl-diskless-sync-delay".into(), "0".into()];
         if let Some(pw) = &self.password {
-            auth.extend(["--requirepass".into(), pw.clone(), "--masterauth".into(), pw.clone()]);
+            auth.extend([
+                "--requirepass".into(),
+                pw.clone(),
+                "--masterauth".into(),
+                pw.clone(),
+            ]);
         }
         let master = RedisServer::builder().args(auth.clone()).start()?;
         let mut nodes = vec![master];
@@ -212,15 +217,16 @@ impl RedisSentinel {
 
     /// A [`RedisConfig`] with a `sentinel` block for this set, and its passwords.
     pub fn config(&self) -> RedisConfig {
-        let mut c = RedisConfig::default();
-        c.sentinel = Some(SentinelConfig {
-            master_name: self.master_name.clone(),
-            addrs: self.sentinel_addrs(),
-            password: self.sentinel_password.clone().map(Secret::new),
-            ..SentinelConfig::default()
-        });
-        c.password = self.password.clone().map(Secret::new);
-        c
+        RedisConfig {
+            sentinel: Some(SentinelConfig {
+                master_name: self.master_name.clone(),
+                addrs: self.sentinel_addrs(),
+                password: self.sentinel_password.clone().map(Secret::new),
+                ..SentinelConfig::default()
+            }),
+            password: self.password.clone().map(Secret::new),
+            ..RedisConfig::default()
+        }
     }
 
     /// The index in [`nodes`](RedisSentinel::nodes) of the master the sentinels name now.
@@ -263,30 +269,49 @@ impl RedisSentinel {
         Ok(i)
     }
 
+    /// Asks the sentinels for a failover with no server down (`SENTINEL FAILOVER`): a
+    /// replica is promoted and the old master, still running, becomes its replica.
+    pub fn failover(&self) -> io::Result<()> {
+        let s = self
+            .sentinels
+            .first()
+            .ok_or_else(|| io::Error::other("no sentinel"))?;
+        cli(
+            s.port,
+            self.sentinel_password.as_deref(),
+            &["SENTINEL", "FAILOVER", &self.master_name],
+        )
+        .map(drop)
+    }
+
     /// Waits until every sentinel names a master other than the one at `old` and that
     /// server says it is a master; returns its index.
     pub fn wait_for_failover_from(&self, old: usize, within: Duration) -> io::Result<usize> {
         let deadline = Instant::now() + within;
-        off_the_runtime(|| loop {
-            let named: Vec<Option<usize>> = self
-                .sentinels
-                .iter()
-                .map(|s| self.ask_master(s.port).ok().and_then(|p| self.index_of(p)))
-                .collect();
-            if let Some(Some(new)) = named.first()
-                && *new != old
-                && named.iter().all(|n| *n == Some(*new))
-                && self.role(*new).is_ok_and(|r| r == "master")
-            {
-                return Ok(*new);
+        off_the_runtime(|| {
+            loop {
+                let named: Vec<Option<usize>> = self
+                    .sentinels
+                    .iter()
+                    .map(|s| self.ask_master(s.port).ok().and_then(|p| self.index_of(p)))
+                    .collect();
+                if let Some(Some(new)) = named.first()
+                    && *new != old
+                    && named.iter().all(|n| *n == Some(*new))
+                    && self.role(*new).is_ok_and(|r| r == "master")
+                {
+                    return Ok(*new);
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no failover from node {old} within {within:?} (sentinels name {named:?})"
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no failover from node {old} within {within:?} (sentinels name {named:?})"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         })
     }
 
@@ -316,25 +341,27 @@ impl RedisSentinel {
     /// Waits until node `i` is a replica that finished its sync with the master.
     pub fn wait_replica(&self, i: usize, within: Duration) -> io::Result<()> {
         let deadline = Instant::now() + within;
-        off_the_runtime(|| loop {
-            let info = cli(
-                self.nodes[i].port(),
-                self.password.as_deref(),
-                &["INFO", "replication"],
-            );
-            if let Ok(info) = &info
-                && info_field(info, "role") == Some("slave")
-                && info_field(info, "master_link_status") == Some("up")
-            {
-                return Ok(());
+        off_the_runtime(|| {
+            loop {
+                let info = cli(
+                    self.nodes[i].port(),
+                    self.password.as_deref(),
+                    &["INFO", "replication"],
+                );
+                if let Ok(info) = &info
+                    && info_field(info, "role") == Some("slave")
+                    && info_field(info, "master_link_status") == Some("up")
+                {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("node {i} is not a synced replica after {within:?}: {info:?}"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("node {i} is not a synced replica after {within:?}: {info:?}"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         })
     }
 

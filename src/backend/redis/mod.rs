@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
 
-pub use connection::{RedisConnection, SharedRedisConnection};
 use connection::{ConnMeta, Link};
+pub use connection::{RedisConnection, SharedRedisConnection};
 use topology::Topology;
 
 use crate::config::RedisConfig;
@@ -124,7 +124,13 @@ impl RedisConnectionManager {
                 message,
             };
         }
-        classify(&m.name, &m.topology.endpoint(), "connect", m.connect_timeout, e)
+        classify(
+            &m.name,
+            &m.topology.endpoint(),
+            "connect",
+            m.connect_timeout,
+            e,
+        )
     }
 
     /// Opens one connection, retrying up to `max_retries` times unless the failure is

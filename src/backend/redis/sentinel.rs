@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::sentinel::SentinelClient;
 use redis::RedisResult;
+use redis::sentinel::SentinelClient;
 
 /// The master of one sentinel-monitored set.
 pub(super) struct SentinelMaster {
@@ -81,7 +81,10 @@ impl SentinelMaster {
         let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
         let sentinels = self.sentinel_addrs.join(",");
         match master.as_deref() {
-            Some(at) => format!("{at} (master {} via sentinels {sentinels})", self.master_name),
+            Some(at) => format!(
+                "{at} (master {} via sentinels {sentinels})",
+                self.master_name
+            ),
             None => format!("master {} via sentinels {sentinels}", self.master_name),
         }
     }

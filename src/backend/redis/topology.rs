@@ -20,6 +20,10 @@ use crate::error::{Error, Origin, Result};
 use crate::status::Kind;
 
 /// Where a connector's connections go.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per connector, built once and never moved on a hot path"
+)]
 pub(super) enum Topology {
     /// One server at a fixed address.
     Single {
@@ -165,11 +169,10 @@ fn sentinel(
         shown.push(at);
     }
     let bad = |e: redis::RedisError| invalid(name, "sentinel", e.to_string());
-    let mut builder =
-        SentinelClientBuilder::new(addrs, &s.master_name, SentinelServerType::Master)
-            .map_err(bad)?
-            .set_client_to_redis_db(settings.db())
-            .set_client_to_redis_protocol(ProtocolVersion::RESP3);
+    let mut builder = SentinelClientBuilder::new(addrs, &s.master_name, SentinelServerType::Master)
+        .map_err(bad)?
+        .set_client_to_redis_db(settings.db())
+        .set_client_to_redis_protocol(ProtocolVersion::RESP3);
     if let Some(user) = settings.username() {
         builder = builder.set_client_to_redis_username(user);
     }
