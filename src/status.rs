@@ -116,6 +116,9 @@ pub struct Event {
     pub connector: String,
     /// The connector's kind.
     pub kind: Kind,
+    /// Where it connects at the time of the change (addresses only, never credentials);
+    /// for a Redis Sentinel connector, the master current then.
+    pub endpoint: String,
     /// The state it left.
     pub from: State,
     /// The state it entered.

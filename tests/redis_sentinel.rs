@@ -310,6 +310,20 @@ async fn while_no_master_answers_calls_fail_fast_then_recover_by_themselves() {
         "served again {back:?} after the kill, promoted after {promoted:?}"
     );
     let port = set.nodes()[new].port().to_string();
+    // The event of the recovery names the new master.
+    let healthy = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("a Healthy event")
+            .unwrap();
+        if ev.to == State::Healthy {
+            break ev;
+        }
+    };
+    assert!(
+        healthy.endpoint.starts_with(&format!("127.0.0.1:{port} ")),
+        "{healthy:?}"
+    );
     assert!(
         pool.status().endpoint.contains(&port),
         "{}",

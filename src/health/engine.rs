@@ -73,6 +73,8 @@ pub(crate) struct Health {
     events: broadcast::Sender<Event>,
     /// Called when connections are retired (the pool drops its shared handles).
     on_retire: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Where the connector connects now, for events (a Sentinel master changes).
+    endpoint: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -115,7 +117,13 @@ impl Health {
             observed: Mutex::new(Observed::default()),
             events,
             on_retire: OnceLock::new(),
+            endpoint: OnceLock::new(),
         }
+    }
+
+    /// Sets how to read the connector's current endpoint, for events; once.
+    pub(crate) fn endpoint_from(&self, f: Box<dyn Fn() -> String + Send + Sync>) {
+        let _ = self.endpoint.set(f);
     }
 
     /// Sets what runs when connections are retired; once.
@@ -189,6 +197,7 @@ impl Health {
         let _ = self.events.send(Event {
             connector: self.name.clone(),
             kind: self.kind.clone(),
+            endpoint: self.endpoint.get().map(|f| f()).unwrap_or_default(),
             from,
             to,
             error,

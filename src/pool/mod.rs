@@ -162,6 +162,12 @@ impl<M: Bb8Manager> Pool<M> {
             backend,
             life: health.life.clone(),
         });
+        let of = Arc::downgrade(&parts);
+        health.endpoint_from(Box::new(move || {
+            of.upgrade()
+                .map(|p| p.backend.endpoint())
+                .unwrap_or_default()
+        }));
         let on_retire = Arc::downgrade(&parts);
         health.on_retire(Box::new(move || {
             if let Some(p) = on_retire.upgrade() {
