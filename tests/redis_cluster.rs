@@ -2,6 +2,8 @@
 //! killed under load with default settings and callers that retry without sleeping, on a
 //! 2-worker runtime; bad credentials; health. Bounds are generous; the figures are printed.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -274,20 +276,7 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
     assert_ne!(pool.state(), State::Healthy);
     cluster.restart(victim).unwrap();
     cluster.wait_ok(Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = pool.get().await
-            && c.set::<_, _, ()>("back", 1).await.is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never recovered: {:?}",
-            pool.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::until_a_write_succeeds(&pool, Duration::from_secs(30)).await;
     assert_eq!(pool.state(), State::Healthy);
     manager.close().await.unwrap();
 }

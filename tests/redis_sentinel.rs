@@ -2,6 +2,8 @@
 //! with default settings and callers that retry without sleeping, on a 2-worker runtime;
 //! bad credentials. Bounds are generous; the figures are printed for the record.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -287,20 +289,7 @@ async fn while_no_master_answers_calls_fail_fast_then_recover_by_themselves() {
         .wait_for_failover_from(old, Duration::from_secs(30))
         .unwrap();
     let promoted = killed_at.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut c) = pool.get().await
-            && c.set::<_, _, ()>("back", 1).await.is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never recovered: {:?}",
-            pool.status()
-        );
-        tokio::task::yield_now().await;
-    }
+    common::until_a_write_succeeds(&pool, Duration::from_secs(10)).await;
     let back = killed_at.elapsed();
     println!(
         "no master: refused in {refusal:?}; replica promoted {promoted:?} after the kill, served again after {back:?}"

@@ -1,10 +1,10 @@
 //! [`RedisCluster`]: a Redis Cluster of three masters with a replica each.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cli::{cli, info_field};
-use super::process::{free_port, off_the_runtime, require};
+use super::process::{free_port, off_the_runtime, poll_until, require};
 use super::redis::RedisServer;
 use crate::config::{ClusterConfig, RedisConfig, Secret};
 
@@ -208,65 +208,46 @@ impl RedisCluster {
     /// Waits until every running replica has finished its sync with its master (so it can
     /// be failed over to).
     pub fn wait_synced(&self, within: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + within;
-        off_the_runtime(|| {
-            loop {
-                let lagging: Vec<u16> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.pid().is_some())
-                    .filter(|n| {
-                        let info =
-                            cli(n.port(), self.password.as_deref(), &["INFO", "replication"])
-                                .unwrap_or_default();
-                        info_field(&info, "role") != Some("master")
-                            && info_field(&info, "master_link_status") != Some("up")
-                    })
-                    .map(RedisServer::port)
-                    .collect();
-                if lagging.is_empty() {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("replicas on ports {lagging:?} not in sync after {within:?}"),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        poll_until(within, || {
+            let lagging: Vec<u16> = self
+                .running()
+                .filter(|n| {
+                    let info = cli(n.port(), self.password.as_deref(), &["INFO", "replication"])
+                        .unwrap_or_default();
+                    info_field(&info, "role") != Some("master")
+                        && info_field(&info, "master_link_status") != Some("up")
+                })
+                .map(RedisServer::port)
+                .collect();
+            if lagging.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("replicas on ports {lagging:?} not in sync"))
             }
         })
     }
 
     /// Waits until every running node says `cluster_state:ok` (every slot has a live
-    /// master) and agrees on the masters.
+    /// master).
     pub fn wait_ok(&self, within: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + within;
-        off_the_runtime(|| {
-            loop {
-                let states: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.pid().is_some())
-                    .map(|n| {
-                        cli(n.port(), self.password.as_deref(), &["CLUSTER", "INFO"])
-                            .map(|info| {
-                                info_field(&info, "cluster_state").unwrap_or("?").to_owned()
-                            })
-                            .unwrap_or_else(|e| e.to_string())
-                    })
-                    .collect();
-                if states.iter().all(|s| s == "ok") {
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the cluster is not ok after {within:?}: {states:?}"),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        poll_until(within, || {
+            let states: Vec<String> = self
+                .running()
+                .map(|n| {
+                    cli(n.port(), self.password.as_deref(), &["CLUSTER", "INFO"])
+                        .map(|info| info_field(&info, "cluster_state").unwrap_or("?").to_owned())
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect();
+            if states.iter().all(|s| s == "ok") {
+                Ok(())
+            } else {
+                Err(format!("the cluster is not ok: {states:?}"))
             }
         })
+    }
+
+    fn running(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().filter(|n| n.pid().is_some())
     }
 }

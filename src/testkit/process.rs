@@ -87,6 +87,29 @@ pub(crate) fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Polls `look` every 50 ms until it gives a value, off the runtime's worker; after
+/// `within`, a timeout error with the last reason `look` gave for waiting.
+pub(crate) fn poll_until<T>(
+    within: Duration,
+    mut look: impl FnMut() -> Result<T, String>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + within;
+    off_the_runtime(|| {
+        loop {
+            match look() {
+                Ok(v) => return Ok(v),
+                Err(why) if Instant::now() >= deadline => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("not within {within:?}: {why}"),
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    })
+}
+
 /// Finds `binary` on the PATH, or says how to install it.
 pub(crate) fn require(binary: &str, debian_package: &str) -> io::Result<()> {
     let found = std::env::var_os("PATH")

@@ -1,12 +1,12 @@
 //! [`RedisSentinel`]: a master, its replicas and three sentinels, for failover tests.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 use super::cli::{cli, info_field, pair_field};
-use super::process::{Process, free_port, off_the_runtime, require, retry_port_race};
+use super::process::{Process, free_port, off_the_runtime, poll_until, require, retry_port_race};
 use super::redis::RedisServer;
 use crate::config::{RedisConfig, Secret, SentinelConfig};
 
@@ -287,30 +287,23 @@ impl RedisSentinel {
     /// Waits until every sentinel names a master other than the one at `old` and that
     /// server says it is a master; returns its index.
     pub fn wait_for_failover_from(&self, old: usize, within: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + within;
-        off_the_runtime(|| {
-            loop {
-                let named: Vec<Option<usize>> = self
-                    .sentinels
-                    .iter()
-                    .map(|s| self.ask_master(s.port).ok().and_then(|p| self.index_of(p)))
-                    .collect();
-                if let Some(Some(new)) = named.first()
-                    && *new != old
-                    && named.iter().all(|n| *n == Some(*new))
-                    && self.role(*new).is_ok_and(|r| r == "master")
+        poll_until(within, || {
+            let named: Vec<Option<usize>> = self
+                .sentinels
+                .iter()
+                .map(|s| self.ask_master(s.port).ok().and_then(|p| self.index_of(p)))
+                .collect();
+            match named.first() {
+                Some(Some(new))
+                    if *new != old
+                        && named.iter().all(|n| *n == Some(*new))
+                        && self.role(*new).is_ok_and(|r| r == "master") =>
                 {
-                    return Ok(*new);
+                    Ok(*new)
                 }
-                if Instant::now() >= deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no failover from node {old} within {within:?} (sentinels name {named:?})"
-                        ),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                _ => Err(format!(
+                    "no failover from node {old} (sentinels name nodes {named:?})"
+                )),
             }
         })
     }
@@ -340,36 +333,28 @@ impl RedisSentinel {
 
     /// Waits until node `i` is a replica that finished its sync with the master.
     pub fn wait_replica(&self, i: usize, within: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + within;
-        off_the_runtime(|| {
-            loop {
-                let info = cli(
-                    self.nodes[i].port(),
-                    self.password.as_deref(),
-                    &["INFO", "replication"],
-                );
-                if let Ok(info) = &info
-                    && info_field(info, "role") == Some("slave")
-                    && info_field(info, "master_link_status") == Some("up")
+        poll_until(within, || {
+            let info = cli(
+                self.nodes[i].port(),
+                self.password.as_deref(),
+                &["INFO", "replication"],
+            );
+            match &info {
+                Ok(info)
+                    if info_field(info, "role") == Some("slave")
+                        && info_field(info, "master_link_status") == Some("up") =>
                 {
-                    return Ok(());
+                    Ok(())
                 }
-                if Instant::now() >= deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("node {i} is not a synced replica after {within:?}: {info:?}"),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                _ => Err(format!("node {i} is not a synced replica: {info:?}")),
             }
         })
     }
 
     /// Waits until every sentinel knows every replica and the two other sentinels.
     fn settle(&self) -> io::Result<()> {
-        let deadline = Instant::now() + SETTLE;
         let replicas = (self.nodes.len() - 1).to_string();
-        loop {
+        poll_until(SETTLE, || {
             let ready = self.sentinels.iter().all(|s| {
                 cli(
                     s.port,
@@ -384,17 +369,11 @@ impl RedisSentinel {
             if ready {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
-                let log = self.sentinels.first().map(|s| s.process.log_tail());
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the sentinels did not find each other within {SETTLE:?}; a sentinel's log says:\n{}",
-                        log.unwrap_or_default()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let log = self.sentinels.first().map(|s| s.process.log_tail());
+            Err(format!(
+                "the sentinels did not find each other; a sentinel's log says:\n{}",
+                log.unwrap_or_default()
+            ))
+        })
     }
 }

@@ -42,3 +42,23 @@ pub async fn redis_serves(pool: &connhub::RedisPool) -> bool {
     }
     false
 }
+
+/// Retries a `SET` through `pool.get()` with no sleep (calls fail fast while the connector
+/// is down) until one succeeds; panics after `limit`. Returns how long it took.
+pub async fn until_a_write_succeeds(pool: &connhub::RedisPool, limit: Duration) -> Duration {
+    use connhub::redis::AsyncCommands;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut c) = pool.get().await
+            && c.set::<_, _, ()>("connhub:probe", 1).await.is_ok()
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no write succeeded within {limit:?}: {:?}",
+            pool.status()
+        );
+        tokio::task::yield_now().await;
+    }
+}

@@ -45,6 +45,20 @@ impl Link {
             Link::Cluster(c) => c.get_db(),
         }
     }
+
+    fn node(&self) -> Option<&MultiplexedConnection> {
+        match self {
+            Link::Node(c) => Some(c),
+            Link::Cluster(_) => None,
+        }
+    }
+
+    fn cluster(&self) -> Option<&ClusterConnection> {
+        match self {
+            Link::Cluster(c) => Some(c),
+            Link::Node(_) => None,
+        }
+    }
 }
 
 /// How a connection is judged broken.
@@ -165,18 +179,12 @@ impl RedisConnection {
     /// The redis multiplexed connection underneath, for a single server or a sentinel's
     /// master; `None` for a cluster.
     pub fn multiplexed(&self) -> Option<&MultiplexedConnection> {
-        match &self.inner {
-            Link::Node(c) => Some(c),
-            Link::Cluster(_) => None,
-        }
+        self.inner.node()
     }
 
     /// The redis cluster connection underneath, for a cluster; `None` otherwise.
     pub fn cluster(&self) -> Option<&ClusterConnection> {
-        match &self.inner {
-            Link::Cluster(c) => Some(c),
-            Link::Node(_) => None,
-        }
+        self.inner.cluster()
     }
 }
 
@@ -193,18 +201,12 @@ impl SharedRedisConnection {
     /// The redis multiplexed connection underneath (single server or sentinel's master);
     /// `None` for a cluster. Clones of it are not tracked by the pool.
     pub fn multiplexed(&self) -> Option<&MultiplexedConnection> {
-        match &self.inner {
-            Link::Node(c) => Some(c),
-            Link::Cluster(_) => None,
-        }
+        self.inner.node()
     }
 
     /// The redis cluster connection underneath, for a cluster; `None` otherwise.
     pub fn cluster(&self) -> Option<&ClusterConnection> {
-        match &self.inner {
-            Link::Cluster(c) => Some(c),
-            Link::Node(_) => None,
-        }
+        self.inner.cluster()
     }
 }
 
