@@ -16,6 +16,8 @@ test: deps
 	$(CARGO) run --quiet --example redis_lock --features testkit
 	$(CARGO) run --quiet --example etcd_lock --features testkit
 	$(CARGO) run --quiet --example topologies --features testkit
+	$(CARGO) run --quiet --example service_registry --features testkit
+	$(CARGO) run --quiet --example config_watch --features testkit
 	$(CARGO) test --all-features --all-targets
 	$(CARGO) test --all-features --doc
 

@@ -91,10 +91,14 @@ mod status;
 pub mod testkit;
 
 #[doc(no_inline)]
-pub use backend::etcd::{EtcdConnection, EtcdConnectionManager, EtcdPool};
+pub use backend::etcd::{
+    EtcdConnection, EtcdConnectionManager, EtcdPool, Lease, LeaseEvent, Registration, Watch,
+    WatchItem, WatchSpec,
+};
 #[doc(no_inline)]
 pub use backend::redis::{
-    RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection,
+    RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, Subscription,
+    SubscriptionItem, Topics,
 };
 pub use config::{
     ClusterConfig, ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret,
@@ -106,7 +110,7 @@ pub use manager::{HealthCheck, HealthReport, Manager};
 pub use pool::{
     Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, Pool, PooledConnection, Stamped, Tracked,
 };
-pub use status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
+pub use status::{BoxFuture, Event, Kind, PoolCounts, State, Status, StreamCounts};
 
 pub use bb8;
 pub use etcd_client;

@@ -23,6 +23,7 @@
 //! | `connhub_up` | gauge | 1 when healthy, else 0 |
 //! | `connhub_reconnect_attempts` | gauge | attempts since last healthy |
 //! | `connhub_health_check_seconds` | gauge | duration of the last check |
+//! | `connhub_streams` | gauge | long-lived streams open, by `stream`: `lease`, `watch`, `subscription` |
 
 use metrics::{counter, gauge};
 
@@ -50,6 +51,15 @@ pub(crate) fn record(s: &Status) {
         let mut l = labels.to_vec();
         l.push(("reason", reason.to_owned()));
         counter!("connhub_connections_closed_total", &l).absolute(n);
+    }
+    for (stream, n) in [
+        ("lease", s.streams.leases),
+        ("watch", s.streams.watches),
+        ("subscription", s.streams.subscriptions),
+    ] {
+        let mut l = labels.to_vec();
+        l.push(("stream", stream.to_owned()));
+        gauge!("connhub_streams", &l).set(f64::from(n));
     }
     record_state(&s.name, &s.kind.to_string(), s.state);
     gauge!("connhub_reconnect_attempts", &labels).set(f64::from(s.reconnect_attempts));

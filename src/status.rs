@@ -157,6 +157,18 @@ pub struct PoolCounts {
     pub connections_closed_lifetime: u64,
 }
 
+/// Long-lived streams a connector serves now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCounts {
+    /// etcd leases kept alive ([`EtcdPool::keep_lease`](crate::EtcdPool::keep_lease),
+    /// registrations).
+    pub leases: u32,
+    /// etcd watches ([`EtcdPool::watch`](crate::EtcdPool::watch)).
+    pub watches: u32,
+    /// Redis subscriptions ([`RedisPool::subscribe`](crate::RedisPool::subscribe)).
+    pub subscriptions: u32,
+}
+
 /// A point-in-time view of one connector; serializable and free of secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -170,6 +182,8 @@ pub struct Status {
     pub endpoint: String,
     /// Pool counters.
     pub pool: PoolCounts,
+    /// Long-lived streams open now: leases, watches, subscriptions.
+    pub streams: StreamCounts,
     /// How long the last health check took.
     #[serde(with = "humantime_serde")]
     pub last_check_latency: Option<Duration>,

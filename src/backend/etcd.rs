@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+pub use super::etcd_lease::{Lease, LeaseEvent, Registration};
 use super::etcd_members::Members;
+pub use super::etcd_watch::{Watch, WatchItem, WatchSpec};
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::error::{Error, Origin, Result};
 use crate::pool::{Backend, Pool, PooledConnection};

@@ -4,5 +4,7 @@
 //! of its own, [`Manager::add_backend`](crate::Manager::add_backend).
 
 pub mod etcd;
+mod etcd_lease;
 mod etcd_members;
+mod etcd_watch;
 pub mod redis;

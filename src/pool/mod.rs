@@ -16,6 +16,7 @@
 mod backend;
 mod guard;
 pub(crate) mod shared;
+mod streams;
 mod tracked;
 
 use std::any::Any;
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 pub(crate) use backend::Plain;
 pub use backend::{Backend, Bb8Manager, ConnectionOf, ErrorOf};
 pub use guard::PooledConnection;
+pub(crate) use streams::{StreamGuard, StreamKind, Streams};
 pub use tracked::{Fault, Stamped, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};
@@ -58,6 +60,8 @@ pub(crate) struct Inner<M: Bb8Manager> {
     waiting: AtomicUsize,
     /// Connections the health checks opened and gave to the pool.
     added: std::sync::atomic::AtomicU64,
+    /// Leases, watches and subscriptions open now.
+    streams: Arc<Streams>,
 }
 
 impl<M: Bb8Manager> Clone for Pool<M> {
@@ -205,6 +209,7 @@ impl<M: Bb8Manager> Pool<M> {
                 turns: Arc::new(Semaphore::new(turns)),
                 waiting: AtomicUsize::new(0),
                 added: std::sync::atomic::AtomicU64::new(0),
+                streams: Arc::default(),
             }),
         };
         if !spec.connector.lazy_connect {
@@ -423,6 +428,34 @@ impl<M: Bb8Manager> Pool<M> {
     pub fn is_connected(&self) -> bool {
         self.inner.health.state() == State::Healthy
     }
+
+    /// Counts a long-lived stream of `kind` in status until the guard is dropped.
+    pub(crate) fn open_stream(&self, kind: StreamKind) -> StreamGuard {
+        self.inner.streams.open(kind)
+    }
+
+    /// Completes when the connector is closed: long-lived streams end then.
+    pub(crate) async fn closed(&self) {
+        let h = &*self.inner.health;
+        loop {
+            let next = h.went_down();
+            if h.life.is_closed() {
+                return;
+            }
+            next.await;
+        }
+    }
+
+    /// The connector's settings.
+    pub(crate) fn connector_config(&self) -> &ConnectorConfig {
+        &self.inner.health.config
+    }
+
+    /// Records the status in metrics now (a stream opened or closed).
+    pub(crate) fn record_status(&self) {
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(&self.status());
+    }
 }
 
 impl<M: Bb8Manager> Inner<M> {
@@ -472,6 +505,7 @@ impl<M: Bb8Manager> Inner<M> {
                 connections_closed_idle: st.connections_closed_idle_timeout,
                 connections_closed_lifetime: st.connections_closed_max_lifetime,
             },
+            streams: self.streams.counts(),
             last_check_latency: latency,
             last_check_at: at,
             last_error: h.last_error().map(|e| e.to_string()),

@@ -14,6 +14,7 @@
 
 mod connection;
 mod sentinel;
+mod subscription;
 mod topology;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
 
 use connection::{ConnMeta, Link};
 pub use connection::{RedisConnection, SharedRedisConnection};
+pub use subscription::{Subscription, SubscriptionItem, Topics};
 use topology::Topology;
 
 use crate::config::RedisConfig;

@@ -122,6 +122,19 @@ impl Topology {
         }
     }
 
+    /// A client for a pub/sub connection to the server the pool connects to (a Sentinel
+    /// connector's current master). A cluster has none.
+    pub(super) async fn pubsub_client(&self) -> RedisResult<redis::Client> {
+        match self {
+            Topology::Single { client, .. } => Ok(client.clone()),
+            Topology::Sentinel(m) => m.locate().await.map(|(client, _)| client),
+            Topology::Cluster { .. } => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "subscribe is not available on a cluster connector",
+            ))),
+        }
+    }
+
     /// True for a cluster: its health is the cluster's state, not one server's.
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self, Topology::Cluster { .. })

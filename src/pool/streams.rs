@@ -1,0 +1,68 @@
+//! [`Streams`]: the long-lived streams a connector serves (etcd leases and watches, Redis
+//! subscriptions), counted for status and metrics, and ended when the connector closes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::status::StreamCounts;
+
+/// What kind of long-lived stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    /// An etcd lease kept alive.
+    Lease,
+    /// An etcd watch.
+    Watch,
+    /// A Redis subscription.
+    Subscription,
+}
+
+/// Live counts of a connector's streams.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    leases: AtomicU32,
+    watches: AtomicU32,
+    subscriptions: AtomicU32,
+}
+
+impl Streams {
+    fn counter(&self, kind: StreamKind) -> &AtomicU32 {
+        match kind {
+            StreamKind::Lease => &self.leases,
+            StreamKind::Watch => &self.watches,
+            StreamKind::Subscription => &self.subscriptions,
+        }
+    }
+
+    /// Counts one more stream of `kind` until the returned guard is dropped.
+    pub(crate) fn open(self: &Arc<Self>, kind: StreamKind) -> StreamGuard {
+        self.counter(kind).fetch_add(1, Ordering::Relaxed);
+        StreamGuard {
+            streams: self.clone(),
+            kind,
+        }
+    }
+
+    pub(crate) fn counts(&self) -> StreamCounts {
+        StreamCounts {
+            leases: self.leases.load(Ordering::Relaxed),
+            watches: self.watches.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One counted stream; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamGuard {
+    streams: Arc<Streams>,
+    kind: StreamKind,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.streams
+            .counter(self.kind)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
