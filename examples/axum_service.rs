@@ -3,15 +3,16 @@
 //!
 //! With no argument it starts its own redis-server and etcd (testkit), serves on a free
 //! port, calls its own routes, kills Redis and shows the state change and the recovery in
-//! the event log and in `/healthz`, then exits. With a config file it uses your servers,
+//! the event log and in the probes (`/livez` stays 200, `/readyz` is 503 until Redis is
+//! back), then exits. With a config file it uses your servers,
 //! calls the routes once and exits.
 //!
 //! ```text
 //! cargo run --example axum_service --features testkit,axum,metrics [-- connhub.yaml]
 //! ```
 //!
-//! Routes: `GET|PUT /cache/{key}` (Redis), `GET|PUT /config/{key}` (etcd), `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`.
+//! Routes: `GET|PUT /cache/{key}` (Redis), `GET|PUT /config/{key}` (etcd), `GET /livez`,
+//! `GET /readyz`, `GET /healthz`, `GET /metrics`.
 
 use std::time::{Duration, Instant};
 
@@ -225,6 +226,9 @@ async fn main() -> Result<(), BoxError> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         show(port, "GET", "/cache/greeting", "").await?;
+        // Alive (do not restart the pod), not ready (send it no traffic), and why.
+        show(port, "GET", "/livez", "").await?;
+        show(port, "GET", "/readyz", "").await?;
         show(port, "GET", "/healthz", "").await?;
         show(port, "GET", "/config/feature-x", "").await?;
 
@@ -237,6 +241,7 @@ async fn main() -> Result<(), BoxError> {
         println!("  healthy again {:.0?} after the restart", start.elapsed());
         show(port, "PUT", "/cache/greeting", "hello again").await?;
         show(port, "GET", "/cache/greeting", "").await?;
+        show(port, "GET", "/readyz", "").await?;
         show(port, "GET", "/healthz", "").await?;
     }
 

@@ -1,10 +1,18 @@
-//! axum integration (feature `axum`): health and readiness routes, and pools in handler
+//! axum integration (feature `axum`): Kubernetes-style probe routes, and pools in handler
 //! state.
 //!
-//! [`router`] serves `GET /healthz` (200 when every connector is healthy, 503 otherwise;
-//! the body is [`Manager::status`] as JSON) and `GET /readyz` (200 once every connector has
-//! connected and the manager is open). Merge it into your app; it takes the [`Manager`]
-//! from your state through `FromRef`.
+//! [`router`] serves three routes that mean what Kubernetes means by them:
+//!
+//! - `GET /livez`, for a `livenessProbe`: 200 while the manager is open, 503 once it is
+//!   closed. Never 503 because a backend is down: restarting the pod would not bring Redis
+//!   back, and would turn an outage into a crash loop.
+//! - `GET /readyz`, for a `readinessProbe`: 503 while any connector marked `required` (the
+//!   default) is not healthy, so the Service stops sending the pod traffic it cannot
+//!   serve; optional connectors (`required: false`) are listed but do not fail it.
+//! - `GET /healthz`: every connector's [`Status`] as JSON, 200 when all are healthy, 503
+//!   otherwise. For dashboards and people; do not use it for liveness.
+//!
+//! Merge it into your app; it takes the [`Manager`] from your state through `FromRef`.
 //!
 //! Pools are `Clone`, so a handler can take one directly: put them in your state and
 //! derive `FromRef`.
@@ -47,15 +55,24 @@ use serde::Serialize;
 use crate::manager::Manager;
 use crate::status::{State as ConnectorState, Status};
 
-/// `GET /healthz` and `GET /readyz`, for any state the [`Manager`] can be taken from.
+/// `GET /livez`, `GET /readyz` and `GET /healthz`, for any state the [`Manager`] can be
+/// taken from.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Manager: FromRef<S>,
 {
     Router::new()
-        .route("/healthz", get(healthz::<S>))
+        .route("/livez", get(livez::<S>))
         .route("/readyz", get(readyz::<S>))
+        .route("/healthz", get(healthz::<S>))
+}
+
+/// The body of `/livez`.
+#[derive(Debug, Serialize)]
+pub struct Live {
+    /// True while the manager is open.
+    pub live: bool,
 }
 
 /// The body of `/healthz`.
@@ -70,10 +87,28 @@ pub struct Health {
 /// The body of `/readyz`.
 #[derive(Debug, Serialize)]
 pub struct Ready {
-    /// True once every connector has connected and the manager is open.
+    /// True while the manager is open and every required connector is healthy.
     pub ready: bool,
-    /// Connectors still connecting, or closed.
+    /// Required connectors that are not healthy (connecting, reconnecting, failed, closed).
     pub waiting_for: Vec<String>,
+    /// Optional connectors that are not healthy: reported, not failing readiness.
+    pub degraded: Vec<String>,
+}
+
+fn code(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn livez<S>(State(state): State<S>) -> (StatusCode, Json<Live>)
+where
+    Manager: FromRef<S>,
+{
+    let live = !Manager::from_ref(&state).is_closed();
+    (code(live), Json(Live { live }))
 }
 
 async fn healthz<S>(State(state): State<S>) -> (StatusCode, Json<Health>)
@@ -86,13 +121,8 @@ where
         && connectors
             .iter()
             .all(|s| s.state == ConnectorState::Healthy);
-    let code = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (
-        code,
+        code(healthy),
         Json(Health {
             healthy,
             connectors,
@@ -105,17 +135,23 @@ where
     Manager: FromRef<S>,
 {
     let manager = Manager::from_ref(&state);
-    let waiting_for: Vec<String> = manager
-        .status()
-        .into_iter()
-        .filter(|s| matches!(s.state, ConnectorState::Connecting | ConnectorState::Closed))
-        .map(|s| s.name)
-        .collect();
+    let (mut waiting_for, mut degraded) = (Vec::new(), Vec::new());
+    for s in manager.status() {
+        if s.state != ConnectorState::Healthy {
+            if s.required {
+                waiting_for.push(s.name);
+            } else {
+                degraded.push(s.name);
+            }
+        }
+    }
     let ready = !manager.is_closed() && waiting_for.is_empty();
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(Ready { ready, waiting_for }))
+    (
+        code(ready),
+        Json(Ready {
+            ready,
+            waiting_for,
+            degraded,
+        }),
+    )
 }

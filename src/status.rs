@@ -178,6 +178,8 @@ pub struct Status {
     pub kind: Kind,
     /// Its state.
     pub state: State,
+    /// Whether readiness depends on it (the `required` setting).
+    pub required: bool,
     /// Where it connects to (addresses only, never credentials).
     pub endpoint: String,
     /// Pool counters.

@@ -105,3 +105,85 @@ async fn healthz_and_readyz_follow_the_connectors() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// Polls `path` until it answers `want`, checking the connectors meanwhile (as callers
+/// would); panics after 15 s.
+async fn until_status(
+    app: &axum::Router,
+    manager: &Manager,
+    path: &str,
+    want: StatusCode,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, body) = call(app, path).await;
+        if code == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} stayed {code}: {body}"
+        );
+        let _ = manager.health_check().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_mean_what_kubernetes_means() {
+    let mut cache_server = RedisServer::start().unwrap();
+    let mut sessions_server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let cache = manager
+        .add_redis("cache", cache_server.config())
+        .await
+        .unwrap();
+    let mut optional = sessions_server.config();
+    optional.connector.required = false;
+    manager.add_redis("sessions", optional).await.unwrap();
+    let app = axum::Router::new()
+        .merge(connhub::axum::router())
+        .with_state(App {
+            manager: manager.clone(),
+            cache,
+        });
+    assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
+    assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
+
+    // A required connector down: not ready, still alive.
+    cache_server.kill();
+    let body = until_status(&app, &manager, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["waiting_for"], serde_json::json!(["cache"]));
+    assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, "/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    cache_server.restart_async().await.unwrap();
+    until_status(&app, &manager, "/readyz", StatusCode::OK).await;
+
+    // An optional connector down: reported, still ready, still alive.
+    sessions_server.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let _ = manager.health_check().await;
+        let (code, body) = call(&app, "/readyz").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        if body["degraded"] == serde_json::json!(["sessions"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
+    sessions_server.restart_async().await.unwrap();
+    let body = until_status(&app, &manager, "/healthz", StatusCode::OK).await;
+    assert_eq!(body["connectors"][1]["required"], false);
+
+    // Closed: not alive any more.
+    manager.close().await.unwrap();
+    assert_eq!(
+        call(&app, "/livez").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

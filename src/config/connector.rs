@@ -41,6 +41,10 @@ pub struct ConnectorConfig {
     /// Register without waiting for the first connection; the health task connects in the
     /// background. Default `false`: registration fails if the backend cannot be reached.
     pub lazy_connect: bool,
+    /// The service cannot serve without this connector: `/readyz` answers 503 while it is
+    /// not healthy. An optional one (`false`) is reported there but does not fail it.
+    /// Default `true`.
+    pub required: bool,
 }
 
 impl Default for ConnectorConfig {
@@ -55,6 +59,7 @@ impl Default for ConnectorConfig {
             fail_fast: true,
             drain_timeout: Duration::from_secs(5),
             lazy_connect: false,
+            required: true,
         }
     }
 }

@@ -488,6 +488,7 @@ impl<M: Bb8Manager> Inner<M> {
             name: h.name.clone(),
             kind: h.kind.clone(),
             state: h.state(),
+            required: h.config.required,
             endpoint: self.parts.backend.endpoint(),
             pool: PoolCounts {
                 max_size: self.bb8.config().max_size,
