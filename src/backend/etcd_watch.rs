@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::etcd::{EtcdPool, classify};
 use crate::error::{Error, Origin, Result};
-use crate::pool::{StreamGuard, StreamKind};
+use crate::pool::{Feed, StreamGuard, StreamKind};
 use crate::status::Kind;
 
 /// What a [`Watch`] yields.
@@ -99,14 +99,13 @@ impl WatchSpec {
 /// ```
 #[derive(Debug)]
 pub struct Watch {
-    items: mpsc::Receiver<WatchItem>,
-    task: tokio::task::JoinHandle<()>,
+    feed: Feed<WatchItem>,
 }
 
 impl Watch {
     /// The next item; `None` once the connector is closed.
     pub async fn next(&mut self) -> Option<WatchItem> {
-        self.items.recv().await
+        self.feed.next().await
     }
 }
 
@@ -114,13 +113,7 @@ impl Stream for Watch {
     type Item = WatchItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.items.poll_recv(cx)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.feed.poll_next(cx)
     }
 }
 
@@ -150,7 +143,9 @@ impl EtcdPool {
         let guard = self.open_stream(StreamKind::Watch);
         self.record_status();
         let task = tokio::spawn(run(self.clone(), key, spec, at, stream, first, tx, guard));
-        Ok(Watch { items: rx, task })
+        Ok(Watch {
+            feed: Feed::new(rx, task),
+        })
     }
 
     /// Creates the watch from `at.next` and waits for etcd to confirm it; a watch started

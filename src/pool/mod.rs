@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub(crate) use backend::Plain;
 pub use backend::{Backend, Bb8Manager, ConnectionOf, ErrorOf};
 pub use guard::PooledConnection;
-pub(crate) use streams::{StreamGuard, StreamKind, Streams};
+pub(crate) use streams::{Feed, StreamGuard, StreamKind, Streams};
 pub use tracked::{Fault, Stamped, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
 
 use crate::status::StreamCounts;
 
@@ -64,5 +67,33 @@ impl Drop for StreamGuard {
         self.streams
             .counter(self.kind)
             .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The receiving end of a long-lived stream that a background task feeds; the task ends
+/// when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Feed<T> {
+    items: mpsc::Receiver<T>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Feed<T> {
+    pub(crate) fn new(items: mpsc::Receiver<T>, task: tokio::task::JoinHandle<()>) -> Self {
+        Feed { items, task }
+    }
+
+    pub(crate) async fn next(&mut self) -> Option<T> {
+        self.items.recv().await
+    }
+
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.items.poll_recv(cx)
+    }
+}
+
+impl<T> Drop for Feed<T> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

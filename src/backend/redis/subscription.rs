@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{RedisConnectionManager, RedisPool};
 use crate::error::Result;
-use crate::pool::{StreamGuard, StreamKind};
+use crate::pool::{Feed, StreamGuard, StreamKind};
 
 /// What a [`Subscription`] yields.
 #[derive(Debug)]
@@ -90,14 +90,13 @@ impl<S: Into<String>> FromIterator<S> for Topics {
 /// ```
 #[derive(Debug)]
 pub struct Subscription {
-    items: mpsc::Receiver<SubscriptionItem>,
-    task: tokio::task::JoinHandle<()>,
+    feed: Feed<SubscriptionItem>,
 }
 
 impl Subscription {
     /// The next item; `None` once the connector is closed.
     pub async fn next(&mut self) -> Option<SubscriptionItem> {
-        self.items.recv().await
+        self.feed.next().await
     }
 }
 
@@ -105,13 +104,7 @@ impl Stream for Subscription {
     type Item = SubscriptionItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.items.poll_recv(cx)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.feed.poll_next(cx)
     }
 }
 
@@ -147,7 +140,9 @@ impl RedisPool {
         let guard = self.open_stream(StreamKind::Subscription);
         self.record_status();
         let task = tokio::spawn(run(self.clone(), manager, topics, pubsub, tx, guard));
-        Ok(Subscription { items: rx, task })
+        Ok(Subscription {
+            feed: Feed::new(rx, task),
+        })
     }
 }
 
