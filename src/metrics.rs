@@ -1,48 +1,107 @@
-//! Metrics (feature `metrics`) on the [`metrics`](https://docs.rs/metrics) facade: pool
-//! counters, state, reconnects and health-check latency per connector, labelled
-//! `connector` and `kind`.
+//! Metrics (feature `metrics`) on the [`metrics`](https://docs.rs/metrics) facade.
 //!
-//! Every connector records its own after each health check and on every state change;
-//! [`Manager::record_metrics`](crate::Manager::record_metrics) records all of them now (call it before a scrape for
-//! up-to-the-moment pool counters). Install any recorder, such as
+//! Pool metrics follow the OpenTelemetry database-client conventions, labelled
+//! `pool.name` (the connector) and `db.system.name` (its kind); Prometheus renders the
+//! dots as underscores (`db_client_connection_count`):
+//!
+//! | name | type | what |
+//! |---|---|---|
+//! | `db.client.connection.count` | gauge | connections, by `state`: `idle`, `used` |
+//! | `db.client.connection.max` | gauge | pool size |
+//! | `db.client.connection.idle.min` | gauge | connections kept open even when idle |
+//! | `db.client.connection.pending_requests` | gauge | callers waiting for a connection |
+//! | `db.client.connection.timeouts` | counter | checkouts that timed out |
+//! | `db.client.connection.create_time` | histogram | seconds to open a connection |
+//! | `db.client.connection.wait_time` | histogram | seconds a checkout took |
+//! | `db.client.connection.use_time` | histogram | seconds a connection was checked out |
+//!
+//! The histograms are recorded as things happen, on the recorder installed when the
+//! connector was registered. The gauges, and connhub's own metrics below (labelled
+//! `connector` and `kind`), are recorded after each health check, on every state change,
+//! and by [`Manager::record_metrics`](crate::Manager::record_metrics) (call it before a
+//! scrape for up-to-the-moment values). Install any recorder, such as
 //! metrics-exporter-prometheus.
 //!
 //! | name | type | what |
 //! |---|---|---|
-//! | `connhub_connections` | gauge | open connections |
-//! | `connhub_connections_idle` | gauge | idle connections |
-//! | `connhub_connections_in_use` | gauge | checked-out connections |
-//! | `connhub_pool_max_size` | gauge | pool size |
-//! | `connhub_checkouts_total` | counter | checkouts served |
-//! | `connhub_checkouts_waited_total` | counter | checkouts that waited for a connection |
-//! | `connhub_checkout_wait_microseconds_total` | counter | time spent waiting |
-//! | `connhub_checkout_timeouts_total` | counter | checkouts that timed out |
-//! | `connhub_connections_created_total` | counter | connections opened |
-//! | `connhub_connections_closed_total` | counter | closed, by `reason`: `broken`, `idle`, `lifetime` |
-//! | `connhub_state` | gauge | 0 connecting, 1 healthy, 2 reconnecting, 3 failed, 4 closed |
-//! | `connhub_up` | gauge | 1 when healthy, else 0 |
-//! | `connhub_reconnect_attempts` | gauge | attempts since last healthy |
-//! | `connhub_health_check_seconds` | gauge | duration of the last check |
-//! | `connhub_streams` | gauge | long-lived streams open, by `stream`: `lease`, `watch`, `subscription` |
+//! | `connhub.up` | gauge | 1 when healthy, else 0 |
+//! | `connhub.state` | gauge | 0 connecting, 1 healthy, 2 reconnecting, 3 failed, 4 closed |
+//! | `connhub.reconnect_attempts` | gauge | attempts since last healthy |
+//! | `connhub.health_check.duration` | gauge | seconds the last health check took |
+//! | `connhub.checkouts` | counter | checkouts served |
+//! | `connhub.checkouts.waited` | counter | checkouts that waited for a connection |
+//! | `connhub.connections.created` | counter | connections opened |
+//! | `connhub.connections.closed` | counter | closed, by `reason`: `broken`, `idle`, `lifetime` |
+//! | `connhub.streams` | gauge | long-lived streams open, by `stream`: `lease`, `watch`, `subscription` |
 
-use metrics::{counter, gauge};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 use crate::status::{State, Status};
 
+/// A pool's event metrics, registered once when the connector is built: recording one
+/// is a handle call, with no label to format on the checkout path.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolMeters {
+    create_time: Histogram,
+    wait_time: Histogram,
+    use_time: Histogram,
+    timeouts: Counter,
+}
+
+impl PoolMeters {
+    pub(crate) fn new(name: &str, kind: &str) -> Self {
+        let labels = otel_labels(name, kind);
+        PoolMeters {
+            create_time: histogram!("db.client.connection.create_time", &labels),
+            wait_time: histogram!("db.client.connection.wait_time", &labels),
+            use_time: histogram!("db.client.connection.use_time", &labels),
+            timeouts: counter!("db.client.connection.timeouts", &labels),
+        }
+    }
+
+    pub(crate) fn created(&self, took: Duration) {
+        self.create_time.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn waited(&self, took: Duration) {
+        self.wait_time.record(took.as_secs_f64());
+    }
+
+    /// Where a checkout records how long it was held (one handle, cloned per checkout).
+    pub(crate) fn use_time(&self) -> &Histogram {
+        &self.use_time
+    }
+
+    pub(crate) fn timed_out(&self) {
+        self.timeouts.increment(1);
+    }
+}
+
+fn otel_labels(name: &str, kind: &str) -> [(&'static str, String); 2] {
+    [
+        ("pool.name", name.to_owned()),
+        ("db.system.name", kind.to_owned()),
+    ]
+}
+
 /// Records one connector's status.
 pub(crate) fn record(s: &Status) {
-    let labels = [("connector", s.name.clone()), ("kind", s.kind.to_string())];
+    let otel = otel_labels(&s.name, s.kind.as_str());
     let p = &s.pool;
-    gauge!("connhub_connections", &labels).set(f64::from(p.connections));
-    gauge!("connhub_connections_idle", &labels).set(f64::from(p.idle));
-    gauge!("connhub_connections_in_use", &labels).set(f64::from(p.in_use));
-    gauge!("connhub_pool_max_size", &labels).set(f64::from(p.max_size));
-    counter!("connhub_checkouts_total", &labels).absolute(p.gets);
-    counter!("connhub_checkouts_waited_total", &labels).absolute(p.gets_waited);
-    let waited = u64::try_from(p.wait_time.as_micros()).unwrap_or(u64::MAX);
-    counter!("connhub_checkout_wait_microseconds_total", &labels).absolute(waited);
-    counter!("connhub_checkout_timeouts_total", &labels).absolute(p.gets_timed_out);
-    counter!("connhub_connections_created_total", &labels).absolute(p.connections_created);
+    for (state, n) in [("idle", p.idle), ("used", p.in_use)] {
+        let mut l = otel.to_vec();
+        l.push(("state", state.to_owned()));
+        gauge!("db.client.connection.count", &l).set(f64::from(n));
+    }
+    gauge!("db.client.connection.max", &otel).set(f64::from(p.max_size));
+    gauge!("db.client.connection.idle.min", &otel).set(f64::from(p.min_idle));
+    gauge!("db.client.connection.pending_requests", &otel).set(f64::from(p.pending));
+    let labels = [("connector", s.name.clone()), ("kind", s.kind.to_string())];
+    counter!("connhub.checkouts", &labels).absolute(p.gets);
+    counter!("connhub.checkouts.waited", &labels).absolute(p.gets_waited);
+    counter!("connhub.connections.created", &labels).absolute(p.connections_created);
     for (reason, n) in [
         ("broken", p.connections_closed_broken),
         ("idle", p.connections_closed_idle),
@@ -50,7 +109,7 @@ pub(crate) fn record(s: &Status) {
     ] {
         let mut l = labels.to_vec();
         l.push(("reason", reason.to_owned()));
-        counter!("connhub_connections_closed_total", &l).absolute(n);
+        counter!("connhub.connections.closed", &l).absolute(n);
     }
     for (stream, n) in [
         ("lease", s.streams.leases),
@@ -59,12 +118,12 @@ pub(crate) fn record(s: &Status) {
     ] {
         let mut l = labels.to_vec();
         l.push(("stream", stream.to_owned()));
-        gauge!("connhub_streams", &l).set(f64::from(n));
+        gauge!("connhub.streams", &l).set(f64::from(n));
     }
     record_state(&s.name, &s.kind.to_string(), s.state);
-    gauge!("connhub_reconnect_attempts", &labels).set(f64::from(s.reconnect_attempts));
+    gauge!("connhub.reconnect_attempts", &labels).set(f64::from(s.reconnect_attempts));
     if let Some(latency) = s.last_check_latency {
-        gauge!("connhub_health_check_seconds", &labels).set(latency.as_secs_f64());
+        gauge!("connhub.health_check.duration", &labels).set(latency.as_secs_f64());
     }
 }
 
@@ -74,6 +133,6 @@ pub(crate) fn record_state(connector: &str, kind: &str, state: State) {
         ("connector", connector.to_owned()),
         ("kind", kind.to_owned()),
     ];
-    gauge!("connhub_state", &labels).set(f64::from(state.to_u8()));
-    gauge!("connhub_up", &labels).set(if state == State::Healthy { 1.0 } else { 0.0 });
+    gauge!("connhub.state", &labels).set(f64::from(state.to_u8()));
+    gauge!("connhub.up", &labels).set(if state == State::Healthy { 1.0 } else { 0.0 });
 }

@@ -138,6 +138,10 @@ pub struct PoolCounts {
     pub idle: u32,
     /// Connections checked out now.
     pub in_use: u32,
+    /// Connections kept open even when idle (`min_idle_conns`).
+    pub min_idle: u32,
+    /// Callers waiting for a connection now.
+    pub pending: u32,
     /// Checkouts served since the pool was built.
     pub gets: u64,
     /// Checkouts that had to wait for a connection.

@@ -37,32 +37,60 @@ async fn pool_state_and_counters_are_recorded() {
             (key.key().name().to_owned(), labels, value)
         })
         .collect();
-    let find = |name: &str| {
+    let find = |name: &str, label: (&str, &str)| {
         values
             .iter()
             .find(|(n, labels, _)| {
-                n == name && labels.iter().any(|(k, v)| k == "connector" && v == "cache")
+                n == name
+                    && labels
+                        .iter()
+                        .any(|(k, v)| (k.as_str(), v.as_str()) == label)
             })
             .map(|(_, _, v)| match v {
                 DebugValue::Gauge(g) => g.into_inner(),
                 DebugValue::Counter(c) => *c as f64,
                 DebugValue::Histogram(_) => f64::NAN,
             })
-            .unwrap_or_else(|| panic!("no {name} in {values:?}"))
+            .unwrap_or_else(|| panic!("no {name} with {label:?} in {values:?}"))
     };
-    assert_eq!(find("connhub_up"), 1.0);
-    assert_eq!(find("connhub_state"), 1.0);
-    assert_eq!(find("connhub_connections_in_use"), 1.0);
-    assert_eq!(find("connhub_pool_max_size"), 4.0);
-    assert!(find("connhub_checkouts_total") >= 6.0);
-    assert!(find("connhub_connections_created_total") >= 1.0);
+    // connhub's own, by connector.
+    let own = ("connector", "cache");
+    assert_eq!(find("connhub.up", own), 1.0);
+    assert_eq!(find("connhub.state", own), 1.0);
+    assert!(find("connhub.checkouts", own) >= 6.0);
+    assert!(find("connhub.connections.created", own) >= 1.0);
     assert!(
         values
             .iter()
-            .any(|(n, l, _)| n == "connhub_connections_closed_total"
+            .any(|(n, l, _)| n == "connhub.connections.closed"
                 && l.iter().any(|(k, v)| k == "reason" && v == "broken"))
     );
-    assert!(find("connhub_health_check_seconds") > 0.0);
+    assert!(find("connhub.health_check.duration", own) > 0.0);
+    assert_eq!(find("connhub.reconnect_attempts", own), 0.0);
+    assert_eq!(find("connhub.streams", own), 0.0);
+    // OpenTelemetry's, by pool.
+    let pool_name = ("pool.name", "cache");
+    assert_eq!(find("db.client.connection.max", pool_name), 4.0);
+    assert_eq!(find("db.client.connection.idle.min", pool_name), 0.0);
+    assert_eq!(
+        find("db.client.connection.pending_requests", pool_name),
+        0.0
+    );
+    let used = values.iter().find(|(n, l, _)| {
+        n == "db.client.connection.count"
+            && l.iter().any(|(k, v)| k == "state" && v == "used")
+            && l.iter().any(|(k, v)| k == "pool.name" && v == "cache")
+    });
+    assert!(
+        matches!(used, Some((_, _, DebugValue::Gauge(g))) if g.into_inner() == 1.0),
+        "{used:?}"
+    );
+    assert!(
+        values
+            .iter()
+            .any(|(n, l, _)| n == "db.client.connection.count"
+                && l.iter().any(|(k, v)| k == "state" && v == "idle"))
+    );
     drop(held);
     manager.close().await.unwrap();
 }

@@ -15,9 +15,13 @@ pub struct PooledConnection<M: Bb8Manager> {
     // in line is let in, so that waiter finds it idle.
     conn: bb8::PooledConnection<'static, Tracked<M>>,
     _turn: OwnedSemaphorePermit,
+    /// When it was checked out, and where to record for how long.
+    #[cfg(feature = "metrics")]
+    used: (tokio::time::Instant, metrics::Histogram),
 }
 
 impl<M: Bb8Manager> PooledConnection<M> {
+    #[cfg(not(feature = "metrics"))]
     pub(crate) fn new(
         conn: bb8::PooledConnection<'static, Tracked<M>>,
         turn: OwnedSemaphorePermit,
@@ -25,10 +29,30 @@ impl<M: Bb8Manager> PooledConnection<M> {
         PooledConnection { conn, _turn: turn }
     }
 
+    #[cfg(feature = "metrics")]
+    pub(crate) fn new(
+        conn: bb8::PooledConnection<'static, Tracked<M>>,
+        turn: OwnedSemaphorePermit,
+        use_time: metrics::Histogram,
+    ) -> Self {
+        PooledConnection {
+            conn,
+            _turn: turn,
+            used: (tokio::time::Instant::now(), use_time),
+        }
+    }
+
     /// Drops the connection when it is returned instead of pooling it again (for a
     /// connection left in a state the next user must not see).
     pub fn retire(&mut self) {
         self.conn.retire();
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<M: Bb8Manager> Drop for PooledConnection<M> {
+    fn drop(&mut self) {
+        self.used.1.record(self.used.0.elapsed().as_secs_f64());
     }
 }
 

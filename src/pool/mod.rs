@@ -165,6 +165,8 @@ impl<M: Bb8Manager> Pool<M> {
             manager,
             backend,
             life: health.life.clone(),
+            #[cfg(feature = "metrics")]
+            meters: crate::metrics::PoolMeters::new(&health.name, health.kind.as_str()),
         });
         let of = Arc::downgrade(&parts);
         health.endpoint_from(Box::new(move || {
@@ -245,14 +247,35 @@ impl<M: Bb8Manager> Pool<M> {
         self.admit_or_yield().await?;
         let inner = &*self.inner;
         if let Ok(turn) = inner.turns.clone().try_acquire_owned() {
+            let start = since();
             if inner.parts.backend.checks_locally()
                 && let Some(conn) = inner.idle_now()
             {
-                return Ok(PooledConnection::new(conn, turn));
+                return Ok(self.handed_out(conn, turn, start));
             }
             return Box::pin(self.checkout(Some(turn), Instant::now())).await;
         }
         Box::pin(self.checkout(None, Instant::now())).await
+    }
+
+    /// A checkout done: the guard, and (with metrics) how long it took.
+    fn handed_out(
+        &self,
+        conn: bb8::PooledConnection<'static, Tracked<M>>,
+        turn: OwnedSemaphorePermit,
+        start: Since,
+    ) -> PooledConnection<M> {
+        #[cfg(feature = "metrics")]
+        {
+            let meters = &self.inner.parts.meters;
+            meters.waited(start.elapsed());
+            PooledConnection::new(conn, turn, meters.use_time().clone())
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let () = start;
+            PooledConnection::new(conn, turn)
+        }
     }
 
     /// A refused caller: asks for a trial if one is due, and yields to the runtime when
@@ -290,12 +313,14 @@ impl<M: Bb8Manager> Pool<M> {
             // bb8 validates every connection it hands out through the adapter (epoch,
             // broken flag), so one made before an outage never comes out of here.
             let conn = inner.bb8.get_owned().await.map_err(|e| self.run_error(e))?;
-            Ok(PooledConnection::new(conn, turn))
+            Ok(self.handed_out(conn, turn, since_of(start)))
         };
         // One deadline for the turn and the connection together.
         tokio::select! {
             biased;
             r = tokio::time::timeout_at(start + limit, wait) => r.unwrap_or_else(|_elapsed| {
+                #[cfg(feature = "metrics")]
+                inner.parts.meters.timed_out();
                 Err(if in_line.load(Ordering::Relaxed) {
                     self.exhausted(limit, inner.waiting.load(Ordering::Relaxed))
                 } else {
@@ -458,6 +483,27 @@ impl<M: Bb8Manager> Pool<M> {
     }
 }
 
+/// When a checkout started, kept only when metrics record how long it took: the fast path
+/// reads no clock otherwise.
+#[cfg(feature = "metrics")]
+type Since = Instant;
+#[cfg(not(feature = "metrics"))]
+type Since = ();
+
+#[cfg(feature = "metrics")]
+fn since() -> Since {
+    Instant::now()
+}
+#[cfg(not(feature = "metrics"))]
+fn since() -> Since {}
+
+#[cfg(feature = "metrics")]
+fn since_of(start: Instant) -> Since {
+    start
+}
+#[cfg(not(feature = "metrics"))]
+fn since_of(_: Instant) -> Since {}
+
 impl<M: Bb8Manager> Inner<M> {
     /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
     /// `None` when none is idle. Only for backends that check connections locally, whose
@@ -492,6 +538,8 @@ impl<M: Bb8Manager> Inner<M> {
             endpoint: self.parts.backend.endpoint(),
             pool: PoolCounts {
                 max_size: self.bb8.config().max_size,
+                min_idle: self.bb8.config().min_idle.unwrap_or(0),
+                pending: u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
                 connections: s.connections,
                 idle: s.idle_connections,
                 in_use: s.connections.saturating_sub(s.idle_connections),

@@ -15,6 +15,9 @@ pub(crate) struct Parts<M: Bb8Manager> {
     pub(crate) manager: M,
     pub(crate) backend: Box<dyn Backend<Manager = M>>,
     pub(crate) life: Arc<Life>,
+    /// Event metrics: connection create time, checkout wait and use time, timeouts.
+    #[cfg(feature = "metrics")]
+    pub(crate) meters: crate::metrics::PoolMeters,
 }
 
 /// A backend's bb8 manager with the pool's epoch: the manager of the `bb8::Pool` behind a
@@ -110,7 +113,11 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         // Stamped before connecting: if the connector goes down meanwhile, this connection
         // is retired with the others.
         let epoch = life.epoch();
+        #[cfg(feature = "metrics")]
+        let started = tokio::time::Instant::now();
         let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
+        #[cfg(feature = "metrics")]
+        self.parts.meters.created(started.elapsed());
         Ok(Stamped::new(conn, epoch))
     }
 
