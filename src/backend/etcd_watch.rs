@@ -130,19 +130,20 @@ impl EtcdPool {
     ///
     /// Counted in [`Status::streams`](crate::Status::streams) while it lives.
     pub async fn watch(&self, key: impl Into<Vec<u8>>, spec: WatchSpec) -> Result<Watch> {
-        let key = key.into();
         let client = self.client().await?;
         let mut at = Resume {
+            key: key.into(),
             next: spec.start_revision,
+            spec,
         };
         let (stream, first) = self
-            .open_watch(client, &key, &spec, &mut at)
+            .open_watch(client, &mut at)
             .await
             .map_err(|e| self.connect_failed(e))?;
         let (tx, rx) = mpsc::channel(BUFFER);
         let guard = self.open_stream(StreamKind::Watch);
         self.record_status();
-        let task = tokio::spawn(run(self.clone(), key, spec, at, stream, first, tx, guard));
+        let task = tokio::spawn(run(self.clone(), at, stream, first, tx, guard));
         Ok(Watch {
             feed: Feed::new(rx, task),
         })
@@ -154,8 +155,6 @@ impl EtcdPool {
     async fn open_watch(
         &self,
         mut client: Client,
-        key: &[u8],
-        spec: &WatchSpec,
         at: &mut Resume,
     ) -> Result<(WatchStream, WatchResponse)> {
         let limit = self.connector_config().connect_timeout;
@@ -163,7 +162,7 @@ impl EtcdPool {
         let fail = |e| classify(&name, "", "watch", limit, e);
         let created = async {
             let mut stream = client
-                .watch(key.to_vec(), Some(spec.options(at.next)))
+                .watch(at.key.clone(), Some(at.spec.options(at.next)))
                 .await
                 .map_err(fail)?;
             match stream.message().await.map_err(fail)? {
@@ -192,9 +191,11 @@ impl EtcdPool {
     }
 }
 
-/// Where a watch resumes.
-#[derive(Debug, Default)]
+/// What a watch follows, and where it resumes.
+#[derive(Debug)]
 struct Resume {
+    key: Vec<u8>,
+    spec: WatchSpec,
     /// The revision to watch from next; `None` is "now".
     next: Option<i64>,
 }
@@ -248,11 +249,8 @@ async fn deliver(resp: &WatchResponse, at: &mut Resume, tx: &mpsc::Sender<WatchI
 
 /// Forwards changes; when the stream fails (a member lost, a reconnect), creates the watch
 /// again on the connector's current client from the revision after the last change.
-#[allow(clippy::too_many_arguments)]
 async fn run(
     pool: EtcdPool,
-    key: Vec<u8>,
-    spec: WatchSpec,
     mut at: Resume,
     mut stream: WatchStream,
     first: WatchResponse,
@@ -285,7 +283,7 @@ async fn run(
         loop {
             let attempt = async {
                 let client = pool.client().await?;
-                pool.open_watch(client, &key, &spec, &mut at).await
+                pool.open_watch(client, &mut at).await
             };
             match attempt.await {
                 Ok((s, resp)) => {

@@ -77,11 +77,17 @@ impl SentinelConfig {
 
     /// True when the sentinels are reached over TLS (the `tls` block or a `rediss://`).
     pub(crate) fn uses_tls(&self) -> bool {
-        self.tls.enabled || self.addrs.iter().any(|a| a.starts_with("rediss://"))
+        wants_tls(&self.tls, &self.addrs)
     }
 }
 
 impl ClusterConfig {
+    /// True when the nodes are reached over TLS (the connector's `tls` block, or a
+    /// `rediss://` node).
+    pub(crate) fn uses_tls(&self, tls: &TlsConfig) -> bool {
+        wants_tls(tls, &self.nodes)
+    }
+
     pub(crate) fn validate(&self, prefix: &str, db: u32, errors: &mut ConfigErrors) {
         addresses(&key(prefix, "cluster"), "nodes", &self.nodes, errors);
         if db != 0 {
@@ -91,6 +97,10 @@ impl ClusterConfig {
             );
         }
     }
+}
+
+fn wants_tls(tls: &TlsConfig, addrs: &[String]) -> bool {
+    tls.enabled || addrs.iter().any(|a| a.starts_with("rediss://"))
 }
 
 /// Checks a list of Redis addresses: at least one, each valid, no database in any.

@@ -49,7 +49,7 @@ impl Topology {
             return Ok((sentinel(name, config, s, settings)?, tls));
         }
         if let Some(c) = &config.cluster {
-            let tls = config.tls.enabled || c.nodes.iter().any(|n| n.starts_with("rediss://"));
+            let tls = c.uses_tls(&config.tls);
             let mut nodes = Vec::with_capacity(c.nodes.len());
             let mut shown = Vec::with_capacity(c.nodes.len());
             for (i, n) in c.nodes.iter().enumerate() {
