@@ -115,6 +115,17 @@ pub enum Error {
         origin: Option<Origin>,
     },
 
+    /// A connection's `on_connect` hook failed: that connection was dropped, and the
+    /// connector stays up. See [`OnConnect`](crate::OnConnect).
+    #[error("{origin}: on_connect hook failed: {source}")]
+    Hook {
+        /// The connector it concerns.
+        origin: Origin,
+        /// The hook's own error.
+        #[source]
+        source: Cause,
+    },
+
     /// Any other error the backend returned.
     #[error("{origin}: {source}")]
     Backend {
@@ -192,6 +203,7 @@ impl Error {
             | Error::Connect { origin, .. }
             | Error::Auth { origin, .. }
             | Error::Tls { origin, .. }
+            | Error::Hook { origin, .. }
             | Error::Backend { origin, .. } => Some(origin),
             Error::Closed { origin } => origin.as_ref(),
             Error::InvalidConfig(_)

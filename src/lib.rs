@@ -108,7 +108,8 @@ pub use connector::Connector;
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};
 pub use manager::{HealthCheck, HealthReport, Manager};
 pub use pool::{
-    Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, Pool, PooledConnection, Stamped, Tracked,
+    Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, HookError, OnConnect, Pool,
+    PooledConnection, Stamped, Tracked,
 };
 pub use status::{BoxFuture, Event, Kind, PoolCounts, State, Status, StreamCounts};
 

@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::connector::Connector;
 use crate::error::{ConfigErrors, Error, Result};
-use crate::pool::{Backend, Bb8Manager, Plain, Pool, Spec};
+use crate::pool::{AnyHook, Backend, Bb8Manager, OnConnect, Plain, Pool, Spec};
 use crate::status::{Event, Kind, Status};
 
 /// How many state changes a slow subscriber may fall behind before it misses some.
@@ -49,6 +49,8 @@ struct Inner {
     registry: RwLock<HashMap<String, Arc<dyn Connector>>>,
     closed: AtomicBool,
     events: broadcast::Sender<Event>,
+    /// `on_connect` hooks by connector name.
+    hooks: RwLock<HashMap<String, AnyHook>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -107,6 +109,7 @@ impl Manager {
                 registry: RwLock::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 events,
+                hooks: RwLock::default(),
             }),
         }
     }
@@ -139,6 +142,24 @@ impl Manager {
             return Err(err);
         }
         Ok(manager)
+    }
+
+    /// Runs `hook` once on every new connection of the connector `name`, before any
+    /// caller gets it (see [`OnConnect`]). Register it before the connector: it applies
+    /// to connectors registered afterwards. A hook for another connection type than the
+    /// connector's is refused as a configuration problem when the connector is
+    /// registered. Registering again replaces the hook.
+    pub fn on_connect<C: Send + 'static>(&self, name: impl Into<String>, hook: OnConnect<C>) {
+        self.inner
+            .hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.into(), AnyHook::new(hook));
+    }
+
+    fn hook(&self, name: &str) -> Option<AnyHook> {
+        let hooks = self.inner.hooks.read().unwrap_or_else(|p| p.into_inner());
+        hooks.get(name).cloned()
     }
 
     /// Registers a Redis connector and returns its pool. The config is validated first;
@@ -227,6 +248,7 @@ impl Manager {
             pool,
             events: self.inner.events.clone(),
             name: name.clone(),
+            on_connect: self.hook(&name),
         };
         let pool = Pool::build(spec, manager, Box::new(backend)).await?;
         self.register(name, pool).await

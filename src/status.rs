@@ -159,6 +159,8 @@ pub struct PoolCounts {
     pub connections_closed_idle: u64,
     /// Connections closed by the max lifetime.
     pub connections_closed_lifetime: u64,
+    /// Checkouts held past `leak_detection_threshold` so far (each counted once).
+    pub leaks: u64,
 }
 
 /// Long-lived streams a connector serves now.

@@ -425,11 +425,12 @@ impl EtcdPool {
     /// # Ok(()) }
     /// ```
     pub async fn client(&self) -> Result<Client> {
-        self.admit_or_yield().await?;
-        self.manager()
+        let this = self.current();
+        this.admit_or_yield().await?;
+        this.manager()
             .shared()
             .await
-            .map_err(|e| self.connect_failed(e))
+            .map_err(|e| this.connect_failed(e))
     }
 }
 

@@ -137,6 +137,9 @@ impl EtcdPool {
     /// Dropping the handle revokes the lease. Counted in
     /// [`Status::streams`](crate::Status::streams) while it lives.
     pub async fn keep_lease(&self, ttl: Duration) -> Result<Lease> {
+        if let Some(next) = self.newer() {
+            return Box::pin(next.keep_lease(ttl)).await;
+        }
         let secs = lease_seconds(self.name(), ttl)?;
         let mut client = self.client().await?;
         let id = grant(self, &mut client, secs).await?;
@@ -162,6 +165,9 @@ impl EtcdPool {
         value: impl Into<Vec<u8>>,
         ttl: Duration,
     ) -> Result<Registration> {
+        if let Some(next) = self.newer() {
+            return Box::pin(next.register(key, value, ttl)).await;
+        }
         let (key, value) = (key.into(), value.into());
         let secs = lease_seconds(self.name(), ttl)?;
         let mut client = self.client().await?;

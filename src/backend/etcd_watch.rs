@@ -130,6 +130,9 @@ impl EtcdPool {
     ///
     /// Counted in [`Status::streams`](crate::Status::streams) while it lives.
     pub async fn watch(&self, key: impl Into<Vec<u8>>, spec: WatchSpec) -> Result<Watch> {
+        if let Some(next) = self.newer() {
+            return Box::pin(next.watch(key, spec)).await;
+        }
         let client = self.client().await?;
         let mut at = Resume {
             key: key.into(),

@@ -45,6 +45,12 @@ pub struct ConnectorConfig {
     /// not healthy. An optional one (`false`) is reported there but does not fail it.
     /// Default `true`.
     pub required: bool,
+    /// A connection checked out for longer than this is reported as a possible leak: a
+    /// warning naming the connector and the line that called `get()`, the
+    /// `connhub.connections.leaked` counter, and a second log line when it is finally
+    /// returned. Default none (off).
+    #[serde(with = "humantime_serde")]
+    pub leak_detection_threshold: Option<Duration>,
 }
 
 impl Default for ConnectorConfig {
@@ -60,6 +66,7 @@ impl Default for ConnectorConfig {
             drain_timeout: Duration::from_secs(5),
             lazy_connect: false,
             required: true,
+            leak_detection_threshold: None,
         }
     }
 }
@@ -74,6 +81,12 @@ impl ConnectorConfig {
         ] {
             non_zero(prefix, key, value, errors);
         }
+        non_zero_opt(
+            prefix,
+            "leak_detection_threshold",
+            self.leak_detection_threshold,
+            errors,
+        );
         if self.reconnect_backoff_max < self.reconnect_interval {
             errors.push(
                 key(prefix, "reconnect_backoff_max"),

@@ -76,22 +76,27 @@ impl ManagerConfig {
     /// Checks every connector; every problem is listed, each with its key path.
     pub fn validate(&self) -> Result<()> {
         let mut errors = ConfigErrors::default();
-        self.defaults.validate("defaults", &mut errors);
+        self.check(&mut errors);
+        errors.into_result()
+    }
+
+    /// Adds every problem to `errors`.
+    pub(crate) fn check(&self, errors: &mut ConfigErrors) {
+        self.defaults.validate("defaults", errors);
         for (name, c) in &self.redis {
-            check_name("redis", name, &mut errors);
-            c.validate(&format!("redis.{name}"), &mut errors);
+            check_name("redis", name, errors);
+            c.validate(&format!("redis.{name}"), errors);
         }
         for (name, c) in &self.etcd {
-            check_name("etcd", name, &mut errors);
+            check_name("etcd", name, errors);
             if self.redis.contains_key(name) {
                 errors.push(
                     format!("etcd.{name}"),
                     format!("connector name {name:?} is used by redis.{name} too; names are unique across kinds"),
                 );
             }
-            c.validate(&format!("etcd.{name}"), &mut errors);
+            c.validate(&format!("etcd.{name}"), errors);
         }
-        errors.into_result()
     }
 }
 

@@ -61,6 +61,10 @@ pub struct RedisConfig {
     /// Shared connections behind [`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
     /// opened on first use. Default `1`: one socket pipelines deepest; more help only when one connection saturates.
     pub multiplexed_connections: u32,
+    /// The name every connection gives itself with `CLIENT SETNAME` right after
+    /// connecting (shown by `CLIENT LIST`), the pooled ones and the shared ones alike. No
+    /// spaces; not with `cluster`. Default none.
+    pub client_name: Option<String>,
     /// TLS settings.
     pub tls: TlsConfig,
 }
@@ -85,6 +89,7 @@ impl Default for RedisConfig {
             max_lifetime: Some(Duration::from_secs(1800)),
             command_timeout: Some(Duration::from_secs(5)),
             multiplexed_connections: 1,
+            client_name: None,
             tls: TlsConfig::default(),
         }
     }
@@ -124,7 +129,30 @@ impl RedisConfig {
         non_zero_opt(prefix, "max_idle_time", self.max_idle_time, errors);
         non_zero_opt(prefix, "max_lifetime", self.max_lifetime, errors);
         non_zero_opt(prefix, "command_timeout", self.command_timeout, errors);
+        self.validate_client_name(prefix, errors);
         self.tls.validate(prefix, errors);
+    }
+
+    /// Redis refuses a name with spaces or control characters; a cluster client opens its
+    /// node connections itself, so it cannot name them.
+    fn validate_client_name(&self, prefix: &str, errors: &mut ConfigErrors) {
+        let Some(name) = &self.client_name else {
+            return;
+        };
+        let k = key(prefix, "client_name");
+        if name.is_empty() {
+            errors.push(k, "must not be empty when given");
+        } else if let Some(c) = name.chars().find(|c| !c.is_ascii_graphic()) {
+            errors.push(
+                k,
+                format!("{c:?} is not allowed: Redis takes printable characters without spaces"),
+            );
+        } else if self.cluster.is_some() {
+            errors.push(
+                k,
+                "not available with cluster (the cluster client opens its node connections itself)",
+            );
+        }
     }
 
     /// Exactly one of `addr`, `sentinel` and `cluster`, each valid. `addr` counts as given

@@ -75,6 +75,9 @@ pub(crate) struct Health {
     on_retire: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Where the connector connects now, for events (a Sentinel master changes).
     endpoint: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+    /// A reload replaced this connector's pool: its last changes (its close) are no news,
+    /// and must not overwrite the new pool's state in events and metrics.
+    replaced: AtomicBool,
 }
 
 impl std::fmt::Debug for Health {
@@ -118,6 +121,7 @@ impl Health {
             events,
             on_retire: OnceLock::new(),
             endpoint: OnceLock::new(),
+            replaced: AtomicBool::new(false),
         }
     }
 
@@ -182,7 +186,23 @@ impl Health {
         u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(NEVER - 1)
     }
 
+    /// Silences this engine's events and state metrics: a new pool under the same name
+    /// speaks for the connector from now on.
+    pub(crate) fn mark_replaced(&self) {
+        self.replaced.store(true, Ordering::Release);
+    }
+
+    /// True once a reload replaced this connector's pool.
+    pub(crate) fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Acquire)
+    }
+
     fn announce(&self, from: State, to: State, error: Option<&Error>) {
+        if self.is_replaced() {
+            tracing::debug!(connector = %self.name, kind = %self.kind, %from, %to, "replaced pool changed state");
+            self.wake_on(to);
+            return;
+        }
         let error = error.map(ToString::to_string);
         match &error {
             Some(e) => {
@@ -202,6 +222,11 @@ impl Health {
             to,
             error,
         });
+        self.wake_on(to);
+    }
+
+    /// Wakes the callers waiting on a change to `to`, and the engine on close.
+    fn wake_on(&self, to: State) {
         if matches!(to, State::Reconnecting | State::Failed | State::Closed) {
             self.down.notify_waiters();
         }

@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::backend::Bb8Manager;
+use super::leak::Ticket;
 use super::tracked::Tracked;
 
 /// A checked-out connection: derefs to the backend's connection and goes back to the pool
@@ -15,6 +16,8 @@ pub struct PooledConnection<M: Bb8Manager> {
     // in line is let in, so that waiter finds it idle.
     conn: bb8::PooledConnection<'static, Tracked<M>>,
     _turn: OwnedSemaphorePermit,
+    /// Its entry in the leak registry, while leak detection is on.
+    _leak: Option<Ticket>,
     /// When it was checked out, and where to record for how long.
     #[cfg(feature = "metrics")]
     used: (tokio::time::Instant, metrics::Histogram),
@@ -25,19 +28,26 @@ impl<M: Bb8Manager> PooledConnection<M> {
     pub(crate) fn new(
         conn: bb8::PooledConnection<'static, Tracked<M>>,
         turn: OwnedSemaphorePermit,
+        leak: Option<Ticket>,
     ) -> Self {
-        PooledConnection { conn, _turn: turn }
+        PooledConnection {
+            conn,
+            _turn: turn,
+            _leak: leak,
+        }
     }
 
     #[cfg(feature = "metrics")]
     pub(crate) fn new(
         conn: bb8::PooledConnection<'static, Tracked<M>>,
         turn: OwnedSemaphorePermit,
+        leak: Option<Ticket>,
         use_time: metrics::Histogram,
     ) -> Self {
         PooledConnection {
             conn,
             _turn: turn,
+            _leak: leak,
             used: (tokio::time::Instant::now(), use_time),
         }
     }

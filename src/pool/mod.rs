@@ -15,13 +15,16 @@
 
 mod backend;
 mod guard;
+mod hook;
+mod leak;
 pub(crate) mod shared;
 mod streams;
 mod tracked;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::panic::Location;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -33,14 +36,17 @@ use tokio::time::Instant;
 pub(crate) use backend::Plain;
 pub use backend::{Backend, Bb8Manager, ConnectionOf, ErrorOf};
 pub use guard::PooledConnection;
+pub(crate) use hook::AnyHook;
+pub use hook::{HookError, OnConnect};
 pub(crate) use streams::{Feed, StreamGuard, StreamKind, Streams};
 pub use tracked::{Fault, Stamped, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};
 use crate::connector::Connector;
-use crate::error::{Error, Origin, Result};
+use crate::error::{ConfigErrors, Error, Origin, Result};
 use crate::health::{self, Health, Input, Trial};
 use crate::status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
+use leak::Leaks;
 use tracked::Parts;
 
 /// A typed, health-checked connection pool: the handle services keep.
@@ -62,6 +68,10 @@ pub(crate) struct Inner<M: Bb8Manager> {
     added: std::sync::atomic::AtomicU64,
     /// Leases, watches and subscriptions open now.
     streams: Arc<Streams>,
+    /// Checkouts held now, while leak detection is on.
+    leaks: Option<Arc<Leaks>>,
+    /// The pool that replaced this one on a reload: handles to this one follow it.
+    successor: OnceLock<Pool<M>>,
 }
 
 impl<M: Bb8Manager> Clone for Pool<M> {
@@ -144,6 +154,7 @@ pub(crate) struct Spec {
     pub connector: ConnectorConfig,
     pub pool: PoolConfig,
     pub events: broadcast::Sender<Event>,
+    pub on_connect: Option<AnyHook>,
 }
 
 impl<M: Bb8Manager> Pool<M> {
@@ -154,7 +165,20 @@ impl<M: Bb8Manager> Pool<M> {
         manager: M,
         backend: Box<dyn Backend<Manager = M>>,
     ) -> Result<Self> {
+        let on_connect = match &spec.on_connect {
+            Some(hook) => {
+                let mut errors = ConfigErrors::default();
+                let hook = hook.typed::<M::Connection>(&spec.name, &mut errors);
+                errors.into_result()?;
+                hook
+            }
+            None => None,
+        };
         let kind = backend.kind();
+        let leaks = spec
+            .connector
+            .leak_detection_threshold
+            .map(|t| Leaks::start(&spec.name, kind.as_str(), t));
         let health = Arc::new(Health::new(
             spec.name,
             kind,
@@ -165,6 +189,7 @@ impl<M: Bb8Manager> Pool<M> {
             manager,
             backend,
             life: health.life.clone(),
+            on_connect,
             #[cfg(feature = "metrics")]
             meters: crate::metrics::PoolMeters::new(&health.name, health.kind.as_str()),
         });
@@ -212,6 +237,8 @@ impl<M: Bb8Manager> Pool<M> {
                 waiting: AtomicUsize::new(0),
                 added: std::sync::atomic::AtomicU64::new(0),
                 streams: Arc::default(),
+                leaks,
+                successor: OnceLock::new(),
             }),
         };
         if !spec.connector.lazy_connect {
@@ -243,38 +270,116 @@ impl<M: Bb8Manager> Pool<M> {
     ///
     /// The connection holds its own reference to the pool, so it can outlive this handle
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
-    pub async fn get(&self) -> Result<PooledConnection<M>> {
+    ///
+    /// A new connection runs its connector's [`OnConnect`] hook first, if it has one
+    /// ([`Error::Hook`] when the hook fails). With `leak_detection_threshold` set, the
+    /// line that called `get()` is named when the connection is held past it. After a
+    /// [`reload`](crate::Manager::reload) replaced the connector, this handle checks out
+    /// from the new pool.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection<M>>> + '_ {
+        self.get_at(Location::caller())
+    }
+
+    async fn get_at(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
+        let pool = self.current();
+        match pool.get_here(at).await {
+            // Replaced by a reload between the look and the checkout.
+            Err(Error::Closed { .. }) if pool.inner.successor.get().is_some() => {
+                Box::pin(pool.current().get_here(at)).await
+            }
+            r => r,
+        }
+    }
+
+    /// This pool, or the one that replaced it on a reload (the newest).
+    pub(crate) fn current(&self) -> &Pool<M> {
+        let mut pool = self;
+        while let Some(next) = pool.inner.successor.get() {
+            pool = next;
+        }
+        pool
+    }
+
+    /// The pool that replaced this one on a reload (the newest), if any.
+    pub(crate) fn newer(&self) -> Option<&Pool<M>> {
+        self.inner.successor.get().map(|_| self.current())
+    }
+
+    /// Makes `next` the pool this one's handles use from now on (a reload replaced it).
+    pub(crate) fn replaced_by(&self, next: &Pool<M>) {
+        self.inner.health.mark_replaced();
+        let _ = self.inner.successor.set(next.clone());
+    }
+
+    async fn get_here(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
         self.admit_or_yield().await?;
         let inner = &*self.inner;
         if let Ok(turn) = inner.turns.clone().try_acquire_owned() {
-            let start = since();
+            let start = Since::now();
             if inner.parts.backend.checks_locally()
                 && let Some(conn) = inner.idle_now()
             {
-                return Ok(self.handed_out(conn, turn, start));
+                if conn.is_fresh() {
+                    return Box::pin(self.prepare(conn, turn, start, at)).await;
+                }
+                return Ok(self.handed_out(conn, turn, start, at));
             }
-            return Box::pin(self.checkout(Some(turn), Instant::now())).await;
+            return Box::pin(self.checkout(Some(turn), Instant::now(), at)).await;
         }
-        Box::pin(self.checkout(None, Instant::now())).await
+        Box::pin(self.checkout(None, Instant::now(), at)).await
     }
 
-    /// A checkout done: the guard, and (with metrics) how long it took.
+    /// A new connection's first checkout: runs the `on_connect` hook, bounded by
+    /// `connect_timeout`. A connection whose hook failed is dropped.
+    async fn prepare(
+        &self,
+        mut conn: bb8::PooledConnection<'static, Tracked<M>>,
+        turn: OwnedSemaphorePermit,
+        start: Since,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        let h = &*self.inner.health;
+        if let Some(hook) = &self.inner.parts.on_connect {
+            let limit = h.config.connect_timeout;
+            let ran = tokio::time::timeout(limit, hook.run(&mut conn)).await;
+            let failed = match ran {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Error::Hook {
+                    origin: Origin::new(h.name.clone(), h.kind.clone()),
+                    source: Arc::from(e),
+                }),
+                Err(_) => Some(h.timeout("on_connect hook", limit)),
+            };
+            if let Some(e) = failed {
+                conn.retire();
+                tracing::warn!(connector = %h.name, kind = %h.kind, error = %e, "on_connect hook failed; connection dropped");
+                return Err(e);
+            }
+        }
+        conn.prepared();
+        Ok(self.handed_out(conn, turn, start, at))
+    }
+
+    /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took.
     fn handed_out(
         &self,
         conn: bb8::PooledConnection<'static, Tracked<M>>,
         turn: OwnedSemaphorePermit,
         start: Since,
+        at: &'static Location<'static>,
     ) -> PooledConnection<M> {
+        let leak = self.inner.leaks.as_ref().map(|l| l.checkout(at));
         #[cfg(feature = "metrics")]
         {
             let meters = &self.inner.parts.meters;
             meters.waited(start.elapsed());
-            PooledConnection::new(conn, turn, meters.use_time().clone())
+            PooledConnection::new(conn, turn, leak, meters.use_time().clone())
         }
         #[cfg(not(feature = "metrics"))]
         {
-            let () = start;
-            PooledConnection::new(conn, turn)
+            let _ = start;
+            PooledConnection::new(conn, turn, leak)
         }
     }
 
@@ -292,6 +397,7 @@ impl<M: Bb8Manager> Pool<M> {
         &self,
         turn: Option<OwnedSemaphorePermit>,
         start: Instant,
+        at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
         let inner = &*self.inner;
         let h = &*inner.health;
@@ -313,7 +419,10 @@ impl<M: Bb8Manager> Pool<M> {
             // bb8 validates every connection it hands out through the adapter (epoch,
             // broken flag), so one made before an outage never comes out of here.
             let conn = inner.bb8.get_owned().await.map_err(|e| self.run_error(e))?;
-            Ok(self.handed_out(conn, turn, since_of(start)))
+            if conn.is_fresh() {
+                return self.prepare(conn, turn, Since::of(start), at).await;
+            }
+            Ok(self.handed_out(conn, turn, Since::of(start), at))
         };
         // One deadline for the turn and the connection together.
         tokio::select! {
@@ -439,19 +548,19 @@ impl<M: Bb8Manager> Pool<M> {
         &self.inner.health.name
     }
 
-    /// The connector's state.
+    /// The connector's state (of the pool that replaced this one, after a reload).
     pub fn state(&self) -> State {
-        self.inner.health.state()
+        self.current().inner.health.state()
     }
 
     /// A snapshot of the connector (state, pool counters, last check), free of secrets.
     pub fn status(&self) -> Status {
-        self.inner.status()
+        self.current().inner.status()
     }
 
     /// True while the connector is `Healthy`.
     pub fn is_connected(&self) -> bool {
-        self.inner.health.state() == State::Healthy
+        self.state() == State::Healthy
     }
 
     /// Counts a long-lived stream of `kind` in status until the guard is dropped.
@@ -485,24 +594,31 @@ impl<M: Bb8Manager> Pool<M> {
 
 /// When a checkout started, kept only when metrics record how long it took: the fast path
 /// reads no clock otherwise.
-#[cfg(feature = "metrics")]
-type Since = Instant;
-#[cfg(not(feature = "metrics"))]
-type Since = ();
+#[derive(Clone, Copy)]
+struct Since(#[cfg(feature = "metrics")] Instant);
 
-#[cfg(feature = "metrics")]
-fn since() -> Since {
-    Instant::now()
-}
-#[cfg(not(feature = "metrics"))]
-fn since() -> Since {}
+impl Since {
+    fn now() -> Self {
+        Since(
+            #[cfg(feature = "metrics")]
+            Instant::now(),
+        )
+    }
 
-#[cfg(feature = "metrics")]
-fn since_of(start: Instant) -> Since {
-    start
+    fn of(start: Instant) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = start;
+        Since(
+            #[cfg(feature = "metrics")]
+            start,
+        )
+    }
+
+    #[cfg(feature = "metrics")]
+    fn elapsed(self) -> Duration {
+        self.0.elapsed()
+    }
 }
-#[cfg(not(feature = "metrics"))]
-fn since_of(_: Instant) -> Since {}
 
 impl<M: Bb8Manager> Inner<M> {
     /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
@@ -553,6 +669,7 @@ impl<M: Bb8Manager> Inner<M> {
                     + st.connections_closed_invalid,
                 connections_closed_idle: st.connections_closed_idle_timeout,
                 connections_closed_lifetime: st.connections_closed_max_lifetime,
+                leaks: self.leaks.as_ref().map_or(0, |l| l.reported()),
             },
             streams: self.streams.counts(),
             last_check_latency: latency,
@@ -623,7 +740,9 @@ impl<M: Bb8Manager> Trial for Inner<M> {
 
     fn after_trial(&self) {
         #[cfg(feature = "metrics")]
-        crate::metrics::record(&self.status());
+        if !self.health.is_replaced() {
+            crate::metrics::record(&self.status());
+        }
     }
 }
 

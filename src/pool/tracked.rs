@@ -15,6 +15,8 @@ pub(crate) struct Parts<M: Bb8Manager> {
     pub(crate) manager: M,
     pub(crate) backend: Box<dyn Backend<Manager = M>>,
     pub(crate) life: Arc<Life>,
+    /// Run on every new connection at its first checkout.
+    pub(crate) on_connect: Option<super::OnConnect<M::Connection>>,
     /// Event metrics: connection create time, checkout wait and use time, timeouts.
     #[cfg(feature = "metrics")]
     pub(crate) meters: crate::metrics::PoolMeters,
@@ -40,20 +42,33 @@ pub struct Stamped<C> {
     conn: C,
     epoch: u64,
     retired: bool,
+    /// Its `on_connect` hook has not run yet.
+    fresh: bool,
 }
 
 impl<C> Stamped<C> {
-    pub(crate) fn new(conn: C, epoch: u64) -> Self {
+    pub(crate) fn new(conn: C, epoch: u64, fresh: bool) -> Self {
         Stamped {
             conn,
             epoch,
             retired: false,
+            fresh,
         }
     }
 
     /// Marks it for dropping when it goes back to the pool.
     pub(crate) fn retire(&mut self) {
         self.retired = true;
+    }
+
+    /// True until its `on_connect` hook has run.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Its `on_connect` hook ran.
+    pub(crate) fn prepared(&mut self) {
+        self.fresh = false;
     }
 }
 
@@ -118,7 +133,7 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
         #[cfg(feature = "metrics")]
         self.parts.meters.created(started.elapsed());
-        Ok(Stamped::new(conn, epoch))
+        Ok(Stamped::new(conn, epoch, self.parts.on_connect.is_some()))
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {

@@ -20,7 +20,7 @@ pub(super) enum Link {
 }
 
 impl Link {
-    async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+    pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Node(c) => c.send_packed_command(cmd).await,
             Link::Cluster(c) => c.req_packed_command(cmd).await,

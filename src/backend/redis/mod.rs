@@ -65,6 +65,8 @@ struct ManagerInner {
     tls: bool,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// Sent with `CLIENT SETNAME` on every new connection.
+    client_name: Option<String>,
     /// The connections behind [`RedisPool::multiplexed`].
     shared: Shared<SharedRedisConnection>,
     /// A connection was made once: a hang-up during a later TLS handshake is a server
@@ -100,6 +102,7 @@ impl RedisConnectionManager {
                 tls,
                 connect_timeout: config.connector.connect_timeout,
                 command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
+                client_name: config.client_name.clone(),
                 shared: Shared::new(
                     config.multiplexed_connections,
                     SharedRedisConnection::is_usable,
@@ -153,9 +156,17 @@ impl RedisConnectionManager {
                     }
                     Ok::<(), std::convert::Infallible>(())
                 });
-            // Sentinel lookups and cluster discovery take several round trips: one bound
-            // for them all.
-            let opened = tokio::time::timeout(m.connect_timeout, m.topology.connect(&config))
+            // Sentinel lookups, cluster discovery and naming take several round trips:
+            // one bound for them all.
+            let connect = async {
+                let (mut link, watch) = m.topology.connect(&config).await?;
+                if let Some(name) = &m.client_name {
+                    link.send(redis::cmd("CLIENT").arg("SETNAME").arg(name))
+                        .await?;
+                }
+                Ok((link, watch))
+            };
+            let opened = tokio::time::timeout(m.connect_timeout, connect)
                 .await
                 .unwrap_or_else(|_| Err(topology::hung(m.connect_timeout)));
             match opened {
@@ -360,17 +371,18 @@ impl RedisPool {
     /// # Ok(()) }
     /// ```
     pub async fn multiplexed(&self) -> Result<SharedRedisConnection> {
-        let manager = self.manager();
+        let this = self.current();
+        let manager = this.manager();
         let open = || async {
             match manager.open().await {
                 Ok((inner, meta)) => Ok(SharedRedisConnection { inner, meta }),
-                Err(e) => Err(self.connect_failed(e)),
+                Err(e) => Err(this.connect_failed(e)),
             }
         };
         manager
             .inner
             .shared
-            .get(self, open, SharedRedisConnection::clone)
+            .get(this, open, SharedRedisConnection::clone)
             .await
     }
 }

@@ -123,6 +123,9 @@ impl RedisPool {
     ///
     /// Counted in [`Status::streams`](crate::Status::streams) while it lives.
     pub async fn subscribe(&self, topics: Topics) -> Result<Subscription> {
+        if let Some(next) = self.newer() {
+            return Box::pin(next.subscribe(topics)).await;
+        }
         if topics.channels.is_empty() && topics.patterns.is_empty() {
             let mut errors = crate::error::ConfigErrors::default();
             errors.push(

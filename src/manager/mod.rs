@@ -1,0 +1,475 @@
+//! [`Manager`]: the registry of connectors, by name.
+
+mod reload;
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::broadcast;
+
+use crate::backend::etcd::{EtcdConnectionManager, EtcdPool};
+use crate::backend::redis::{RedisConnectionManager, RedisPool};
+use crate::config::{
+    ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, check_name,
+    kind_from_type_name,
+};
+use crate::connector::Connector;
+use crate::error::{ConfigErrors, Error, Result};
+use crate::pool::{AnyHook, Backend, Bb8Manager, OnConnect, Plain, Pool, Spec};
+use crate::status::{Event, Kind, Status};
+use reload::Declared;
+pub use reload::ReloadReport;
+
+/// How many state changes a slow subscriber may fall behind before it misses some.
+const EVENT_CAPACITY: usize = 1024;
+
+/// One place for every connection of a service: register connectors, look them up by name
+/// as typed pools, check them, watch their state, close them.
+///
+/// `Manager` is cheap to clone and safe to share between tasks; lookups take a read lock
+/// for a hash-map lookup and an `Arc` clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = connhub::ManagerConfig::from_file("connhub.yaml")?;
+/// let manager = connhub::Manager::from_config(config).await?;
+/// let cache = manager.redis("cache")?;
+/// let mut conn = cache.get().await?;
+/// let pong: String = connhub::redis::cmd("PING").query_async(&mut *conn).await?;
+/// drop(conn);
+/// manager.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: RwLock<HashMap<String, Arc<dyn Connector>>>,
+    closed: AtomicBool,
+    events: broadcast::Sender<Event>,
+    /// The connectors a config declared (by `from_config` or `reload`), with the config
+    /// each was built from; the ones registered in code are not here.
+    declared: Mutex<BTreeMap<String, Declared>>,
+    /// `on_connect` hooks by connector name.
+    hooks: RwLock<HashMap<String, AnyHook>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        f.debug_struct("Manager")
+            .field("connectors", &names)
+            .field("closed", &self.inner.closed.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Manager::new()
+    }
+}
+
+/// The outcome of [`Manager::health_check`]: one entry per connector, by name.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    /// Every connector's check, sorted by name.
+    pub checks: Vec<HealthCheck>,
+}
+
+/// One connector's check.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// The connector's name.
+    pub name: String,
+    /// The connector's kind.
+    pub kind: Kind,
+    /// How long the check took, or why it failed.
+    pub result: Result<Duration>,
+}
+
+impl HealthReport {
+    /// True when every check succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.result.is_ok())
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &HealthCheck> {
+        self.checks.iter().filter(|c| c.result.is_err())
+    }
+}
+
+impl Manager {
+    /// An empty manager.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Manager {
+            inner: Arc::new(Inner {
+                registry: RwLock::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                events,
+                declared: Mutex::default(),
+                hooks: RwLock::default(),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Validates the whole config (every problem at once, nothing connected), then
+    /// registers every connector concurrently. If one fails to connect, those already
+    /// connected are closed and the first error (by kind, then name) is returned.
+    ///
+    /// The same as [`Manager::new`] followed by [`reload`](Manager::reload); use those
+    /// two to register [`on_connect`](Manager::on_connect) hooks first.
+    pub async fn from_config(config: ManagerConfig) -> Result<Manager> {
+        let manager = Manager::new();
+        manager.reload(config).await?;
+        Ok(manager)
+    }
+
+    /// Runs `hook` once on every new connection of the connector `name`, before any
+    /// caller gets it (see [`OnConnect`]). Register it before the connector: it applies
+    /// to connectors registered afterwards, including those a
+    /// [`reload`](Manager::reload) adds or replaces. A hook for another connection type
+    /// than the connector's is refused as a configuration problem when the connector is
+    /// registered. Registering again replaces the hook.
+    pub fn on_connect<C: Send + 'static>(&self, name: impl Into<String>, hook: OnConnect<C>) {
+        self.inner
+            .hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.into(), AnyHook::new(hook));
+    }
+
+    fn hook(&self, name: &str) -> Option<AnyHook> {
+        let hooks = self.inner.hooks.read().unwrap_or_else(|p| p.into_inner());
+        hooks.get(name).cloned()
+    }
+
+    /// Registers a Redis connector and returns its pool. The config is validated first;
+    /// unless `lazy_connect` is set, the first connection is made (and a wrong password is
+    /// [`Error::Auth`]) before this returns.
+    pub async fn add_redis(
+        &self,
+        name: impl Into<String>,
+        config: RedisConfig,
+    ) -> Result<RedisPool> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let pool = self.build_redis(&name, &config).await?;
+        self.register(name, pool).await
+    }
+
+    /// A Redis pool, built and connected but not registered.
+    async fn build_redis(&self, name: &str, config: &RedisConfig) -> Result<RedisPool> {
+        let manager = RedisConnectionManager::new(name, config)?;
+        let pool = PoolConfig {
+            max_size: config.pool_size,
+            min_idle: (config.min_idle_conns > 0).then_some(config.min_idle_conns),
+            max_idle_time: config.max_idle_time,
+            max_lifetime: config.max_lifetime,
+            ..PoolConfig::default()
+        };
+        let connector = config.connector.clone();
+        self.build_backend(name, manager.clone(), manager, connector, pool)
+            .await
+    }
+
+    /// Registers an etcd connector and returns its pool; see [`add_redis`](Manager::add_redis).
+    pub async fn add_etcd(&self, name: impl Into<String>, config: EtcdConfig) -> Result<EtcdPool> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let pool = self.build_etcd(&name, &config).await?;
+        self.register(name, pool).await
+    }
+
+    /// An etcd pool, built and connected but not registered.
+    async fn build_etcd(&self, name: &str, config: &EtcdConfig) -> Result<EtcdPool> {
+        let manager = EtcdConnectionManager::new(name, config)?;
+        let pool = PoolConfig {
+            max_size: config.pool_size,
+            ..PoolConfig::default()
+        };
+        let connector = config.connector.clone();
+        self.build_backend(name, manager.clone(), manager, connector, pool)
+            .await
+    }
+
+    /// Registers any bb8 manager (bb8-postgres, bb8-redis, bb8-lapin, your own) and
+    /// returns its pool.
+    ///
+    /// A checkout validates with the manager's own `is_valid`, which for most managers is
+    /// a round trip; a connection that fails it is dropped and another taken, never an
+    /// outage. The health check is `is_valid` too. The kind comes from
+    /// [`PoolConfig::kind`] or the manager's type name. To give connhub more to work with
+    /// (a local check at checkout, a health probe, error classification), implement
+    /// [`Backend`] and use [`add_backend`](Manager::add_backend).
+    pub async fn add_pool<M>(
+        &self,
+        name: impl Into<String>,
+        manager: M,
+        connector: ConnectorConfig,
+        pool: PoolConfig,
+    ) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
+        let kind = match &pool.kind {
+            Some(k) => Kind::custom(k.clone()),
+            None => Kind::custom(kind_from_type_name(std::any::type_name::<M>())),
+        };
+        let backend = Plain::new(kind, pool.endpoint.clone());
+        self.add_backend(name, manager, backend, connector, pool)
+            .await
+    }
+
+    /// Registers a backend: `manager` opens its connections, `backend` tells connhub how
+    /// to check them and read their errors. The one path every backend takes, Redis and
+    /// etcd included.
+    pub async fn add_backend<B: Backend>(
+        &self,
+        name: impl Into<String>,
+        manager: B::Manager,
+        backend: B,
+        connector: ConnectorConfig,
+        pool: PoolConfig,
+    ) -> Result<Pool<B::Manager>> {
+        let name = name.into();
+        self.check_free(&name)?;
+        let pool = self
+            .build_backend(&name, manager, backend, connector, pool)
+            .await?;
+        self.register(name, pool).await
+    }
+
+    /// A pool of any backend, built (and connected, unless `lazy_connect`) but not
+    /// registered.
+    async fn build_backend<B: Backend>(
+        &self,
+        name: &str,
+        manager: B::Manager,
+        backend: B,
+        connector: ConnectorConfig,
+        pool: PoolConfig,
+    ) -> Result<Pool<B::Manager>> {
+        let mut errors = ConfigErrors::default();
+        check_name("pool", name, &mut errors);
+        connector.validate(name, &mut errors);
+        pool.validate(name, &mut errors);
+        errors.into_result()?;
+        let spec = Spec {
+            connector,
+            pool,
+            events: self.inner.events.clone(),
+            name: name.to_owned(),
+            on_connect: self.hook(name),
+        };
+        Pool::build(spec, manager, Box::new(backend)).await
+    }
+
+    fn check_free(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        if self.read().contains_key(name) {
+            return Err(Error::AlreadyRegistered {
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed { origin: None });
+        }
+        Ok(())
+    }
+
+    async fn register<M>(&self, name: String, pool: Pool<M>) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
+        let refused = {
+            let mut registry = self.write();
+            if self.inner.closed.load(Ordering::Acquire) {
+                Some(Error::Closed { origin: None })
+            } else {
+                match registry.entry(name) {
+                    Entry::Occupied(e) => Some(Error::AlreadyRegistered {
+                        name: e.key().clone(),
+                    }),
+                    Entry::Vacant(v) => {
+                        v.insert(Arc::new(pool.clone()));
+                        None
+                    }
+                }
+            }
+        };
+        match refused {
+            Some(e) => {
+                // Lost a race with another registration or with close: undo quietly.
+                let _ = pool.close().await;
+                Err(e)
+            }
+            None => Ok(pool),
+        }
+    }
+
+    /// The Redis pool registered as `name`.
+    pub fn redis(&self, name: &str) -> Result<RedisPool> {
+        self.pool_of(name, "redis")
+    }
+
+    /// The etcd pool registered as `name`.
+    pub fn etcd(&self, name: &str) -> Result<EtcdPool> {
+        self.pool_of(name, "etcd")
+    }
+
+    /// The pool of any backend registered as `name`, typed by its bb8 manager.
+    pub fn pool<M>(&self, name: &str) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
+        self.pool_of(name, std::any::type_name::<M>())
+    }
+
+    fn pool_of<M>(&self, name: &str, expected: &str) -> Result<Pool<M>>
+    where
+        M: Bb8Manager,
+    {
+        let connector = self.connector(name)?;
+        match connector.as_any().downcast_ref::<Pool<M>>() {
+            Some(pool) => Ok(pool.clone()),
+            None => Err(Error::WrongType {
+                name: name.to_owned(),
+                expected: expected.to_owned(),
+                actual: connector.kind().clone(),
+            }),
+        }
+    }
+
+    /// The connector registered as `name`, behind the object-safe interface.
+    pub fn connector(&self, name: &str) -> Result<Arc<dyn Connector>> {
+        self.check_open()?;
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The names of every registered connector, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Unregisters `name` and closes it (see [`Pool::close`]).
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let removed = {
+            let mut registry = self.write();
+            self.declared().remove(name);
+            registry.remove(name)
+        };
+        match removed {
+            Some(c) => c.disconnect().await,
+            None => Err(Error::NotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Checks every connector now, concurrently; each check is bounded by its
+    /// `connect_timeout`. Failed checks move their connector to `Reconnecting`.
+    pub async fn health_check(&self) -> HealthReport {
+        let connectors = self.snapshot();
+        let checks = join_all(connectors.iter().map(|c| async move {
+            HealthCheck {
+                name: c.name().to_owned(),
+                kind: c.kind().clone(),
+                result: c.health_check().await,
+            }
+        }))
+        .await;
+        HealthReport { checks }
+    }
+
+    /// A snapshot of every connector, sorted by name; free of secrets.
+    pub fn status(&self) -> Vec<Status> {
+        self.snapshot().iter().map(|c| c.status()).collect()
+    }
+
+    /// Every state change of every connector from now on, in order per connector.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Closes every connector concurrently (each drains up to its `drain_timeout`).
+    /// Afterwards lookups and checkouts are [`Error::Closed`]. Calling it again does
+    /// nothing.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let drained: Vec<Arc<dyn Connector>> = {
+            let mut registry = self.write();
+            self.declared().clear();
+            registry.drain().map(|(_, c)| c).collect()
+        };
+        let results = join_all(drained.iter().map(|c| c.disconnect())).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
+    /// Records every connector's metrics now (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        for s in self.status() {
+            crate::metrics::record(&s);
+        }
+    }
+
+    /// True once [`close`](Manager::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn snapshot(&self) -> Vec<Arc<dyn Connector>> {
+        let mut all: Vec<Arc<dyn Connector>> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<dyn Connector>>> {
+        // A poisoned lock only means a panic elsewhere while it was held; the map itself
+        // is never left half-updated (single insert/remove calls).
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<dyn Connector>>> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken while holding the registry's write lock, when both change.
+    fn declared(&self) -> MutexGuard<'_, BTreeMap<String, Declared>> {
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}

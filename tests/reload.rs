@@ -1,0 +1,258 @@
+//! `Manager::reload` under load: connectors added, removed and changed with no failed call
+//! on the ones that stay, handles kept from before following the new pool, and a bad
+//! reload (invalid, or a connector that cannot connect) changing nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use connhub::redis::AsyncCommands;
+use connhub::testkit::{EtcdServer, RedisServer};
+use connhub::{Error, EtcdConfig, Manager, ManagerConfig, RedisConfig, State};
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn record(&self, r: Result<(), Error>) {
+        match r {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first_failure
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+fn redis(server: &RedisServer, pool_size: u32) -> RedisConfig {
+    let mut c = server.config();
+    c.pool_size = pool_size;
+    c
+}
+
+fn config(redis: &[(&str, RedisConfig)], etcd: &[(&str, EtcdConfig)]) -> ManagerConfig {
+    ManagerConfig {
+        redis: redis
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        etcd: etcd
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.clone()))
+            .collect(),
+        ..ManagerConfig::default()
+    }
+}
+
+/// How many `INCR`s the server counted on `key`.
+async fn hits(server: &RedisServer, key: &str) -> i64 {
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    c.get::<_, Option<i64>>(key).await.unwrap().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_adds_removes_and_changes_with_no_failed_call() {
+    let a = RedisServer::start().unwrap();
+    let b = RedisServer::start().unwrap();
+    let etcd = EtcdServer::start().unwrap();
+    let first = config(
+        &[
+            ("stay", redis(&a, 4)),
+            ("change", redis(&a, 4)),
+            ("gone", redis(&a, 4)),
+        ],
+        &[],
+    );
+    let manager = Manager::from_config(first).await.unwrap();
+    let mut events = manager.subscribe();
+
+    // 16 tasks that retry without sleeping, on 8 connections: half keep the handle they
+    // got at the start, half look it up on every call.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: BTreeMap<&str, Arc<Tally>> =
+        [("stay", Arc::default()), ("change", Arc::default())]
+            .into_iter()
+            .collect();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let name = if i % 2 == 0 { "stay" } else { "change" };
+            let kept = (i % 4 < 2).then(|| manager.redis(name).unwrap());
+            let (manager, stop, tally) = (manager.clone(), stop.clone(), tallies[name].clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let call = async {
+                        let pool = match &kept {
+                            Some(p) => p.clone(),
+                            None => manager.redis(name)?,
+                        };
+                        let mut c = pool.get().await?;
+                        let _: i64 = c.incr(format!("hits:{name}"), 1).await.map_err(|e| {
+                            Error::Backend {
+                                origin: connhub::Origin::new(name, connhub::Kind::REDIS),
+                                source: Arc::new(e),
+                            }
+                        })?;
+                        Ok(())
+                    };
+                    tally.record(call.await);
+                }
+            })
+        })
+        .collect();
+    let kept_change = manager.redis("change").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = tallies["change"].ok.load(Ordering::Relaxed);
+    assert!(before > 0, "load runs");
+
+    // Change one, remove one, add a Redis and an etcd connector.
+    let second = config(
+        &[
+            ("stay", redis(&a, 4)),
+            ("change", redis(&b, 6)),
+            ("new", redis(&b, 4)),
+        ],
+        &[("registry", EtcdConfig::new([etcd.endpoint()]))],
+    );
+    let report = manager.reload(second.clone()).await.unwrap();
+    assert_eq!(report.added, ["new", "registry"]);
+    assert_eq!(report.replaced, ["change"]);
+    assert_eq!(report.removed, ["gone"]);
+    assert_eq!(report.unchanged, ["stay"]);
+    assert_eq!(manager.names(), ["change", "new", "registry", "stay"]);
+    assert!(matches!(manager.redis("gone"), Err(Error::NotFound { .. })));
+    let status = manager.redis("change").unwrap().status();
+    assert!(
+        status.endpoint.contains(&b.port().to_string()),
+        "{status:?}"
+    );
+    assert_eq!(status.pool.max_size, 6);
+    let kept = kept_change.status();
+    assert_eq!(
+        (kept.endpoint, kept.pool.max_size, kept.state),
+        (status.endpoint.clone(), 6, State::Healthy),
+        "a kept handle follows the new pool"
+    );
+    manager.redis("new").unwrap().get().await.unwrap();
+    manager.etcd("registry").unwrap().get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let on_b = hits(&b, "hits:change").await;
+    assert!(
+        on_b > 0,
+        "calls on the changed connector reach its new server"
+    );
+
+    // The last event of the replaced connector is the new pool's, not the old one's close.
+    let mut last = None;
+    while let Ok(e) = events.try_recv() {
+        if e.connector == "change" {
+            last = Some(e.to);
+        }
+    }
+    assert_eq!(last, Some(State::Healthy));
+
+    // An invalid config is refused whole, every problem listed, and changes nothing.
+    let mut bad = second.clone();
+    bad.redis.get_mut("change").unwrap().pool_size = 0;
+    bad.redis.get_mut("new").unwrap().addr = "not an address".into();
+    let err = manager.reload(bad).await.unwrap_err();
+    let Error::InvalidConfig(problems) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(problems.has_key("redis.change.pool_size"), "{err}");
+    assert!(problems.has_key("redis.new.addr"), "{err}");
+
+    // A connector that cannot connect refuses the reload; nothing is swapped.
+    let mut down = second.clone();
+    let port = connhub::testkit::free_port().unwrap();
+    down.redis
+        .insert("down".into(), RedisConfig::new(format!("127.0.0.1:{port}")));
+    down.redis.insert("change".into(), redis(&a, 4));
+    let err = manager.reload(down).await.unwrap_err();
+    assert_eq!(err.connector(), Some("down"), "{err:?}");
+    assert_eq!(manager.names(), ["change", "new", "registry", "stay"]);
+    let status = manager.redis("change").unwrap().status();
+    assert!(
+        status.endpoint.contains(&b.port().to_string()),
+        "{status:?}"
+    );
+
+    // The same config again changes nothing.
+    assert!(manager.reload(second).await.unwrap().is_empty());
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for (name, t) in &tallies {
+        let (ok, failed) = (
+            t.ok.load(Ordering::Relaxed),
+            t.failed.load(Ordering::Relaxed),
+        );
+        assert_eq!(
+            failed,
+            0,
+            "{name}: {failed} failed of {}, first: {:?}",
+            ok + failed,
+            t.first_failure.lock().unwrap()
+        );
+    }
+    assert!(tallies["change"].ok.load(Ordering::Relaxed) > before);
+    assert!(
+        hits(&b, "hits:change").await > on_b,
+        "still served by the new pool"
+    );
+    manager.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reload_leaves_connectors_registered_in_code_alone() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::from_config(config(&[("cache", server.config())], &[]))
+        .await
+        .unwrap();
+    manager.add_redis("code", server.config()).await.unwrap();
+
+    // Not in the config: left alone.
+    let report = manager
+        .reload(config(&[("cache", server.config())], &[]))
+        .await
+        .unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    assert_eq!(manager.names(), ["cache", "code"]);
+
+    // Named by the config: refused, naming the key.
+    let err = manager
+        .reload(config(
+            &[("cache", server.config()), ("code", server.config())],
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    let Error::InvalidConfig(problems) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(problems.has_key("redis.code"), "{err}");
+
+    // Removing every declared connector leaves the one registered in code.
+    let report = manager.reload(ManagerConfig::default()).await.unwrap();
+    assert_eq!(report.removed, ["cache"]);
+    assert_eq!(manager.names(), ["code"]);
+    manager.close().await.unwrap();
+    assert!(matches!(
+        manager.reload(ManagerConfig::default()).await,
+        Err(Error::Closed { .. })
+    ));
+}
