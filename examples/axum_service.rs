@@ -4,11 +4,12 @@
 //! With no argument it starts its own redis-server and etcd (testkit), serves on a free
 //! port, calls its own routes, kills Redis and shows the state change and the recovery in
 //! the event log and in the probes (`/livez` stays 200, `/readyz` is 503 until Redis is
-//! back), then exits. With a config file it uses your servers,
-//! calls the routes once and exits.
+//! back), reloads a changed config on SIGHUP, then exits. With a config file it uses
+//! your servers and calls the routes once; add `--serve` to keep serving until Ctrl-C,
+//! reloading the file on every SIGHUP (`kill -HUP <pid>`).
 //!
 //! ```text
-//! cargo run --example axum_service --features testkit,axum,metrics [-- connhub.yaml]
+//! cargo run --example axum_service --features testkit,axum,metrics [-- connhub.yaml [--serve]]
 //! ```
 //!
 //! Routes: `GET|PUT /cache/{key}` (Redis), `GET|PUT /config/{key}` (etcd), `GET /livez`,
@@ -142,10 +143,36 @@ async fn show(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, S
     Ok((code, text))
 }
 
+/// Reloads the manager with what `load` returns on every SIGHUP; an invalid or
+/// unreachable config is logged and the running one kept.
+async fn reload_on_sighup(
+    manager: Manager,
+    done: tokio::sync::mpsc::UnboundedSender<()>,
+    load: impl Fn() -> connhub::Result<ManagerConfig>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    while hangups.recv().await.is_some() {
+        match load() {
+            Ok(config) => match manager.reload(config).await {
+                Ok(r) => println!(
+                    "  reloaded: added {:?}, replaced {:?}, removed {:?}",
+                    r.added, r.replaced, r.removed
+                ),
+                Err(e) => println!("  reload refused, running config kept: {e}"),
+            },
+            Err(e) => println!("  reload refused, running config kept: {e}"),
+        }
+        let _ = done.send(());
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let path = std::env::args().nth(1).filter(|a| !a.is_empty());
+    let serve = std::env::args().any(|a| a == "--serve");
     let (mut servers, config) = match &path {
         Some(p) => (None, ManagerConfig::from_file(p)?),
         None => {
@@ -181,7 +208,26 @@ async fn main() -> Result<(), BoxError> {
         .cloned()
         .ok_or("the config has no etcd connector")?;
 
-    let manager = Manager::from_config(config).await?;
+    let manager = Manager::from_config(config.clone()).await?;
+    // What SIGHUP loads: the file again, or (in the demo) the running config with a
+    // bigger cache pool.
+    let reload_from = path.clone();
+    let demo_config = config;
+    let (reloads, mut reloaded) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(reload_on_sighup(
+        manager.clone(),
+        reloads,
+        move || match &reload_from {
+            Some(p) => ManagerConfig::from_file(p),
+            None => {
+                let mut next = demo_config.clone();
+                for c in next.redis.values_mut() {
+                    c.pool_size *= 2;
+                }
+                Ok(next)
+            }
+        },
+    ));
     let mut events = manager.subscribe();
     let event_log = tokio::spawn(async move {
         while let Ok(e) = events.recv().await {
@@ -243,6 +289,24 @@ async fn main() -> Result<(), BoxError> {
         show(port, "GET", "/cache/greeting", "").await?;
         show(port, "GET", "/readyz", "").await?;
         show(port, "GET", "/healthz", "").await?;
+
+        println!("\nsending SIGHUP: reload with the cache pool doubled");
+        std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()?;
+        reloaded.recv().await;
+        println!(
+            "  cache pool_size now {}",
+            manager.redis(&cache_name)?.status().pool.max_size
+        );
+        show(port, "GET", "/cache/greeting", "").await?;
+        show(port, "GET", "/readyz", "").await?;
+    } else if serve {
+        println!(
+            "\nserving until Ctrl-C; `kill -HUP {}` reloads the config file",
+            std::process::id()
+        );
+        tokio::signal::ctrl_c().await?;
     }
 
     let (_, metrics) = call(port, "GET", "/metrics", "").await?;

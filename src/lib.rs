@@ -106,7 +106,7 @@ pub use config::{
 };
 pub use connector::Connector;
 pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};
-pub use manager::{HealthCheck, HealthReport, Manager};
+pub use manager::{HealthCheck, HealthReport, Manager, ReloadReport};
 pub use pool::{
     Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, HookError, OnConnect, Pool,
     PooledConnection, Stamped, Tracked,
