@@ -356,3 +356,33 @@ fn programmatic_topologies_are_validated_too() {
     assert_key(&e, "redis.x.addr");
     assert_key(&e, "redis.x.db");
 }
+
+#[test]
+fn client_name_and_leak_detection_load_and_are_checked() {
+    let cfg = ManagerConfig::from_yaml_str(
+        "defaults:\n  leak_detection_threshold: 30s\nredis:\n  cache:\n    client_name: checkout-api\n",
+    )
+    .unwrap();
+    let cache = &cfg.redis["cache"];
+    assert_eq!(cache.client_name.as_deref(), Some("checkout-api"));
+    assert_eq!(
+        cache.connector.leak_detection_threshold,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        ManagerConfig::from_yaml_str("redis:\n  cache: {}\n").unwrap().redis["cache"]
+            .connector
+            .leak_detection_threshold,
+        None,
+        "off by default"
+    );
+
+    let e = yaml_errors(
+        "redis:\n  spaced:\n    client_name: my api\n  empty:\n    client_name: \"\"\n  timed:\n    leak_detection_threshold: 0s\n  clustered:\n    client_name: api\n    cluster:\n      nodes: [127.0.0.1:7000]\n",
+    );
+    assert_key(&e, "redis.spaced.client_name");
+    assert_key(&e, "redis.empty.client_name");
+    assert_key(&e, "redis.timed.leak_detection_threshold");
+    assert_key(&e, "redis.clustered.client_name");
+    assert_eq!(e.issues().len(), 4, "{e}");
+}
