@@ -370,7 +370,9 @@ fn client_name_and_leak_detection_load_and_are_checked() {
         Some(Duration::from_secs(30))
     );
     assert_eq!(
-        ManagerConfig::from_yaml_str("redis:\n  cache: {}\n").unwrap().redis["cache"]
+        ManagerConfig::from_yaml_str("redis:\n  cache: {}\n")
+            .unwrap()
+            .redis["cache"]
             .connector
             .leak_detection_threshold,
         None,

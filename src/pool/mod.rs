@@ -278,17 +278,60 @@ impl<M: Bb8Manager> Pool<M> {
     /// from the new pool.
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection<M>>> + '_ {
-        self.get_at(Location::caller())
+        self.current().get_at(Location::caller())
     }
 
+    /// The checkout future callers keep in their own: the fast path (admitted, a turn
+    /// free, an idle connection that needs no hook) runs without awaiting anything;
+    /// everything else is boxed, so this stays a few words.
     async fn get_at(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
-        let pool = self.current();
-        match pool.get_here(at).await {
-            // Replaced by a reload between the look and the checkout.
-            Err(Error::Closed { .. }) if pool.inner.successor.get().is_some() => {
-                Box::pin(pool.current().get_here(at)).await
+        // Decided before the only await, so no connection is kept in this future.
+        let rest = match self.now_or_later(at) {
+            Ok(done) => return Ok(done),
+            Err(rest) => rest,
+        };
+        rest.await
+    }
+
+    /// The checkout done at once, or what is left to await (boxed).
+    fn now_or_later(
+        &self,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>, BoxFuture<'_, Result<PooledConnection<M>>>> {
+        let inner = &*self.inner;
+        if self.admit().is_err() {
+            return Err(Box::pin(self.slow(at)));
+        }
+        let Ok(turn) = inner.turns.clone().try_acquire_owned() else {
+            return Err(Box::pin(self.slow(at)));
+        };
+        let start = Since::now();
+        if inner.parts.backend.checks_locally()
+            && let Some(conn) = inner.idle_now()
+        {
+            if conn.is_fresh() {
+                return Err(Box::pin(self.prepare(conn, turn, start, at)));
             }
-            r => r,
+            return Ok(self.handed_out(conn, turn, start, at));
+        }
+        Err(Box::pin(self.waited(Some(turn), at)))
+    }
+
+    /// Refused at once, or no turn free: the refusal (asking for a trial, yielding to
+    /// the runtime), or a wait in line.
+    async fn slow(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
+        match self.admit_or_yield().await {
+            Ok(()) => self.waited(None, at).await,
+            Err(e) => self.replaced_or(e)?.get_at(at).await,
+        }
+    }
+
+    /// The pool that replaced this one, when `e` says this one is closed because a
+    /// reload replaced it (between the caller's look and its checkout); else `e`.
+    fn replaced_or(&self, e: Error) -> Result<&Pool<M>> {
+        match e {
+            Error::Closed { .. } => self.newer().ok_or(e),
+            e => Err(e),
         }
     }
 
@@ -312,22 +355,17 @@ impl<M: Bb8Manager> Pool<M> {
         let _ = self.inner.successor.set(next.clone());
     }
 
-    async fn get_here(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
-        self.admit_or_yield().await?;
-        let inner = &*self.inner;
-        if let Ok(turn) = inner.turns.clone().try_acquire_owned() {
-            let start = Since::now();
-            if inner.parts.backend.checks_locally()
-                && let Some(conn) = inner.idle_now()
-            {
-                if conn.is_fresh() {
-                    return Box::pin(self.prepare(conn, turn, start, at)).await;
-                }
-                return Ok(self.handed_out(conn, turn, start, at));
-            }
-            return Box::pin(self.checkout(Some(turn), Instant::now(), at)).await;
+    /// The waiting path, and on to the pool that replaced this one if a reload closed it
+    /// meanwhile.
+    async fn waited(
+        &self,
+        turn: Option<OwnedSemaphorePermit>,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        match self.checkout(turn, Instant::now(), at).await {
+            Err(e) => self.replaced_or(e)?.get_at(at).await,
+            done => done,
         }
-        Box::pin(self.checkout(None, Instant::now(), at)).await
     }
 
     /// A new connection's first checkout: runs the `on_connect` hook, bounded by
