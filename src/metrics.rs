@@ -33,6 +33,7 @@
 //! | `connhub.connections.created` | counter | connections opened |
 //! | `connhub.connections.closed` | counter | closed, by `reason`: `broken`, `idle`, `lifetime` |
 //! | `connhub.streams` | gauge | long-lived streams open, by `stream`: `lease`, `watch`, `subscription` |
+//! | `connhub.connections.leaked` | counter | checkouts held past `leak_detection_threshold` (recorded as it happens) |
 
 use std::time::Duration;
 

@@ -576,7 +576,7 @@ impl<M: Bb8Manager> Pool<M> {
     }
 
     /// The underlying bb8 pool, for what connhub does not wrap. Checkouts made here bypass
-    /// admission, fail-fast and the closed check.
+    /// admission, fail-fast, the closed check, `on_connect` hooks and leak detection.
     pub fn bb8(&self) -> &bb8::Pool<Tracked<M>> {
         &self.inner.bb8
     }
