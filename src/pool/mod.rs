@@ -282,39 +282,31 @@ impl<M: Bb8Manager> Pool<M> {
     }
 
     /// The checkout future callers keep in their own: the fast path (admitted, a turn
-    /// free, an idle connection that needs no hook) runs without awaiting anything;
-    /// everything else is boxed, so this stays a few words.
+    /// free, an idle connection that needs no hook) awaits nothing; everything else is
+    /// one boxed future, decided in a block that ends before the only await, so no
+    /// connection is kept in this future and it stays a few words.
+    #[inline]
     async fn get_at(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
-        // Decided before the only await, so no connection is kept in this future.
-        let rest = match self.now_or_later(at) {
-            Ok(done) => return Ok(done),
-            Err(rest) => rest,
+        let rest: BoxFuture<'_, Result<PooledConnection<M>>> = 'decide: {
+            let inner = &*self.inner;
+            if self.admit().is_err() {
+                break 'decide Box::pin(self.slow(at));
+            }
+            let Ok(turn) = inner.turns.clone().try_acquire_owned() else {
+                break 'decide Box::pin(self.slow(at));
+            };
+            let start = Since::now();
+            if inner.parts.backend.checks_locally()
+                && let Some(conn) = inner.idle_now()
+            {
+                if conn.is_fresh() {
+                    break 'decide Box::pin(self.prepare(conn, turn, start, at));
+                }
+                return Ok(self.handed_out(conn, turn, start, at));
+            }
+            Box::pin(self.waited(Some(turn), at))
         };
         rest.await
-    }
-
-    /// The checkout done at once, or what is left to await (boxed).
-    fn now_or_later(
-        &self,
-        at: &'static Location<'static>,
-    ) -> Result<PooledConnection<M>, BoxFuture<'_, Result<PooledConnection<M>>>> {
-        let inner = &*self.inner;
-        if self.admit().is_err() {
-            return Err(Box::pin(self.slow(at)));
-        }
-        let Ok(turn) = inner.turns.clone().try_acquire_owned() else {
-            return Err(Box::pin(self.slow(at)));
-        };
-        let start = Since::now();
-        if inner.parts.backend.checks_locally()
-            && let Some(conn) = inner.idle_now()
-        {
-            if conn.is_fresh() {
-                return Err(Box::pin(self.prepare(conn, turn, start, at)));
-            }
-            return Ok(self.handed_out(conn, turn, start, at));
-        }
-        Err(Box::pin(self.waited(Some(turn), at)))
     }
 
     /// Refused at once, or no turn free: the refusal (asking for a trial, yielding to
@@ -322,7 +314,7 @@ impl<M: Bb8Manager> Pool<M> {
     async fn slow(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
         match self.admit_or_yield().await {
             Ok(()) => self.waited(None, at).await,
-            Err(e) => self.replaced_or(e)?.get_at(at).await,
+            Err(e) => Box::pin(self.replaced_or(e)?.slow(at)).await,
         }
     }
 
@@ -363,7 +355,7 @@ impl<M: Bb8Manager> Pool<M> {
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
         match self.checkout(turn, Instant::now(), at).await {
-            Err(e) => self.replaced_or(e)?.get_at(at).await,
+            Err(e) => Box::pin(self.replaced_or(e)?.slow(at)).await,
             done => done,
         }
     }
@@ -400,6 +392,7 @@ impl<M: Bb8Manager> Pool<M> {
     }
 
     /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took.
+    #[inline]
     fn handed_out(
         &self,
         conn: bb8::PooledConnection<'static, Tracked<M>>,
