@@ -293,7 +293,7 @@ impl<M: Bb8Manager> Pool<M> {
                 break 'decide Box::pin(self.slow(at));
             }
             let Ok(turn) = inner.turns.clone().try_acquire_owned() else {
-                break 'decide Box::pin(self.slow(at));
+                break 'decide Box::pin(self.waited(None, at));
             };
             let start = Since::now();
             if inner.parts.backend.checks_locally()
