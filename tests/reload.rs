@@ -256,3 +256,131 @@ async fn reload_leaves_connectors_registered_in_code_alone() {
         Err(Error::Closed { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_move_to_the_replacing_pool_on_a_reload() {
+    use connhub::backend::etcd::{LeaseEvent, WatchItem, WatchSpec};
+    use connhub::backend::redis::{SubscriptionItem, Topics};
+
+    let redis_server = RedisServer::start().unwrap();
+    let etcd_server = EtcdServer::start().unwrap();
+    let etcd = |pool_size| {
+        let mut c = etcd_server.config();
+        c.pool_size = pool_size;
+        c
+    };
+    let first = config(
+        &[("cache", redis(&redis_server, 4))],
+        &[("registry", etcd(2))],
+    );
+    let manager = Manager::from_config(first).await.unwrap();
+    let registry = manager.etcd("registry").unwrap();
+    let cache = manager.redis("cache").unwrap();
+    let me = registry
+        .register("services/api/a", "10.0.0.1:80", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut lease_events = me.lease().events();
+    let mut watch = registry
+        .watch("config/", WatchSpec::new().prefix())
+        .await
+        .unwrap();
+    let mut sub = cache
+        .subscribe(Topics::new().channel("news"))
+        .await
+        .unwrap();
+
+    let mut client = registry.client().await.unwrap();
+    for i in 0..5 {
+        client.put(format!("config/{i}"), "v", None).await.unwrap();
+    }
+    // Both connectors replaced (another pool size).
+    let report = manager
+        .reload(config(
+            &[("cache", redis(&redis_server, 6))],
+            &[("registry", etcd(3))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.replaced, ["cache", "registry"]);
+    let mut client = manager.etcd("registry").unwrap().client().await.unwrap();
+    for i in 5..10 {
+        client.put(format!("config/{i}"), "v", None).await.unwrap();
+    }
+
+    // The watch saw every change once, in order, across the reload.
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let item = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch went quiet after the reload")
+            .expect("the watch ended at the reload");
+        match item {
+            WatchItem::Event(e) => seen.push(e.kv().unwrap().key_str().unwrap().to_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("config/{i}")).collect();
+    assert_eq!(seen, want);
+
+    // The subscription says it resubscribed, then delivers what is published after.
+    let mut publisher = manager.redis("cache").unwrap().multiplexed().await.unwrap();
+    let gap = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("no gap reported")
+        .expect("the subscription ended at the reload");
+    assert!(matches!(gap, SubscriptionItem::Gap { .. }), "{gap:?}");
+    let _: i64 = connhub::redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("after")
+        .query_async(&mut publisher)
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let SubscriptionItem::Message(msg) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(msg.get_payload::<String>().unwrap(), "after");
+
+    // The lease is kept through the new pool, and every stream is counted there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while let Ok(e) = lease_events.try_recv() {
+        assert!(matches!(e, LeaseEvent::Kept { .. }), "{e:?}");
+    }
+    let resp = client.get("services/api/a", None).await.unwrap();
+    assert_eq!(resp.kvs().len(), 1, "the registration stays");
+    let streams = manager.etcd("registry").unwrap().status().streams;
+    assert_eq!((streams.leases, streams.watches), (1, 1), "{streams:?}");
+    assert_eq!(
+        manager
+            .redis("cache")
+            .unwrap()
+            .status()
+            .streams
+            .subscriptions,
+        1
+    );
+
+    // Dropping the registration still deletes its key at once.
+    drop(me);
+    let mut gone = false;
+    for _ in 0..100 {
+        if client
+            .get("services/api/a", None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the registration outlived its handle");
+    drop((watch, sub));
+    manager.close().await.unwrap();
+}

@@ -312,9 +312,14 @@ async fn keep_alive_once(
 
 /// Keeps the lease alive every third of its TTL; re-grants it (and puts its keys again)
 /// when etcd says it is gone. Ends with the handle or the connector, revoking the lease.
-async fn keep(pool: EtcdPool, client: Client, kept: Arc<Kept>, secs: i64, _counted: StreamGuard) {
+async fn keep(
+    mut pool: EtcdPool,
+    client: Client,
+    kept: Arc<Kept>,
+    secs: i64,
+    mut counted: StreamGuard,
+) {
     let period = Duration::from_millis(u64::try_from(secs).unwrap_or(1) * 1000 / 3);
-    let retry = pool.connector_config().reconnect_interval;
     let mut end = RevokeOnEnd {
         pool: pool.clone(),
         kept: kept.clone(),
@@ -323,10 +328,23 @@ async fn keep(pool: EtcdPool, client: Client, kept: Arc<Kept>, secs: i64, _count
     let mut wait = period;
     let mut stream = None;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = pool.closed() => return,
+        let next = tokio::select! {
+            () = tokio::time::sleep(wait) => None,
+            next = pool.closed_or_replaced() => Some(next),
+        };
+        if let Some(next) = next {
+            // Replaced by a reload: keep the same lease through the new pool's client (if
+            // the new endpoints are another cluster, it is lost there and granted anew).
+            if !pool.move_stream(next, &mut counted) {
+                return;
+            }
+            end.pool = pool.clone();
+            if let Ok(c) = pool.client().await {
+                end.client = c;
+            }
+            stream = None;
         }
+        let retry = pool.connector_config().reconnect_interval;
         let id = kept.id();
         match keep_alive_once(&pool, &mut end.client, &mut stream, id, secs).await {
             Ok(ttl) if ttl > 0 => {

@@ -251,16 +251,16 @@ async fn deliver(resp: &WatchResponse, at: &mut Resume, tx: &mpsc::Sender<WatchI
 }
 
 /// Forwards changes; when the stream fails (a member lost, a reconnect), creates the watch
-/// again on the connector's current client from the revision after the last change.
+/// again on the connector's current client from the revision after the last change. When a
+/// reload replaces the connector, it goes on the same way on the new pool.
 async fn run(
-    pool: EtcdPool,
+    mut pool: EtcdPool,
     mut at: Resume,
     mut stream: WatchStream,
     first: WatchResponse,
     tx: mpsc::Sender<WatchItem>,
-    _counted: StreamGuard,
+    mut counted: StreamGuard,
 ) {
-    let interval = pool.connector_config().reconnect_interval;
     let mut pending = Some(first);
     loop {
         let mut flow = Flow::Continue;
@@ -268,16 +268,21 @@ async fn run(
             flow = deliver(&resp, &mut at, &tx).await;
         }
         while matches!(flow, Flow::Continue) {
-            tokio::select! {
-                msg = stream.message() => {
-                    flow = match msg {
-                        Ok(Some(resp)) => deliver(&resp, &mut at, &tx).await,
-                        Ok(None) | Err(_) => Flow::Rewatch,
-                    };
-                }
-                () = pool.closed() => return,
+            let woke = tokio::select! {
+                msg = stream.message() => Ok(msg),
+                next = pool.closed_or_replaced() => Err(next),
                 () = tx.closed() => return,
-            }
+            };
+            flow = match woke {
+                Ok(Ok(Some(resp))) => deliver(&resp, &mut at, &tx).await,
+                Ok(Ok(None) | Err(_)) => Flow::Rewatch,
+                Err(next) => {
+                    if !pool.move_stream(next, &mut counted) {
+                        return;
+                    }
+                    Flow::Rewatch
+                }
+            };
         }
         if matches!(flow, Flow::Stop) {
             return;
@@ -298,10 +303,16 @@ async fn run(
                     tracing::debug!(connector = %pool.name(), kind = "etcd", error = %e, "watch not re-created yet");
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = pool.closed() => return,
+            let interval = pool.connector_config().reconnect_interval;
+            let woke = tokio::select! {
+                () = tokio::time::sleep(interval) => None,
+                next = pool.closed_or_replaced() => Some(next),
                 () = tx.closed() => return,
+            };
+            if let Some(next) = woke
+                && !pool.move_stream(next, &mut counted)
+            {
+                return;
             }
         }
     }

@@ -108,7 +108,9 @@ impl Manager {
     /// - A replaced connector's old pool is drained (up to its `drain_timeout`) after
     ///   the swap. Handles to it ([`Pool`](crate::Pool) clones kept from before) check out
     ///   from the new pool from then on. Leases, watches and subscriptions opened on it
-    ///   end, as on [`remove`](Manager::remove): open them again from the new handle.
+    ///   move to the new pool: a watch resumes after the last change it delivered, a lease
+    ///   is kept alive through the new client, a subscription resubscribes and yields a
+    ///   `Gap`. On a removed connector they end.
     /// - Connectors registered in code (`add_*`) are not touched; a config naming one is
     ///   refused.
     ///

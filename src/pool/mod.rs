@@ -599,6 +599,25 @@ impl<M: Bb8Manager> Pool<M> {
         self.inner.streams.open(kind)
     }
 
+    /// Completes when this pool is closed, with the pool that replaced it on a reload if
+    /// one did: a long-lived stream moves on to that one, and ends otherwise.
+    pub(crate) async fn closed_or_replaced(&self) -> Option<Pool<M>> {
+        self.closed().await;
+        self.newer().cloned()
+    }
+
+    /// Moves a stream whose pool was closed on to `next`, the pool that replaced it,
+    /// counting it there; false when there is none (the connector was closed or removed:
+    /// the stream ends).
+    pub(crate) fn move_stream(&mut self, next: Option<Pool<M>>, counted: &mut StreamGuard) -> bool {
+        let Some(next) = next else { return false };
+        *self = next;
+        *counted = self.open_stream(counted.kind());
+        self.record_status();
+        tracing::debug!(connector = %self.name(), kind = %self.inner.health.kind, "stream moved to the reloaded connector");
+        true
+    }
+
     /// Completes when the connector is closed: long-lived streams end then.
     pub(crate) async fn closed(&self) {
         let h = &*self.inner.health;

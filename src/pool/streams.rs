@@ -62,6 +62,13 @@ pub(crate) struct StreamGuard {
     kind: StreamKind,
 }
 
+impl StreamGuard {
+    /// What kind of stream it counts.
+    pub(crate) fn kind(&self) -> StreamKind {
+        self.kind
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.streams

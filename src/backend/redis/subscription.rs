@@ -171,47 +171,59 @@ async fn open(manager: &RedisConnectionManager, topics: &Topics) -> Result<PubSu
 }
 
 /// Forwards messages; on a lost connection, reconnects, resubscribes and reports the gap.
+/// When a reload replaces the connector, it resubscribes the same way through the new
+/// pool.
 async fn run(
-    pool: RedisPool,
-    manager: RedisConnectionManager,
+    mut pool: RedisPool,
+    mut manager: RedisConnectionManager,
     topics: Topics,
     mut pubsub: PubSub,
     tx: mpsc::Sender<SubscriptionItem>,
-    _counted: StreamGuard,
+    mut counted: StreamGuard,
 ) {
-    let interval = pool.connector_config().reconnect_interval;
     let name = pool.name().to_owned();
     loop {
-        {
+        let mut error = {
             let mut messages = pubsub.on_message();
             loop {
-                tokio::select! {
+                let next = tokio::select! {
                     msg = messages.next() => match msg {
                         Some(msg) => {
                             if tx.send(SubscriptionItem::Message(msg)).await.is_err() {
                                 return;
                             }
+                            continue;
                         }
-                        None => break,
+                        None => break String::from("connection lost"),
                     },
-                    () = pool.closed() => return,
+                    next = pool.closed_or_replaced() => next,
                     () = tx.closed() => return,
+                };
+                drop(messages);
+                if !pool.move_stream(next, &mut counted) {
+                    return;
                 }
+                manager = pool.manager().clone();
+                break String::from("the connector was replaced by a reload");
             }
-        }
+        };
         let lost_at = Instant::now();
-        tracing::warn!(connector = %name, kind = "redis", "subscription connection lost; resubscribing");
-        let mut error = String::from("connection lost");
+        tracing::warn!(connector = %name, kind = "redis", reason = %error, "resubscribing");
         pubsub = loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = pool.closed() => return,
-                () = tx.closed() => return,
-            }
             match open(&manager, &topics).await {
                 Ok(p) => break p,
                 Err(e) => error = e.to_string(),
             }
+            let interval = pool.connector_config().reconnect_interval;
+            let next = tokio::select! {
+                () = tokio::time::sleep(interval) => continue,
+                next = pool.closed_or_replaced() => next,
+                () = tx.closed() => return,
+            };
+            if !pool.move_stream(next, &mut counted) {
+                return;
+            }
+            manager = pool.manager().clone();
         };
         tracing::info!(connector = %name, kind = "redis", down_for = ?lost_at.elapsed(), "resubscribed");
         let gap = SubscriptionItem::Gap {
