@@ -3,41 +3,17 @@
 //! when it comes back. Its own test binary: it installs a global log subscriber and a
 //! global metrics recorder.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use connhub::Manager;
 use connhub::testkit::RedisServer;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-/// Every log line, kept for the test to read.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn matching(&self, text: &str) -> Vec<String> {
-        let all = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        all.lines()
-            .filter(|l| l.contains(text))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_connection_is_reported_past_the_threshold_and_on_return() {
-    let lines = Lines::default();
+    let lines = common::Captured::default();
     let sink = lines.clone();
     tracing_subscriber::fmt()
         .with_ansi(false)
@@ -78,9 +54,12 @@ async fn a_held_connection_is_reported_past_the_threshold_and_on_return() {
     let line = line!() + 1;
     let held = pool.get().await.unwrap();
     let at = format!("tests/leaks.rs:{line}");
-    let reported = poll(|| !lines.matching("possible leak").is_empty()).await;
+    let reported = common::eventually(Duration::from_secs(10), || {
+        !lines.lines_with("possible leak").is_empty()
+    })
+    .await;
     assert!(reported, "no leak warning within 10 s");
-    let warnings = lines.matching("possible leak");
+    let warnings = lines.lines_with("possible leak");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("WARN"), "{warnings:?}");
     assert!(
@@ -95,11 +74,11 @@ async fn a_held_connection_is_reported_past_the_threshold_and_on_return() {
 
     // Still held: not reported again.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(lines.matching("possible leak").len(), 1);
-    assert!(lines.matching("was returned").is_empty());
+    assert_eq!(lines.lines_with("possible leak").len(), 1);
+    assert!(lines.lines_with("was returned").is_empty());
 
     drop(held);
-    let returned = lines.matching("was returned");
+    let returned = lines.lines_with("was returned");
     assert_eq!(returned.len(), 1, "reported on return: {returned:?}");
     assert!(returned[0].contains(&at), "{returned:?}");
     assert_eq!(pool.status().pool.leaks, 1, "counted once");
@@ -120,14 +99,4 @@ async fn a_held_connection_is_reported_past_the_threshold_and_on_return() {
     );
     assert_eq!(*value, DebugValue::Counter(1));
     manager.close().await.unwrap();
-}
-
-async fn poll(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
 }

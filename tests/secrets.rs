@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connhub::testkit::{EtcdServer, RedisServer};
@@ -12,22 +10,9 @@ use connhub::{Manager, Secret};
 const REDIS_PW: &str = "redis-pw-Zq81";
 const ETCD_PW: &str = "etcd-pw-Xk42";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_password_in_any_output() {
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -95,7 +80,7 @@ async fn no_password_in_any_output() {
         texts.push(format!("{e:?}"));
     }
     manager.close().await.unwrap();
-    texts.push(String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned());
+    texts.push(logs.text());
 
     for t in &texts {
         assert!(!t.contains(REDIS_PW), "redis password leaked: {t}");

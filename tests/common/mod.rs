@@ -62,3 +62,33 @@ pub async fn until_a_write_succeeds(pool: &connhub::RedisPool, limit: Duration) 
         tokio::task::yield_now().await;
     }
 }
+
+/// Log output kept for a test to read: give clones of it to a subscriber as its writer.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines that contain `text`.
+    pub fn lines_with(&self, text: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
