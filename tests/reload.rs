@@ -201,7 +201,9 @@ async fn reload_under_load_adds_removes_and_changes_with_no_failed_call() {
             t.ok.load(Ordering::Relaxed),
             t.failed.load(Ordering::Relaxed),
         );
-        println!("{name}: {ok} calls through three reloads, {failed} failed");
+        println!(
+            "{name}: {ok} calls through four reloads (one applied, two refused, one a no-op), {failed} failed"
+        );
         assert_eq!(
             failed,
             0,
