@@ -715,8 +715,9 @@ impl<M: Bb8Manager> Inner<M> {
                 wait_time: st.get_wait_time,
                 connections_created: st.connections_created
                     + self.added.load(std::sync::atomic::Ordering::Relaxed),
-                connections_closed_broken: st.connections_closed_broken
-                    + st.connections_closed_invalid,
+                // Every connection that failed validation is counted here too: the
+                // adapter retires it, so bb8 counts it as broken when it drops it.
+                connections_closed_broken: st.connections_closed_broken,
                 connections_closed_idle: st.connections_closed_idle_timeout,
                 connections_closed_lifetime: st.connections_closed_max_lifetime,
                 leaks: self.leaks.as_ref().map_or(0, |l| l.reported()),

@@ -143,12 +143,15 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         match self.parts.backend.is_broken(&conn.conn) {
             Some(true) => Err(Fault::Retired),
             Some(false) => Ok(()),
-            None => self
-                .parts
-                .manager
-                .is_valid(&mut conn.conn)
-                .await
-                .map_err(Fault::Invalid),
+            None => {
+                let checked = self.parts.manager.is_valid(&mut conn.conn).await;
+                // Known broken from now on, so bb8 counts it once, as broken, when it
+                // drops it (it counts a failed validation apart, before).
+                checked.map_err(|e| {
+                    conn.retire();
+                    Fault::Invalid(e)
+                })
+            }
         }
     }
 
