@@ -95,6 +95,11 @@ async fn an_on_connect_hook_runs_once_on_every_new_connection() {
 
     let seen = load(&pool).await;
     once_each(&hooked, &seen);
+    assert_eq!(
+        hooked.lock().unwrap().len() as u64,
+        pool.status().pool.connections_created,
+        "every connection made ran the hook"
+    );
 
     // After a restart every connection is new (and ids start again): each runs the hook.
     hooked.lock().unwrap().clear();
@@ -111,7 +116,7 @@ async fn a_failing_hook_fails_that_connection_not_the_connector() {
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();
     let manager = Manager::new();
-    // Fails on its first run only.
+    // Fails on its first run only: the connection registration made.
     manager.on_connect(
         "cache",
         OnConnect::new(move |_conn: &mut RedisConnection| {

@@ -137,8 +137,8 @@ impl Manager {
         Ok(manager)
     }
 
-    /// Runs `hook` once on every new connection of the connector `name`, before any
-    /// caller gets it (see [`OnConnect`]). Register it before the connector: it applies
+    /// Runs `hook` once on every new connection of the connector `name`, before it is
+    /// pooled (see [`OnConnect`]). Register it before the connector: it applies
     /// to connectors registered afterwards, including those a
     /// [`reload`](Manager::reload) adds or replaces. A hook for another connection type
     /// than the connector's is refused as a configuration problem when the connector is

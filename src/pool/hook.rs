@@ -1,4 +1,4 @@
-//! [`OnConnect`]: code run once on every new connection before any caller gets it.
+//! [`OnConnect`]: code run once on every new connection before it is pooled.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -11,19 +11,26 @@ pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 type HookFn<C> = dyn for<'c> Fn(&'c mut C) -> BoxFuture<'c, Result<(), HookError>> + Send + Sync;
 
-/// A hook run once on every new connection of a connector, before any caller gets it:
-/// `CLIENT SETNAME`, `CLIENT TRACKING ON`, a session setting, a check of your own.
+/// A hook run once on every new connection of a connector, right after it is made and
+/// before it is pooled (so before any caller gets it): `CLIENT SETNAME`, `CLIENT
+/// TRACKING ON`, a session setting, a check of your own.
 ///
 /// Register it by connector name with [`Manager::on_connect`](crate::Manager::on_connect),
 /// before the connector is registered (by `add_*`, or by
 /// [`reload`](crate::Manager::reload)); it then runs on every connection of that
 /// connector, and of any connector that replaces it on a reload.
 ///
-/// A hook that fails fails only the connection it ran on: the connection is dropped, and
-/// the caller that was to get it receives [`Error::Hook`](crate::Error::Hook) with the
-/// hook's error as its source. The connector stays up (the server answered). A hook
-/// that takes longer than `connect_timeout` fails the same way, with
+/// A hook that fails fails only the connection it ran on: the caller that gets that
+/// connection receives [`Error::Hook`](crate::Error::Hook), with the hook's error as its
+/// source, instead of the connection, which is dropped. The connector stays up (the
+/// server answered), and the next checkout gets another connection. A hook that takes
+/// longer than `connect_timeout` fails the same way, with
 /// [`Error::Timeout`](crate::Error::Timeout).
+///
+/// Hooks run on the pool's connections; a shared handle
+/// ([`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
+/// [`EtcdPool::client`](crate::EtcdPool::client)) is not pooled and does not run them
+/// (Redis's `client_name` names those too).
 ///
 /// ```
 /// use connhub::{OnConnect, RedisConnection};

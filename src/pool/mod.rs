@@ -190,6 +190,8 @@ impl<M: Bb8Manager> Pool<M> {
             backend,
             life: health.life.clone(),
             on_connect,
+            origin: health.origin(),
+            connect_timeout: spec.connector.connect_timeout,
             #[cfg(feature = "metrics")]
             meters: crate::metrics::PoolMeters::new(&health.name, health.kind.as_str()),
         });
@@ -271,8 +273,8 @@ impl<M: Bb8Manager> Pool<M> {
     /// The connection holds its own reference to the pool, so it can outlive this handle
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
     ///
-    /// A new connection runs its connector's [`OnConnect`] hook first, if it has one
-    /// ([`Error::Hook`] when the hook fails). With `leak_detection_threshold` set, the
+    /// A connection whose [`OnConnect`] hook failed is not handed out: its caller gets
+    /// [`Error::Hook`], and the next checkout another connection. With `leak_detection_threshold` set, the
     /// line that called `get()` is named when the connection is held past it. After a
     /// [`reload`](crate::Manager::reload) replaced the connector, this handle checks out
     /// from the new pool.
@@ -299,10 +301,7 @@ impl<M: Bb8Manager> Pool<M> {
             if inner.parts.backend.checks_locally()
                 && let Some(conn) = inner.idle_now()
             {
-                if conn.is_fresh() {
-                    break 'decide Box::pin(self.prepare(conn, turn, start, at));
-                }
-                return Ok(self.handed_out(conn, turn, start, at));
+                return self.handed_out(conn, turn, start, at);
             }
             Box::pin(self.waited(Some(turn), at))
         };
@@ -360,57 +359,36 @@ impl<M: Bb8Manager> Pool<M> {
         }
     }
 
-    /// A new connection's first checkout: runs the `on_connect` hook, bounded by
-    /// `connect_timeout`. A connection whose hook failed is dropped.
-    async fn prepare(
+    /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took;
+    /// or, for a connection whose `on_connect` hook failed, the hook's error (the
+    /// connection is dropped).
+    #[inline]
+    fn handed_out(
         &self,
         mut conn: bb8::PooledConnection<'static, Tracked<M>>,
         turn: OwnedSemaphorePermit,
         start: Since,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
-        let h = &*self.inner.health;
-        if let Some(hook) = &self.inner.parts.on_connect {
-            let limit = h.config.connect_timeout;
-            let ran = tokio::time::timeout(limit, hook.run(&mut conn)).await;
-            let failed = match ran {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Error::Hook {
-                    origin: Origin::new(h.name.clone(), h.kind.clone()),
-                    source: Arc::from(e),
-                }),
-                Err(_) => Some(h.timeout("on_connect hook", limit)),
-            };
-            if let Some(e) = failed {
-                conn.retire();
-                tracing::warn!(connector = %h.name, kind = %h.kind, error = %e, "on_connect hook failed; connection dropped");
-                return Err(e);
-            }
+        if let Some(e) = conn.take_hook_failure() {
+            return Err(e);
         }
-        conn.prepared();
-        Ok(self.handed_out(conn, turn, start, at))
-    }
-
-    /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took.
-    #[inline]
-    fn handed_out(
-        &self,
-        conn: bb8::PooledConnection<'static, Tracked<M>>,
-        turn: OwnedSemaphorePermit,
-        start: Since,
-        at: &'static Location<'static>,
-    ) -> PooledConnection<M> {
         let leak = self.inner.leaks.as_ref().map(|l| l.checkout(at));
         #[cfg(feature = "metrics")]
         {
             let meters = &self.inner.parts.meters;
             meters.waited(start.elapsed());
-            PooledConnection::new(conn, turn, leak, meters.use_time().clone())
+            Ok(PooledConnection::new(
+                conn,
+                turn,
+                leak,
+                meters.use_time().clone(),
+            ))
         }
         #[cfg(not(feature = "metrics"))]
         {
             let _ = start;
-            PooledConnection::new(conn, turn, leak)
+            Ok(PooledConnection::new(conn, turn, leak))
         }
     }
 
@@ -450,10 +428,7 @@ impl<M: Bb8Manager> Pool<M> {
             // bb8 validates every connection it hands out through the adapter (epoch,
             // broken flag), so one made before an outage never comes out of here.
             let conn = inner.bb8.get_owned().await.map_err(|e| self.run_error(e))?;
-            if conn.is_fresh() {
-                return self.prepare(conn, turn, Since::of(start), at).await;
-            }
-            Ok(self.handed_out(conn, turn, Since::of(start), at))
+            self.handed_out(conn, turn, Since::of(start), at)
         };
         // One deadline for the turn and the connection together.
         tokio::select! {

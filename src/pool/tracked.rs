@@ -6,8 +6,10 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::backend::{Backend, Bb8Manager};
+use crate::error::{Error, Origin};
 use crate::health::Life;
 
 /// What a [`Tracked`] manager and its pool share.
@@ -15,8 +17,12 @@ pub(crate) struct Parts<M: Bb8Manager> {
     pub(crate) manager: M,
     pub(crate) backend: Box<dyn Backend<Manager = M>>,
     pub(crate) life: Arc<Life>,
-    /// Run on every new connection at its first checkout.
+    /// Run on every new connection before it is pooled.
     pub(crate) on_connect: Option<super::OnConnect<M::Connection>>,
+    /// The connector, as a failed hook's error names it.
+    pub(crate) origin: Origin,
+    /// How long a hook may take.
+    pub(crate) connect_timeout: Duration,
     /// Event metrics: connection create time, checkout wait and use time, timeouts.
     #[cfg(feature = "metrics")]
     pub(crate) meters: crate::metrics::PoolMeters,
@@ -42,17 +48,18 @@ pub struct Stamped<C> {
     conn: C,
     epoch: u64,
     retired: bool,
-    /// Its `on_connect` hook has not run yet.
-    fresh: bool,
+    /// Why its `on_connect` hook failed: the caller that gets it is told, and it is
+    /// dropped.
+    hook_failed: Option<Box<Error>>,
 }
 
 impl<C> Stamped<C> {
-    pub(crate) fn new(conn: C, epoch: u64, fresh: bool) -> Self {
+    pub(crate) fn new(conn: C, epoch: u64) -> Self {
         Stamped {
             conn,
             epoch,
             retired: false,
-            fresh,
+            hook_failed: None,
         }
     }
 
@@ -61,14 +68,11 @@ impl<C> Stamped<C> {
         self.retired = true;
     }
 
-    /// True until its `on_connect` hook has run.
-    pub(crate) fn is_fresh(&self) -> bool {
-        self.fresh
-    }
-
-    /// Its `on_connect` hook ran.
-    pub(crate) fn prepared(&mut self) {
-        self.fresh = false;
+    /// Why its `on_connect` hook failed, once; it is retired then.
+    pub(crate) fn take_hook_failure(&mut self) -> Option<Error> {
+        let failed = self.hook_failed.take()?;
+        self.retire();
+        Some(*failed)
     }
 }
 
@@ -110,6 +114,33 @@ pub enum Fault<E> {
 }
 
 impl<M: Bb8Manager> Tracked<M> {
+    /// Runs the `on_connect` hook, bounded by `connect_timeout`. A failure is the
+    /// connection's, not the connector's (the server answered): it goes to the caller
+    /// that gets the connection, not to bb8's error sink.
+    async fn hook(
+        &self,
+        hook: &super::OnConnect<M::Connection>,
+        conn: &mut M::Connection,
+    ) -> Result<(), Error> {
+        let p = &*self.parts;
+        let failed = match tokio::time::timeout(p.connect_timeout, hook.run(conn)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => Error::Hook {
+                origin: p.origin.clone(),
+                source: Arc::from(e),
+            },
+            Err(_) => Error::Timeout {
+                origin: p.origin.clone(),
+                what: "on_connect hook",
+                after: p.connect_timeout,
+                detail: None,
+                last_error: None,
+            },
+        };
+        tracing::warn!(connector = %p.origin.connector, kind = %p.origin.kind, error = %failed, "on_connect hook failed; the connection will be dropped");
+        Err(failed)
+    }
+
     /// True when `conn` may be handed out without asking the server.
     fn current(&self, conn: &Stamped<M::Connection>) -> bool {
         !conn.retired && self.parts.life.is_current(conn.epoch)
@@ -131,9 +162,13 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         #[cfg(feature = "metrics")]
         let started = tokio::time::Instant::now();
         let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
+        let mut conn = Stamped::new(conn, epoch);
+        if let Some(hook) = &self.parts.on_connect {
+            conn.hook_failed = self.hook(hook, &mut conn.conn).await.err().map(Box::new);
+        }
         #[cfg(feature = "metrics")]
         self.parts.meters.created(started.elapsed());
-        Ok(Stamped::new(conn, epoch, self.parts.on_connect.is_some()))
+        Ok(conn)
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
