@@ -27,6 +27,9 @@ pub(super) enum Declared {
     Etcd(Box<EtcdConfig>),
 }
 
+/// Why a config may not name a connector registered in code.
+const REGISTERED_IN_CODE: &str = "a connector registered in code has this name; remove it first";
+
 impl Declared {
     fn key(&self, name: &str) -> String {
         match self {
@@ -140,11 +143,13 @@ impl Manager {
                 }
             }
         }
-        if let Some(e) = failed {
-            join_all(pools.iter().map(|(_, _, p)| p.close())).await;
-            return Err(e);
-        }
-        let old = match self.swap(&pools, &report.removed) {
+        // The first failure (Redis first, then by name), or one found at the swap: the
+        // pools built are closed and the running ones stay.
+        let swapped = match failed {
+            Some(e) => Err(e),
+            None => self.swap(&pools, &report.removed),
+        };
+        let old = match swapped {
             Ok(old) => old,
             Err(e) => {
                 join_all(pools.iter().map(|(_, _, p)| p.close())).await;
@@ -185,10 +190,7 @@ impl Manager {
             .chain(config.etcd.keys().map(|n| (n, format!("etcd.{n}"))));
         for (name, key) in names {
             if registered.contains(name) && !declared.contains_key(name) {
-                errors.push(
-                    key.clone(),
-                    "a connector registered in code has this name; remove it first",
-                );
+                errors.push(key.clone(), REGISTERED_IN_CODE);
             }
             if let Some(hook) = self.hook(name) {
                 if config.redis.contains_key(name) {
@@ -226,10 +228,7 @@ impl Manager {
             .find(|(name, _, _)| registry.contains_key(name) && !declared.contains_key(name))
         {
             let mut errors = ConfigErrors::default();
-            errors.push(
-                d.key(name),
-                "a connector registered in code has this name; remove it first",
-            );
+            errors.push(d.key(name), REGISTERED_IN_CODE);
             return Err(Error::InvalidConfig(errors));
         }
         let mut old = Vec::new();
@@ -301,25 +300,17 @@ mod tests {
         RedisConfig::new(addr)
     }
 
+    fn declared(addr: &str) -> Declared {
+        Declared::Redis(Box::new(redis(addr)))
+    }
+
     #[test]
     fn a_plan_sorts_connectors_by_what_changed() {
         let mut running = BTreeMap::new();
-        running.insert(
-            "same".into(),
-            Declared::Redis(Box::new(redis("127.0.0.1:1"))),
-        );
-        running.insert(
-            "moved".into(),
-            Declared::Redis(Box::new(redis("127.0.0.1:2"))),
-        );
-        running.insert(
-            "gone".into(),
-            Declared::Redis(Box::new(redis("127.0.0.1:3"))),
-        );
-        running.insert(
-            "kind".into(),
-            Declared::Redis(Box::new(redis("127.0.0.1:4"))),
-        );
+        running.insert("same".into(), declared("127.0.0.1:1"));
+        running.insert("moved".into(), declared("127.0.0.1:2"));
+        running.insert("gone".into(), declared("127.0.0.1:3"));
+        running.insert("kind".into(), declared("127.0.0.1:4"));
         let mut next = ManagerConfig::default();
         next.redis.insert("same".into(), redis("127.0.0.1:1"));
         next.redis.insert("moved".into(), redis("127.0.0.1:5"));
@@ -337,7 +328,7 @@ mod tests {
     #[test]
     fn the_same_config_plans_nothing() {
         let mut running = BTreeMap::new();
-        running.insert("a".into(), Declared::Redis(Box::new(redis("127.0.0.1:1"))));
+        running.insert("a".into(), declared("127.0.0.1:1"));
         let mut next = ManagerConfig::default();
         next.redis.insert("a".into(), redis("127.0.0.1:1"));
         let (build, report) = plan(next, &running);

@@ -274,19 +274,19 @@ impl<M: Bb8Manager> Pool<M> {
     /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
     ///
     /// A connection whose [`OnConnect`] hook failed is not handed out: its caller gets
-    /// [`Error::Hook`], and the next checkout another connection. With `leak_detection_threshold` set, the
-    /// line that called `get()` is named when the connection is held past it. After a
-    /// [`reload`](crate::Manager::reload) replaced the connector, this handle checks out
-    /// from the new pool.
+    /// [`Error::Hook`], and the next checkout another connection. With
+    /// `leak_detection_threshold` set, the line that called `get()` is named when the
+    /// connection is held past it. After a [`reload`](crate::Manager::reload) replaced the
+    /// connector, this handle checks out from the new pool.
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection<M>>> + '_ {
         self.current().get_at(Location::caller())
     }
 
     /// The checkout future callers keep in their own: the fast path (admitted, a turn
-    /// free, an idle connection that needs no hook) awaits nothing; everything else is
-    /// one boxed future, decided in a block that ends before the only await, so no
-    /// connection is kept in this future and it stays a few words.
+    /// free, a connection idle) awaits nothing; everything else is one boxed future,
+    /// decided in a block that ends before the only await, so no connection is kept in
+    /// this future and it stays a few words.
     #[inline]
     async fn get_at(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
         let rest: BoxFuture<'_, Result<PooledConnection<M>>> = 'decide: {
