@@ -152,6 +152,37 @@ async fn a_failing_hook_fails_that_connection_not_the_connector() {
     manager.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_fails_its_connection_like_an_error() {
+    let server = RedisServer::start().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let manager = Manager::new();
+    // Panics on its first run only: the connection registration made.
+    manager.on_connect(
+        "cache",
+        OnConnect::new(move |_conn: &mut RedisConnection| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(n > 0, "no tracking today");
+                Ok(())
+            })
+        }),
+    );
+    let mut config = server.config();
+    config.pool_size = 1;
+    let pool = manager.add_redis("cache", config).await.unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(matches!(err, Error::Hook { .. }), "{err:?}");
+    assert!(err.to_string().contains("no tracking today"), "{err}");
+    // The pool's one slot is free again: the next connection passes and serves.
+    for _ in 0..3 {
+        drop(pool.get().await.expect("served after the panic"));
+    }
+    assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_hook_for_another_connection_type_is_refused_before_connecting() {
     let manager = Manager::new();

@@ -122,12 +122,20 @@ impl<M: Bb8Manager> Tracked<M> {
         hook: &super::OnConnect<M::Connection>,
         conn: &mut M::Connection,
     ) -> Result<(), Error> {
+        use futures_util::FutureExt;
         let p = &*self.parts;
-        let failed = match tokio::time::timeout(p.connect_timeout, hook.run(conn)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => Error::Hook {
+        // A panicking hook fails its connection like an error would: unwinding through
+        // bb8's connect would leave the pool counting a connection that never comes.
+        let run = std::panic::AssertUnwindSafe(hook.run(conn)).catch_unwind();
+        let failed = match tokio::time::timeout(p.connect_timeout, run).await {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(e))) => Error::Hook {
                 origin: p.origin.clone(),
                 source: Arc::from(e),
+            },
+            Ok(Err(panic)) => Error::Hook {
+                origin: p.origin.clone(),
+                source: Arc::new(HookPanicked(panic_message(&*panic))),
             },
             Err(_) => Error::Timeout {
                 origin: p.origin.clone(),
@@ -195,4 +203,17 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
             || self.parts.backend.is_broken(&conn.conn) == Some(true)
             || self.parts.manager.has_broken(&mut conn.conn)
     }
+}
+
+/// An `on_connect` hook that panicked, with its panic message.
+#[derive(Debug, thiserror::Error)]
+#[error("the hook panicked: {0}")]
+struct HookPanicked(String);
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
