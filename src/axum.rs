@@ -12,6 +12,11 @@
 //! - `GET /healthz`: every connector's [`Status`] as JSON, 200 when all are healthy, 503
 //!   otherwise. For dashboards and people; do not use it for liveness.
 //!
+//! The answers are current: a server that dies is seen at once (the connection it closed
+//! tells the health engine, which checks right away), and a probe that asks while a
+//! connector is down counts as a caller, so the answer turns back to 200 within
+//! `reconnect_interval` of the server's return even when nothing else calls.
+//!
 //! Merge it into your app; it takes the [`Manager`] from your state through `FromRef`.
 //!
 //! Pools are `Clone`, so a handler can take one directly: put them in your state and
@@ -116,7 +121,7 @@ where
     Manager: FromRef<S>,
 {
     let manager = Manager::from_ref(&state);
-    let connectors = manager.status();
+    let connectors = manager.probe_status();
     let healthy = !manager.is_closed()
         && connectors
             .iter()
@@ -136,7 +141,7 @@ where
 {
     let manager = Manager::from_ref(&state);
     let (mut waiting_for, mut degraded) = (Vec::new(), Vec::new());
-    for s in manager.status() {
+    for s in manager.probe_status() {
         if s.state != ConnectorState::Healthy {
             if s.required {
                 waiting_for.push(s.name);

@@ -44,6 +44,12 @@ pub trait Connector: Send + Sync + 'static {
     /// A serializable snapshot, free of secrets.
     fn status(&self) -> Status;
 
+    /// Asks for a check now if the connector is down and one is due, as a refused caller
+    /// does (at most one per `reconnect_interval`); does nothing while it is up. The
+    /// probe routes call it, so readiness follows a server that comes back even when no
+    /// caller asks. Default: nothing.
+    fn request_check(&self) {}
+
     /// The typed pool behind this connector, for downcasting.
     fn as_any(&self) -> &dyn Any;
 }

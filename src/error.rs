@@ -221,6 +221,22 @@ impl Error {
         )
     }
 
+    /// True when this error, from a fresh connection, says the server is not there
+    /// (connection refused, host or network unreachable, name not resolved) or will not
+    /// have this client (credentials, TLS, configuration): an outage, whatever else
+    /// works. A server that accepted the connection and hung up, said it is full, or did
+    /// not answer in time says no such thing: that is how a server at its connection cap
+    /// looks (Redis writes `-ERR max number of clients reached` and closes, which the
+    /// client mostly sees as a broken pipe).
+    pub(crate) fn is_gone(&self) -> bool {
+        match self {
+            e if e.is_permanent() => true,
+            Error::Closed { .. } => true,
+            Error::Connect { source, .. } | Error::Backend { source, .. } => says_gone(&**source),
+            _ => false,
+        }
+    }
+
     /// Turns any backend error into a connhub error: a connhub error passes through, anything
     /// else becomes [`Error::Backend`].
     pub(crate) fn from_backend<E>(connector: &str, kind: &Kind, err: E) -> Error
@@ -236,6 +252,50 @@ impl Error {
             },
         }
     }
+}
+
+/// True when `error` or one of its sources is an I/O error that says the server is not
+/// there, the redis crate's word for the same, or a failed name lookup.
+fn says_gone(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<Error>() {
+            return e.is_gone();
+        }
+        // A shared cause as its own source hides what it holds: look inside.
+        if let Some(cause) = e.downcast_ref::<Cause>() {
+            next = Some(&**cause);
+            continue;
+        }
+        // etcd-client's error names no source: its variants hold the cause.
+        if let Some(e) = e.downcast_ref::<etcd_client::Error>() {
+            next = match e {
+                etcd_client::Error::IoError(e) => Some(e),
+                etcd_client::Error::TransportError(e) => Some(e),
+                etcd_client::Error::GRpcStatus(e) => Some(e),
+                _ => None,
+            };
+            continue;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let gone = matches!(
+                io.kind(),
+                K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::NotFound
+            );
+            // std's own message for a failed getaddrinfo, which has no kind of its own.
+            if gone || io.to_string().contains("failed to lookup address") {
+                return true;
+            }
+        }
+        if e.downcast_ref::<redis::RedisError>()
+            .is_some_and(redis::RedisError::is_connection_refusal)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// One problem found in a configuration, with the key path it concerns.
@@ -308,3 +368,71 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Error, Origin};
+    use crate::status::Kind;
+
+    fn connect(source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Connect {
+            origin: Origin::new("cache", Kind::REDIS),
+            endpoint: "127.0.0.1:6379".into(),
+            source: Arc::new(source),
+        }
+    }
+
+    #[test]
+    fn a_refusal_or_unreachable_host_is_gone_a_hang_up_or_timeout_is_not() {
+        use std::io::{Error as Io, ErrorKind as K};
+        for kind in [
+            K::ConnectionRefused,
+            K::HostUnreachable,
+            K::NetworkUnreachable,
+        ] {
+            assert!(connect(Io::from(kind)).is_gone(), "{kind:?}");
+            let redis = redis::RedisError::from(Io::from(kind));
+            assert!(connect(redis).is_gone(), "redis {kind:?}");
+        }
+        // What a server at its connection cap looks like from the client.
+        for kind in [K::BrokenPipe, K::ConnectionReset, K::UnexpectedEof] {
+            assert!(!connect(Io::from(kind)).is_gone(), "{kind:?}");
+            let redis = redis::RedisError::from(Io::from(kind));
+            assert!(!connect(redis).is_gone(), "redis {kind:?}");
+        }
+        let full = redis::RedisError::from((redis::ErrorKind::Io, "max number of clients reached"));
+        assert!(!connect(full).is_gone());
+        let origin = Origin::new("cache", Kind::REDIS);
+        let timeout = Error::Timeout {
+            origin: origin.clone(),
+            what: "connect",
+            after: std::time::Duration::from_secs(5),
+            detail: None,
+            last_error: None,
+        };
+        assert!(!timeout.is_gone());
+        let auth = Error::Auth {
+            origin: origin.clone(),
+            message: "WRONGPASS".into(),
+        };
+        assert!(
+            auth.is_gone(),
+            "bad credentials do not get better with more tries"
+        );
+        // Wrapped as any backend's error, the cause is still found.
+        let wrapped = Error::Backend {
+            origin,
+            source: Arc::new(connect(Io::from(K::ConnectionRefused))),
+        };
+        assert!(wrapped.is_gone());
+        let dns = Io::other("failed to lookup address information: Name or service not known");
+        assert!(connect(dns).is_gone());
+        // etcd-client wraps the cause in a gRPC status.
+        let refused = tonic::Status::from_error(Box::new(Io::from(K::ConnectionRefused)));
+        assert!(connect(etcd_client::Error::GRpcStatus(refused)).is_gone());
+        let unavailable = tonic::Status::unavailable("no leader");
+        assert!(!connect(etcd_client::Error::GRpcStatus(unavailable)).is_gone());
+    }
+}

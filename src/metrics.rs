@@ -34,6 +34,7 @@
 //! | `connhub.connections.closed` | counter | closed, by `reason`: `broken`, `idle`, `lifetime` |
 //! | `connhub.streams` | gauge | long-lived streams open, by `stream`: `lease`, `watch`, `subscription` |
 //! | `connhub.connections.leaked` | counter | checkouts held past `leak_detection_threshold` (recorded as it happens) |
+//! | `connhub.connections.limit` | gauge | connections the pool may hold now: its size, or fewer while the server refuses more |
 
 use std::time::Duration;
 
@@ -100,6 +101,7 @@ pub(crate) fn record(s: &Status) {
     gauge!("db.client.connection.idle.min", &otel).set(f64::from(p.min_idle));
     gauge!("db.client.connection.pending_requests", &otel).set(f64::from(p.pending));
     let labels = [("connector", s.name.clone()), ("kind", s.kind.to_string())];
+    gauge!("connhub.connections.limit", &labels).set(f64::from(p.limit.unwrap_or(p.max_size)));
     counter!("connhub.checkouts", &labels).absolute(p.gets);
     counter!("connhub.checkouts.waited", &labels).absolute(p.gets_waited);
     counter!("connhub.connections.created", &labels).absolute(p.connections_created);

@@ -132,6 +132,11 @@ pub struct Event {
 pub struct PoolCounts {
     /// Largest number of connections the pool opens.
     pub max_size: u32,
+    /// While the server refuses more connections than the pool holds (its connection
+    /// cap): how many the pool holds and hands out, below `max_size`. Callers wait their
+    /// turn on those, and the pool grows back as the server accepts more. `None` while
+    /// the pool may grow to `max_size`.
+    pub limit: Option<u32>,
     /// Connections open now (idle and in use).
     pub connections: u32,
     /// Connections idle in the pool now.
@@ -199,6 +204,9 @@ pub struct Status {
     pub last_check_at: Option<u64>,
     /// The last error seen, if the connector is not healthy or the last check failed.
     pub last_error: Option<String>,
+    /// Why the last fresh connection failed, while the pool is limited or the connector
+    /// is down; cleared once the pool may grow to its size again.
+    pub last_connect_error: Option<String>,
     /// Reconnect attempts made since the connector was last healthy.
     pub reconnect_attempts: u32,
 }

@@ -187,3 +187,88 @@ async fn probes_mean_what_kubernetes_means() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// Polls `/readyz` every 10 ms, with no other call and no manual check, until `done`
+/// says yes; returns how long that took, or panics after `limit`.
+async fn readyz_until(
+    app: &axum::Router,
+    limit: Duration,
+    done: impl Fn(StatusCode, &serde_json::Value) -> bool,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = call(app, "/readyz").await;
+        if done(code, &body) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "/readyz {code}: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Default settings (a 10 s `health_check_interval`): a server that dies while nobody
+/// calls is seen within moments, because its connections tell; a probe polled through an
+/// outage sees the server back within `reconnect_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_while_idle_is_seen_at_once_with_default_settings() {
+    let mut cache_server = RedisServer::start().unwrap();
+    let mut sessions_server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let cache_config = cache_server.config();
+    let reconnect_interval = cache_config.connector.reconnect_interval;
+    let cache = manager.add_redis("cache", cache_config).await.unwrap();
+    let mut optional = sessions_server.config();
+    optional.connector.required = false;
+    manager.add_redis("sessions", optional).await.unwrap();
+    let app = axum::Router::new()
+        .merge(connhub::axum::router())
+        .with_state(App {
+            manager: manager.clone(),
+            cache,
+        });
+    // Quiet for a while: nothing calls.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
+
+    sessions_server.kill();
+    let degraded = readyz_until(&app, Duration::from_secs(1), |code, body| {
+        assert_eq!(
+            code,
+            StatusCode::OK,
+            "an optional connector never fails readiness"
+        );
+        body["degraded"] == serde_json::json!(["sessions"])
+    })
+    .await;
+    sessions_server.restart_async().await.unwrap();
+    let optional_back = readyz_until(
+        &app,
+        reconnect_interval + Duration::from_millis(200),
+        |_, body| body["degraded"] == serde_json::json!([]),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cache_server.kill();
+    let not_ready = readyz_until(&app, Duration::from_secs(1), |code, _| {
+        code == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
+    // A longer outage: the timer backoff alone would wait longer than reconnect_interval.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
+    cache_server.restart_async().await.unwrap();
+    let ready = readyz_until(
+        &app,
+        reconnect_interval + Duration::from_millis(200),
+        |code, _| code == StatusCode::OK,
+    )
+    .await;
+    println!(
+        "default settings, idle: optional listed as degraded {degraded:?} after its kill, \
+         back {optional_back:?} after its restart; required: /readyz 503 {not_ready:?} after \
+         its kill, 200 {ready:?} after its restart (reconnect_interval {reconnect_interval:?})"
+    );
+    manager.close().await.unwrap();
+}

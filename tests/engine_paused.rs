@@ -18,11 +18,20 @@ struct Server {
     most_in_flight: AtomicU32,
     /// Connections numbered up to this one fail validation (gone stale).
     stale_up_to: AtomicU32,
+    /// Validations asked for (`is_valid`).
+    validations: AtomicU32,
 }
 
+/// What a dead server answers a dial with: the connection is refused.
 #[derive(Debug, thiserror::Error)]
 #[error("server down")]
-struct Down;
+struct Down(#[source] std::io::Error);
+
+impl Down {
+    fn refused() -> Self {
+        Down(std::io::ErrorKind::ConnectionRefused.into())
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Dialer(Arc<Server>);
@@ -43,15 +52,16 @@ impl bb8::ManageConnection for Dialer {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         s.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if up { Ok(id) } else { Err(Down) }
+        if up { Ok(id) } else { Err(Down::refused()) }
     }
 
     async fn is_valid(&self, id: &mut u32) -> Result<(), Down> {
         let s = &self.0;
+        s.validations.fetch_add(1, Ordering::SeqCst);
         if s.up.load(Ordering::SeqCst) && *id > s.stale_up_to.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(Down)
+            Err(Down::refused())
         }
     }
 
@@ -168,9 +178,18 @@ async fn a_stale_connection_is_no_outage() {
     // (as a server closing idle connections does); fresh ones work.
     let held: Vec<_> = futures::future::join_all((0..4).map(|_| pool.get())).await;
     drop(held);
+    // A connection just made or given back unbroken is handed out again without a
+    // round trip for half a second (HikariCP's alive-bypass window).
+    let validations = server.validations.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(server.validations.load(Ordering::SeqCst), validations);
     let made = server.attempts.load(Ordering::SeqCst);
     assert!(pool.status().pool.idle >= 2);
     server.stale_up_to.store(made, Ordering::SeqCst);
+    // Idle for a second, as a server's idle timeout takes: every checkout validates.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..100 {
         let conn = pool.get().await.unwrap();
         assert!(*conn > made, "a stale connection was handed out");
@@ -233,5 +252,112 @@ async fn waiting_past_the_checkout_timeout_says_the_pool_was_exhausted() {
     drop(held);
     // First come, first served: after the holder returns it, the next caller gets it.
     assert!(pool.get().await.is_ok());
+    manager.close().await.unwrap();
+}
+
+/// A "server" that takes at most `cap` connections at once, as `maxclients` does: one
+/// more is accepted and hung up on (the client sees a reset).
+#[derive(Debug, Default)]
+struct CappedServer {
+    cap: AtomicU32,
+    open: AtomicU32,
+}
+
+#[derive(Debug)]
+struct CappedConn(Arc<CappedServer>);
+
+impl Drop for CappedConn {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CappedDialer(Arc<CappedServer>);
+
+impl bb8::ManageConnection for CappedDialer {
+    type Connection = CappedConn;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> Result<CappedConn, std::io::Error> {
+        let s = &self.0;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if s.open.fetch_add(1, Ordering::SeqCst) >= s.cap.load(Ordering::SeqCst) {
+            s.open.fetch_sub(1, Ordering::SeqCst);
+            return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        Ok(CappedConn(s.clone()))
+    }
+
+    async fn is_valid(&self, _: &mut CappedConn) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn has_broken(&self, _: &mut CappedConn) -> bool {
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_cap_limits_the_pool_and_it_grows_back() {
+    let server = Arc::new(CappedServer::default());
+    server.cap.store(4, Ordering::SeqCst);
+    let manager = Manager::new();
+    let pool = manager
+        .add_pool(
+            "capped",
+            CappedDialer(server.clone()),
+            ConnectorConfig::default(),
+            PoolConfig {
+                max_size: 16,
+                ..PoolConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut events = manager.subscribe();
+    // 32 callers, each holding its connection 1 ms, for 30 s (simulated).
+    let until = Instant::now() + Duration::from_secs(30);
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while Instant::now() < until {
+                    match pool.get().await {
+                        Ok(_conn) => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            ok += 1;
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for c in callers {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    let status = pool.status();
+    assert_eq!(failed, 0, "{status:?}");
+    assert!(ok > 10_000, "{ok} calls in 30 s on 4 connections");
+    assert!(events.try_recv().is_err(), "no state change");
+    assert_eq!(status.state, State::Healthy);
+    assert_eq!(status.pool.limit, Some(4), "{status:?}");
+    assert!(server.open.load(Ordering::SeqCst) <= 4);
+    assert!(status.last_connect_error.is_some());
+    // The server takes more: the pool grows back to its size without a caller asking,
+    // within one health check interval.
+    server.cap.store(100, Ordering::SeqCst);
+    tokio::time::sleep(ConnectorConfig::default().health_check_interval).await;
+    let status = pool.status();
+    assert_eq!(status.pool.limit, None, "{status:?}");
+    assert_eq!(status.pool.connections, 16, "{status:?}");
+    assert_eq!(status.last_connect_error, None);
+    assert!(events.try_recv().is_err(), "no state change");
     manager.close().await.unwrap();
 }

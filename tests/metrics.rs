@@ -68,6 +68,11 @@ async fn pool_state_and_counters_are_recorded() {
     assert!(find("connhub.health_check.duration", own) > 0.0);
     assert_eq!(find("connhub.reconnect_attempts", own), 0.0);
     assert_eq!(find("connhub.streams", own), 0.0);
+    assert_eq!(
+        find("connhub.connections.limit", own),
+        4.0,
+        "no cap: the pool's size"
+    );
     // OpenTelemetry's, by pool.
     let pool_name = ("pool.name", "cache");
     assert_eq!(find("db.client.connection.max", pool_name), 4.0);

@@ -185,8 +185,20 @@ async fn a_broken_connection_is_never_handed_out_again() {
     {
         // The redis crate reports the closed connection through its push sender, so the
         // checkout normally skips it and opens a fresh one. If that report has not
-        // arrived yet, the command fails and marks the old connection broken.
-        let mut conn = pool.get().await.unwrap_or_else(|e| panic!("{e}"));
+        // arrived yet, the command fails and marks the old connection broken. The same
+        // report makes the health engine check at once: it may have found the server
+        // gone mid-restart, and then refuses checkouts until its next trial
+        // (`reconnect_interval`) finds it back.
+        let started = std::time::Instant::now();
+        let mut conn = loop {
+            match pool.get().await {
+                Ok(conn) => break conn,
+                Err(Error::Unavailable { .. }) if started.elapsed() < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let r: Result<(), _> = conn.set("a", 2).await;
         if r.is_err() {
             assert!(conn.is_broken(), "a failed connection is marked broken");

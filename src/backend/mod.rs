@@ -3,6 +3,8 @@
 //! [`Manager::add_pool`](crate::Manager::add_pool) or, with a [`Backend`](crate::Backend)
 //! of its own, [`Manager::add_backend`](crate::Manager::add_backend).
 
+pub use crate::health::LossSignal;
+
 pub mod etcd;
 mod etcd_lease;
 mod etcd_members;

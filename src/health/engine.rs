@@ -3,14 +3,15 @@
 //! step asks for: broadcast the change, retire connections, wake refused waiters, start a
 //! trial. It is the only place that changes a connector's state.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
-use super::machine::{Actions, Input, Machine, Rules};
+use super::machine::{Actions, Failure, Input, Machine, Probe, Resize, Rules};
+use super::turns::Turns;
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Origin};
 use crate::status::{Event, Kind, State};
@@ -22,6 +23,25 @@ use crate::status::{Event, Kind, State};
 pub(crate) struct Life {
     epoch: AtomicU64,
     closed: AtomicBool,
+    /// Connections of the pool that exist now ([`Live`] counts them).
+    live: AtomicU32,
+}
+
+/// Counts one connection in [`Life`] while it exists.
+#[derive(Debug)]
+pub(crate) struct Live(Arc<Life>);
+
+impl Live {
+    pub(crate) fn new(life: &Arc<Life>) -> Self {
+        life.live.fetch_add(1, Ordering::Relaxed);
+        Live(life.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Life {
@@ -38,11 +58,18 @@ impl Life {
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Connections of the pool that exist now, pooled or checked out.
+    pub(crate) fn live(&self) -> u32 {
+        self.live.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Observed {
     last_error: Option<Error>,
+    /// Why the last fresh connection failed; cleared when one is made again.
+    last_connect_error: Option<Error>,
     last_check_latency: Option<Duration>,
     last_check_at: Option<u64>,
 }
@@ -56,6 +83,8 @@ pub(crate) struct Health {
     pub(crate) kind: Kind,
     pub(crate) config: ConnectorConfig,
     pub(crate) life: Arc<Life>,
+    /// How many callers may hold a connection at once.
+    pub(crate) turns: Arc<Turns>,
     machine: Mutex<Machine>,
     /// The machine's state, readable without the lock (every checkout reads it).
     state: AtomicU8,
@@ -101,15 +130,17 @@ impl Health {
         name: String,
         kind: Kind,
         config: ConnectorConfig,
+        pool_size: u32,
         events: broadcast::Sender<Event>,
     ) -> Self {
         let base = Instant::now();
-        let machine = Machine::new(Rules::from(&config), fastrand::f64(), base);
+        let machine = Machine::new(Rules::new(&config, pool_size), fastrand::f64(), base);
         Health {
             name,
             kind,
             config,
             life: Arc::default(),
+            turns: Arc::new(Turns::new(pool_size)),
             state: AtomicU8::new(machine.state().to_u8()),
             machine: Mutex::new(machine),
             trial_due: AtomicU64::new(NEVER),
@@ -141,6 +172,11 @@ impl Health {
 
     pub(crate) fn reconnect_attempts(&self) -> u32 {
         lock(&self.machine).attempts()
+    }
+
+    /// The pool's size limit while the server refuses more connections.
+    pub(crate) fn limit(&self) -> Option<u32> {
+        lock(&self.machine).limit()
     }
 
     /// When the engine task should next tick the machine.
@@ -176,10 +212,86 @@ impl Health {
         {
             f();
         }
+        let recovered = act.changed_from.is_some() && to == State::Healthy;
+        if recovered || act.resize == Some(Resize::Lifted) {
+            lock(&self.observed).last_connect_error = None;
+        }
+        match act.resize {
+            Some(resize) => {
+                self.resize(resize, to, error);
+                // The machine's timer moved (a check is due, growth is scheduled): the
+                // engine task looks again.
+                self.wake.notify_one();
+            }
+            // Turns held when the limit dropped come back above it: take them out.
+            None if matches!(input, Input::ConnectFailed(_) | Input::Tick) => {
+                self.turns.rebalance();
+            }
+            None => {}
+        }
         if let Some(from) = act.changed_from {
             self.announce(from, to, error);
         }
         act
+    }
+
+    /// A fresh connection failed: news for the machine, which tells a capacity limit
+    /// (the pool still has connections, and the failure does not say the server is gone)
+    /// from an outage.
+    pub(crate) fn connect_failed(&self, error: &Error) -> Actions {
+        lock(&self.observed).last_connect_error = Some(error.clone());
+        self.apply(Input::ConnectFailed(self.failure(error)), Some(error))
+    }
+
+    /// A fresh connection was made. At a limit, the server took one more: the limit
+    /// follows (one short lock per new connection, none on checkout).
+    pub(crate) fn connected(&self) {
+        if self.limit().is_some() {
+            self.apply(Input::Connected(self.life.live()), None);
+        }
+    }
+
+    /// A trial of kind `probe` failed with `error`. The pool's own connections failing
+    /// their check is an outage, whatever the error.
+    pub(crate) fn probe_failed(&self, probe: Probe, error: &Error) -> Actions {
+        let mut failure = self.failure(error);
+        failure.outage |= probe == Probe::Pooled;
+        self.apply(Input::ProbeFailed(failure), Some(error))
+    }
+
+    fn failure(&self, error: &Error) -> Failure {
+        Failure {
+            outage: error.is_gone(),
+            live: self.life.live(),
+        }
+    }
+
+    /// The check a manual health check runs now: at a limit, on the pool's own
+    /// connections (a fresh one would be refused).
+    pub(crate) fn check_probe(&self) -> Probe {
+        lock(&self.machine).check()
+    }
+
+    /// Applies a change of the pool's size limit to the turns, and says so once.
+    fn resize(&self, resize: Resize, state: State, error: Option<&Error>) {
+        let (name, kind) = (&self.name, &self.kind);
+        match resize {
+            Resize::Limited(n) => {
+                self.turns.allow(n);
+                let error = error.map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(connector = %name, %kind, limit = n, %error, "the server refuses more connections while the pool's own work: the pool stops at {n}, callers wait their turn, and growth is retried with backoff");
+            }
+            Resize::Changed(n) => {
+                self.turns.allow(n);
+                tracing::debug!(connector = %name, %kind, limit = n, "pool size limit changed");
+            }
+            Resize::Lifted => {
+                self.turns.allow_all();
+                if state == State::Healthy {
+                    tracing::info!(connector = %name, %kind, size = self.turns.allowed(), "the server accepts connections again: the pool may grow to its size");
+                }
+            }
+        }
     }
 
     fn micros(&self, at: Instant) -> u64 {
@@ -282,6 +394,10 @@ impl Health {
 
     pub(crate) fn last_error(&self) -> Option<Error> {
         lock(&self.observed).last_error.clone()
+    }
+
+    pub(crate) fn last_connect_error(&self) -> Option<Error> {
+        lock(&self.observed).last_connect_error.clone()
     }
 
     pub(crate) fn last_check(&self) -> (Option<Duration>, Option<u64>) {

@@ -9,6 +9,20 @@
 //! any ─Close─► Closed (final)
 //! ```
 //!
+//! **A capacity limit is not an outage.** A fresh connection that fails while the pool
+//! holds connections that work, in a way that does not say the server is gone (it hung up
+//! on the handshake, said it is full, or did not answer in time), is the server's
+//! connection cap: the connector stays `Healthy` and the pool is *limited* to the
+//! connections it has ([`Actions::resize`]); one [`Probe::Pooled`] trial proves those
+//! still answer, and [`Probe::Grow`] trials try one more connection at a time, with
+//! backoff, until the pool is back to its size. A refusal, an unreachable host or bad
+//! credentials, or no working connection at all, is an outage as before.
+//!
+//! **Loss is seen when it happens**: a connection that reports its server closed it
+//! ([`Input::Lost`]) starts a trial at once instead of at the next periodic check. If the
+//! server only closed idle connections, the trial finds a fresh one working and nothing
+//! changes.
+//!
 //! While down (`Reconnecting`, `Failed`) the connector is a circuit breaker: callers are
 //! refused, and a refused caller ([`Input::Demand`]) opens it half way as soon as the next
 //! trial is due (one trial in flight, at most one per `reconnect_interval`). With no caller
@@ -31,16 +45,20 @@ pub(crate) struct Rules {
     pub reconnect_interval: Duration,
     pub reconnect_backoff_max: Duration,
     pub max_reconnect_attempts: u32,
+    /// The pool's size: a limit that grows back to it is lifted.
+    pub pool_size: u32,
 }
 
-impl From<&ConnectorConfig> for Rules {
-    fn from(c: &ConnectorConfig) -> Self {
+impl Rules {
+    /// The rules of a connector with `config` and a pool of `pool_size`.
+    pub(crate) fn new(c: &ConnectorConfig, pool_size: u32) -> Self {
         Rules {
             health_check_interval: c.health_check_interval,
             auto_reconnect: c.auto_reconnect,
             reconnect_interval: c.reconnect_interval,
             reconnect_backoff_max: c.reconnect_backoff_max,
             max_reconnect_attempts: c.max_reconnect_attempts,
+            pool_size: pool_size.max(1),
         }
     }
 }
@@ -54,13 +72,49 @@ pub(crate) enum Input {
     Demand,
     /// A trial (probe) answered.
     ProbeOk,
-    /// A trial failed on a freshly opened connection: the server is down. (A trial that
-    /// only found an old pooled connection dead tries a fresh one before it reports.)
-    ProbeFailed,
-    /// A fresh connection opened outside a probe (by the pool) failed.
-    ConnectFailed,
+    /// A trial failed. A [`Probe::Check`] fails on a freshly opened connection (one that
+    /// only found an idle connection dead tries a fresh one before it reports): the server
+    /// is down, unless the failure is a refusal while the pool's connections are there,
+    /// which makes a limit as [`Input::ConnectFailed`] does. A [`Probe::Pooled`] check fails
+    /// when the pool's own connections do not answer: an outage.
+    ProbeFailed(Failure),
+    /// A fresh connection opened outside a check failed: by the pool, for a shared
+    /// handle, or by a [`Probe::Grow`] trial.
+    ConnectFailed(Failure),
+    /// A fresh connection was made (by the pool or a [`Probe::Grow`] trial); the pool
+    /// holds this many now. At a limit, the server took one more.
+    Connected(u32),
+    /// A [`Probe::Grow`] trial ended with its connection pooled (reported as
+    /// [`Input::Connected`] when it was made).
+    Grew,
+    /// A connection reported that its server closed it: check now.
+    Lost,
     /// Close the connector.
     Close,
+}
+
+/// What a failed fresh connection says, with what the pool still has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// An outage whatever else works: the server is gone (connection refused, host
+    /// unreachable) or will not have this client (credentials, TLS), or the pool's own
+    /// connections did not answer a [`Probe::Pooled`] check.
+    pub outage: bool,
+    /// Connections the pool holds now (not yet known broken).
+    pub live: u32,
+}
+
+/// The kind of trial the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// A round trip on an idle pooled connection, or on a fresh one when none is idle or
+    /// the idle one fails: the periodic check, and the trial while down.
+    Check,
+    /// A round trip on a pooled connection only, waiting for one if all are in use: the
+    /// check while the pool is limited, where a fresh connection would be refused.
+    Pooled,
+    /// One fresh connection, pooled if it works: the pool tries to grow past its limit.
+    Grow,
 }
 
 /// What the engine must do after a step.
@@ -70,8 +124,33 @@ pub(crate) struct Actions {
     pub changed_from: Option<State>,
     /// Retire every connection made so far (the connector went down or closed).
     pub retire: bool,
-    /// Start one trial now.
-    pub probe: bool,
+    /// Start this trial now.
+    pub probe: Option<Probe>,
+    /// The pool's size limit changed: how many connections it may hold and hand out now.
+    pub resize: Option<Resize>,
+}
+
+/// A change of the pool's size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// The server refused a connection while the pool's own work: the pool is limited to
+    /// this many.
+    Limited(u32),
+    /// Still limited, now to this many (one more was accepted, or one fewer works).
+    Changed(u32),
+    /// Back to the pool's size (it grew back, or the connector went down or closed).
+    Lifted,
+}
+
+/// A pool held below its size because the server refuses more connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limit {
+    /// Connections the pool may hold and hand out.
+    size: u32,
+    /// Growth trials that failed in a row.
+    attempts: u32,
+    /// When the next growth trial is due.
+    next_growth: Instant,
 }
 
 /// The state of one connector.
@@ -81,8 +160,10 @@ pub(crate) struct Machine {
     state: State,
     /// Failed trials since the connector was last healthy.
     attempts: u32,
-    /// A trial is in flight.
-    probing: bool,
+    /// The trial in flight, if any.
+    probing: Option<Probe>,
+    /// While healthy: the size the server accepts, when it refused more.
+    limit: Option<Limit>,
     /// When the last trial started (or the failure that took the connector down).
     last_trial: Option<Instant>,
     /// While healthy: when the next periodic check is due.
@@ -101,7 +182,8 @@ impl Machine {
             rules,
             state: State::Connecting,
             attempts: 0,
-            probing: false,
+            probing: None,
+            limit: None,
             last_trial: None,
             next_check: None,
             born: now,
@@ -119,7 +201,13 @@ impl Machine {
 
     #[cfg(test)]
     pub(crate) fn is_probing(&self) -> bool {
-        self.probing
+        self.probing.is_some()
+    }
+
+    /// The pool's size limit while the server refuses more connections; `None` while the
+    /// pool may grow to its size.
+    pub(crate) fn limit(&self) -> Option<u32> {
+        self.limit.map(|l| l.size)
     }
 
     fn is_down(&self) -> bool {
@@ -140,6 +228,16 @@ impl Machine {
             .clamp(r.reconnect_interval, r.reconnect_backoff_max)
     }
 
+    /// The delay after `attempts` refused growth trials before the next: the backoff,
+    /// capped at `health_check_interval`, so a raised server limit is used within one
+    /// check interval.
+    fn growth_backoff(&self, attempts: u32) -> Duration {
+        let cap = self.rules.health_check_interval;
+        self.backoff(attempts)
+            .min(cap)
+            .max(self.rules.reconnect_interval.min(cap))
+    }
+
     /// When the next trial may start because a caller asks for one.
     fn demand_due(&self) -> Option<Instant> {
         self.last_trial.map(|t| t + self.rules.reconnect_interval)
@@ -147,13 +245,16 @@ impl Machine {
 
     /// When the engine should next feed [`Input::Tick`]; `None`: only on other inputs.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        if self.probing {
+        if self.probing.is_some() {
             return None;
         }
         match self.state {
             State::Closed => None,
             State::Connecting => Some(self.last_trial.unwrap_or(self.born)),
-            State::Healthy => self.next_check,
+            State::Healthy => match (self.next_check, self.limit) {
+                (Some(check), Some(l)) => Some(check.min(l.next_growth)),
+                (check, l) => check.or(l.map(|l| l.next_growth)),
+            },
             State::Reconnecting => self.last_trial.map(|t| t + self.backoff(self.attempts)),
             State::Failed => self
                 .last_trial
@@ -164,7 +265,7 @@ impl Machine {
     /// From when a caller's demand may start a trial; `None` while none may (up, or a
     /// trial in flight).
     pub(crate) fn demand_trial_at(&self, now: Instant) -> Option<Instant> {
-        if !self.is_down() || self.probing {
+        if !self.is_down() || self.probing.is_some() {
             return None;
         }
         Some(self.demand_due().unwrap_or(now))
@@ -174,7 +275,7 @@ impl Machine {
     /// the last one started at least `reconnect_interval` ago. Cheap; callers use it to
     /// decide whether to wake the engine at all.
     pub(crate) fn wants_demand(&self, now: Instant) -> bool {
-        self.is_down() && !self.probing && self.demand_due().is_none_or(|due| now >= due)
+        self.is_down() && self.probing.is_none() && self.demand_due().is_none_or(|due| now >= due)
     }
 
     /// One step.
@@ -186,33 +287,75 @@ impl Machine {
         match input {
             Input::Close => {
                 self.set(State::Closed, &mut act);
-                self.probing = false;
+                self.probing = None;
+                self.lift(&mut act);
                 act.retire = true;
             }
             Input::Tick => {
-                if !self.probing && self.next_wake().is_some_and(|at| now >= at) {
-                    self.start_trial(now, &mut act);
+                if self.probing.is_none() && self.next_wake().is_some_and(|at| now >= at) {
+                    let growth_due = self.state == State::Healthy
+                        && self.limit.is_some_and(|l| now >= l.next_growth)
+                        && self.next_check.is_none_or(|c| now < c);
+                    let probe = if growth_due {
+                        Probe::Grow
+                    } else {
+                        self.check()
+                    };
+                    self.start_trial(probe, now, &mut act);
                 }
             }
             Input::Demand => {
                 if self.wants_demand(now) {
-                    self.start_trial(now, &mut act);
+                    self.start_trial(Probe::Check, now, &mut act);
+                }
+            }
+            Input::Lost => {
+                if self.state == State::Healthy && self.probing.is_none() {
+                    self.start_trial(self.check(), now, &mut act);
                 }
             }
             Input::ProbeOk => {
-                self.probing = false;
+                self.probing = None;
                 self.attempts = 0;
                 self.next_check = Some(now + self.rules.health_check_interval);
                 self.set(State::Healthy, &mut act);
             }
-            Input::ProbeFailed => {
-                self.probing = false;
-                self.failed(now, &mut act);
+            Input::ProbeFailed(f) => {
+                self.probing = None;
+                if self.may_limit(f) {
+                    self.limited(f.live, false, now, &mut act);
+                } else {
+                    self.failed(now, &mut act);
+                }
             }
-            Input::ConnectFailed => {
-                // Only news while the connector still thinks it is up; a trial in flight
-                // reports for itself.
-                if matches!(self.state, State::Healthy | State::Connecting) && !self.probing {
+            Input::Connected(live) => {
+                if self.state == State::Healthy {
+                    self.connected(live, now, &mut act);
+                }
+            }
+            Input::Grew => {
+                if self.probing == Some(Probe::Grow) {
+                    self.probing = None;
+                }
+            }
+            Input::ConnectFailed(f) => {
+                let growth = match self.probing {
+                    // A growth trial reports its own failure here.
+                    Some(Probe::Grow) => {
+                        self.probing = None;
+                        true
+                    }
+                    // Any other trial in flight reports for itself.
+                    Some(_) => return act,
+                    None => false,
+                };
+                // Only news while the connector still thinks it is up.
+                if !matches!(self.state, State::Healthy | State::Connecting) {
+                    return act;
+                }
+                if self.may_limit(f) {
+                    self.limited(f.live, growth, now, &mut act);
+                } else {
                     self.failed(now, &mut act);
                 }
             }
@@ -220,20 +363,97 @@ impl Machine {
         act
     }
 
-    fn start_trial(&mut self, now: Instant, act: &mut Actions) {
-        self.probing = true;
+    /// True when `f` is a capacity limit rather than an outage: the connector is up, the
+    /// pool holds connections, and the failure is not an outage by itself.
+    fn may_limit(&self, f: Failure) -> bool {
+        self.state == State::Healthy && !f.outage && f.live > 0
+    }
+
+    /// The check to run while up: a fresh connection would be refused at a limit, so
+    /// there only the pool's own connections are tried.
+    pub(crate) fn check(&self) -> Probe {
+        if self.state == State::Healthy && self.limit.is_some() {
+            Probe::Pooled
+        } else {
+            Probe::Check
+        }
+    }
+
+    fn start_trial(&mut self, probe: Probe, now: Instant, act: &mut Actions) {
+        self.probing = Some(probe);
         if self.state != State::Healthy {
             self.last_trial = Some(now);
         }
-        act.probe = true;
+        act.probe = Some(probe);
+    }
+
+    /// The server refused a fresh connection while the pool holds `live` ones: the pool
+    /// stops at those. Entering the limit, a check that they answer is due at once; a
+    /// refused growth trial puts the next one off (backoff). Refusals of connections the
+    /// pool asked for before the limit took hold only count what is left.
+    fn limited(&mut self, live: u32, growth: bool, now: Instant, act: &mut Actions) {
+        // What the server holds for this pool now: fewer once some broke.
+        let size = live.clamp(1, self.rules.pool_size);
+        let Some(l) = self.limit else {
+            self.limit = Some(Limit {
+                size,
+                attempts: 1,
+                next_growth: now + self.growth_backoff(1),
+            });
+            act.resize = Some(Resize::Limited(size));
+            // The check that proves the pool's connections answer is due now (this input
+            // may come from the pool, not the engine task, so it is asked for, not
+            // started).
+            self.next_check = Some(now);
+            return;
+        };
+        if growth {
+            let attempts = l.attempts.saturating_add(1);
+            self.limit = Some(Limit {
+                attempts,
+                next_growth: now + self.growth_backoff(attempts),
+                ..l
+            });
+        }
+        self.resize_to(size, act);
+    }
+
+    /// A fresh connection worked while the pool holds `live`: at a limit, the server took
+    /// one more, so the limit follows and the next growth is tried at once.
+    fn connected(&mut self, live: u32, now: Instant, act: &mut Actions) {
+        let Some(l) = self.limit.as_mut() else { return };
+        l.attempts = 0;
+        l.next_growth = now;
+        let size = live.max(l.size);
+        self.resize_to(size, act);
+    }
+
+    /// Moves the limit to `size`, lifting it at the pool's size.
+    fn resize_to(&mut self, size: u32, act: &mut Actions) {
+        let Some(l) = self.limit.as_mut() else { return };
+        if size >= self.rules.pool_size {
+            self.lift(act);
+        } else if size != l.size {
+            l.size = size;
+            act.resize = Some(Resize::Changed(size));
+        }
+    }
+
+    /// Lifts the limit, if any: the pool may grow to its size again.
+    fn lift(&mut self, act: &mut Actions) {
+        if self.limit.take().is_some() {
+            act.resize = Some(Resize::Lifted);
+        }
     }
 
     fn failed(&mut self, now: Instant, act: &mut Actions) {
         if !self.is_down() {
             // Going down: retire every connection, and count this failure as the first
-            // trial, so the next one waits `reconnect_interval`.
+            // trial, so the next one waits `reconnect_interval`. A limit goes with the
+            // connections it counted.
             self.last_trial = Some(now);
             act.retire = true;
+            self.lift(act);
         }
         self.attempts = self.attempts.saturating_add(1);
         let max = self.rules.max_reconnect_attempts;

@@ -4,14 +4,21 @@
 //! - [`engine`]: the shared [`Health`] of a connector, which feeds the machine and carries
 //!   out its actions (events, retiring connections, waking refused callers).
 //! - [`task`]: the background task that ticks the machine and runs its trials.
+//! - [`turns`]: how many callers may hold a connection at once, lowered to a server's
+//!   connection cap.
+//! - [`signal`]: how a backend reports a connection its server closed.
 
 mod engine;
 pub(crate) mod machine;
+mod signal;
 mod task;
+mod turns;
 
-pub(crate) use engine::{Health, Life};
-pub(crate) use machine::Input;
+pub(crate) use engine::{Health, Life, Live};
+pub(crate) use machine::{Input, Probe};
+pub use signal::LossSignal;
 pub(crate) use task::{Trial, run_trial, spawn};
+pub(crate) use turns::{Turn, Turns};
 
 #[cfg(test)]
 mod tests;

@@ -1,48 +1,62 @@
 //! The engine task of one connector: it ticks the machine when its timer is due, takes the
-//! demand refused callers left, and runs the trials the machine asks for, one at a time.
+//! demand refused callers left and the losses connections reported, and runs the trials
+//! the machine asks for, one at a time.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::engine::Health;
-use super::machine::{Actions, Input};
+use super::machine::{Actions, Input, Probe};
+use super::signal::LossSignal;
 use crate::error::Result;
 use crate::status::{BoxFuture, State};
 
-/// One trial of the backend: a round trip on an idle connection, or on a fresh one when
-/// that fails. An error means a fresh connection failed: the server is down.
+/// The trials of a backend, as [`Probe`] names them. For [`Probe::Check`] and
+/// [`Probe::Pooled`], an error means the server does not answer; for [`Probe::Grow`], that
+/// the fresh connection failed.
 pub(crate) trait Trial: Send + Sync + 'static {
-    fn trial(&self) -> BoxFuture<'_, Result<Duration>>;
+    fn trial(&self, probe: Probe) -> BoxFuture<'_, Result<Duration>>;
 
     /// Runs after each trial the task made (the pool records its metrics).
     fn after_trial(&self) {}
 }
 
-/// Runs `trial` and feeds its outcome to the machine; returns the outcome.
-pub(crate) async fn run_trial(health: &Health, trial: &dyn Trial) -> Result<Duration> {
+/// Runs one trial and feeds its outcome to the machine; returns the outcome.
+pub(crate) async fn run_trial(
+    health: &Health,
+    trial: &dyn Trial,
+    probe: Probe,
+) -> Result<Duration> {
     let start = tokio::time::Instant::now();
-    let r = trial.trial().await;
-    match &r {
-        Ok(latency) => {
+    let r = trial.trial(probe).await;
+    match (&r, probe) {
+        (Ok(_), Probe::Grow) => {
+            health.apply(Input::Grew, None);
+        }
+        (Err(e), Probe::Grow) => {
+            tracing::debug!(connector = %health.name, kind = %health.kind, error = %e, "the pool could not grow");
+            health.connect_failed(e);
+        }
+        (Ok(latency), _) => {
             health.record_check(*latency, None);
             health.apply(Input::ProbeOk, None);
         }
-        Err(e) => {
+        (Err(e), _) => {
             tracing::warn!(connector = %health.name, kind = %health.kind, error = %e, "health check failed");
             health.record_check(start.elapsed(), Some(e));
-            health.apply(Input::ProbeFailed, Some(e));
+            health.probe_failed(probe, e);
         }
     }
     r
 }
 
 /// Starts the task. It holds the pool only weakly, so dropping every handle ends it, and
-/// it ends at close.
-pub(crate) fn spawn<T: Trial>(health: Arc<Health>, pool: Weak<T>) {
-    tokio::spawn(run(health, pool));
+/// it ends at close. `losses` is the backend's signal of connections its server closed.
+pub(crate) fn spawn<T: Trial>(health: Arc<Health>, pool: Weak<T>, losses: Option<LossSignal>) {
+    tokio::spawn(run(health, pool, losses));
 }
 
-async fn run<T: Trial>(health: Arc<Health>, pool: Weak<T>) {
+async fn run<T: Trial>(health: Arc<Health>, pool: Weak<T>, losses: Option<LossSignal>) {
     loop {
         let woken = health.wake.notified();
         if health.state() == State::Closed {
@@ -58,15 +72,22 @@ async fn run<T: Trial>(health: Arc<Health>, pool: Weak<T>) {
                         None => std::future::pending().await,
                     }
                 };
+                let lost = async {
+                    match &losses {
+                        Some(signal) => signal.lost().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = sleep => health.apply(Input::Tick, None),
+                    () = lost => health.apply(Input::Lost, None),
                     () = woken => continue,
                 }
             }
         };
-        if act.probe {
+        if let Some(probe) = act.probe {
             let Some(pool) = pool.upgrade() else { return };
-            let _ = run_trial(&health, &*pool).await;
+            let _ = run_trial(&health, &*pool, probe).await;
             pool.after_trial();
         }
     }

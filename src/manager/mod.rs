@@ -411,6 +411,15 @@ impl Manager {
         self.snapshot().iter().map(|c| c.status()).collect()
     }
 
+    /// [`status`](Manager::status), for a probe: a connector that is down and due a
+    /// check is asked for one first (see [`Connector::request_check`]), so a probe polled
+    /// more often than `reconnect_interval` sees a returning server within it.
+    pub(crate) fn probe_status(&self) -> Vec<Status> {
+        let connectors = self.snapshot();
+        connectors.iter().for_each(|c| c.request_check());
+        connectors.iter().map(|c| c.status()).collect()
+    }
+
     /// Every state change of every connector from now on, in order per connector.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()

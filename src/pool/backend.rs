@@ -5,6 +5,7 @@
 use std::marker::PhantomData;
 
 use crate::error::Error;
+use crate::health::LossSignal;
 use crate::status::{BoxFuture, Kind};
 
 /// A bb8 manager whose error is a standard error, as every published one's is: what a
@@ -105,6 +106,15 @@ pub trait Backend: Send + Sync + 'static {
     /// drop shared handles, so the next caller gets a fresh one.
     fn retire(&self, manager: &Self::Manager) {
         let _ = manager;
+    }
+
+    /// Where the backend reports connections their server closed, so the health engine
+    /// checks at once instead of at the next `health_check_interval`: a server that
+    /// dies while nobody calls is seen down within moments. Called once, when the pool is
+    /// built. Default: none (losses are seen by the periodic check and by failed
+    /// checkouts).
+    fn loss_signal(&self) -> Option<LossSignal> {
+        None
     }
 }
 

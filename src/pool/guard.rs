@@ -2,11 +2,10 @@
 
 use std::ops::{Deref, DerefMut};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::backend::Bb8Manager;
 use super::leak::Ticket;
 use super::tracked::Tracked;
+use crate::health::Turn;
 
 /// A checked-out connection: derefs to the backend's connection and goes back to the pool
 /// when dropped. It owns its reference to the pool, so it can outlive the handle it came
@@ -15,7 +14,7 @@ pub struct PooledConnection<M: Bb8Manager> {
     // Field order is drop order: the connection goes back to bb8 before the next waiter
     // in line is let in, so that waiter finds it idle.
     conn: bb8::PooledConnection<'static, Tracked<M>>,
-    _turn: OwnedSemaphorePermit,
+    _turn: Turn,
     /// Its entry in the leak registry, while leak detection is on.
     _leak: Option<Ticket>,
     /// When it was checked out, and where to record for how long.
@@ -27,7 +26,7 @@ impl<M: Bb8Manager> PooledConnection<M> {
     #[cfg(not(feature = "metrics"))]
     pub(crate) fn new(
         conn: bb8::PooledConnection<'static, Tracked<M>>,
-        turn: OwnedSemaphorePermit,
+        turn: Turn,
         leak: Option<Ticket>,
     ) -> Self {
         PooledConnection {
@@ -40,7 +39,7 @@ impl<M: Bb8Manager> PooledConnection<M> {
     #[cfg(feature = "metrics")]
     pub(crate) fn new(
         conn: bb8::PooledConnection<'static, Tracked<M>>,
-        turn: OwnedSemaphorePermit,
+        turn: Turn,
         leak: Option<Ticket>,
         use_time: metrics::Histogram,
     ) -> Self {

@@ -12,6 +12,10 @@
 //!   locally (broken flag, epoch). A plain bb8 manager keeps its own `is_valid`.
 //! - **A connection problem is not an outage**: a pooled connection that fails validation
 //!   is dropped and another taken; only a fresh connection failing moves the connector down.
+//! - **Nor is a capacity limit**: a fresh connection refused while the pool's own
+//!   connections work (a server at `maxclients`, a proxy's cap) limits the pool to those;
+//!   callers wait their turn on them, and the health engine grows the pool back one
+//!   connection at a time as the server accepts more.
 
 mod backend;
 mod guard;
@@ -30,7 +34,7 @@ use std::time::Duration;
 
 use std::future::Future;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 pub(crate) use backend::Plain;
@@ -44,7 +48,7 @@ pub use tracked::{Fault, Stamped, Tracked};
 use crate::config::{ConnectorConfig, PoolConfig};
 use crate::connector::Connector;
 use crate::error::{ConfigErrors, Error, Origin, Result};
-use crate::health::{self, Health, Input, Trial};
+use crate::health::{self, Health, Input, Probe, Trial, Turn, Turns};
 use crate::status::{BoxFuture, Event, Kind, PoolCounts, State, Status};
 use leak::Leaks;
 use tracked::Parts;
@@ -62,7 +66,7 @@ pub(crate) struct Inner<M: Bb8Manager> {
     parts: Arc<Parts<M>>,
     health: Arc<Health>,
     /// One turn per connection, handed out in arrival order.
-    turns: Arc<Semaphore>,
+    turns: Arc<Turns>,
     waiting: AtomicUsize,
     /// Connections the health checks opened and gave to the pool.
     added: std::sync::atomic::AtomicU64,
@@ -115,7 +119,7 @@ impl<M: Bb8Manager> bb8::ErrorSink<Fault<M::Error>> for Sink<M> {
             Fault::Connect(e) => {
                 let e = self.parts.backend.classify(&h.name, e);
                 tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "connection failed");
-                h.apply(Input::ConnectFailed, Some(&e));
+                h.connect_failed(&e);
             }
             Fault::Invalid(e) => {
                 tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection failed validation; dropped");
@@ -183,12 +187,15 @@ impl<M: Bb8Manager> Pool<M> {
             spec.name,
             kind,
             spec.connector.clone(),
+            spec.pool.max_size,
             spec.events,
         ));
+        let losses = backend.loss_signal();
         let parts = Arc::new(Parts {
             manager,
             backend,
             life: health.life.clone(),
+            health: health.clone(),
             on_connect,
             origin: health.origin(),
             connect_timeout: spec.connector.connect_timeout,
@@ -229,13 +236,12 @@ impl<M: Bb8Manager> Pool<M> {
             .build_unchecked(Tracked {
                 parts: parts.clone(),
             });
-        let turns = usize::try_from(p.max_size).unwrap_or(usize::MAX);
         let pool = Pool {
             inner: Arc::new(Inner {
                 bb8,
                 parts,
+                turns: health.turns.clone(),
                 health,
-                turns: Arc::new(Semaphore::new(turns)),
                 waiting: AtomicUsize::new(0),
                 added: std::sync::atomic::AtomicU64::new(0),
                 streams: Arc::default(),
@@ -245,15 +251,19 @@ impl<M: Bb8Manager> Pool<M> {
         };
         if !spec.connector.lazy_connect {
             let h = &*pool.inner.health;
-            if h.apply(Input::Tick, None).probe
-                && let Err(e) = health::run_trial(h, &*pool.inner).await
+            if let Some(probe) = h.apply(Input::Tick, None).probe
+                && let Err(e) = health::run_trial(h, &*pool.inner, probe).await
             {
                 h.apply(Input::Close, Some(&e));
                 pool.inner.turns.close();
                 return Err(e);
             }
         }
-        health::spawn(pool.inner.health.clone(), Arc::downgrade(&pool.inner));
+        health::spawn(
+            pool.inner.health.clone(),
+            Arc::downgrade(&pool.inner),
+            losses,
+        );
         Ok(pool)
     }
 
@@ -294,7 +304,7 @@ impl<M: Bb8Manager> Pool<M> {
             if self.admit().is_err() {
                 break 'decide Box::pin(self.slow(at));
             }
-            let Ok(turn) = inner.turns.clone().try_acquire_owned() else {
+            let Ok(Some(turn)) = Turns::try_take(&inner.turns) else {
                 break 'decide Box::pin(self.waited(None, at));
             };
             let start = Since::now();
@@ -350,7 +360,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// meanwhile.
     async fn waited(
         &self,
-        turn: Option<OwnedSemaphorePermit>,
+        turn: Option<Turn>,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
         match self.checkout(turn, Instant::now(), at).await {
@@ -366,7 +376,7 @@ impl<M: Bb8Manager> Pool<M> {
     fn handed_out(
         &self,
         mut conn: bb8::PooledConnection<'static, Tracked<M>>,
-        turn: OwnedSemaphorePermit,
+        turn: Turn,
         start: Since,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
@@ -404,7 +414,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// `connect_timeout` of `start`, refused as soon as the connector goes down.
     async fn checkout(
         &self,
-        turn: Option<OwnedSemaphorePermit>,
+        turn: Option<Turn>,
         start: Instant,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
@@ -420,7 +430,7 @@ impl<M: Bb8Manager> Pool<M> {
                 Some(t) => t,
                 None => {
                     let _counted = Waiting::count(&inner.waiting);
-                    let turn = inner.turns.clone().acquire_owned().await;
+                    let turn = Turns::take(&inner.turns).await;
                     turn.map_err(|_closed| h.closed())?
                 }
             };
@@ -491,7 +501,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// Records a failed connection attempt made outside bb8 (a shared handle) and tells
     /// the health engine, as bb8's error sink does for the pool's own; returns the error.
     pub(crate) fn connect_failed(&self, e: Error) -> Error {
-        self.inner.health.apply(Input::ConnectFailed, Some(&e));
+        self.inner.health.connect_failed(&e);
         e
     }
 
@@ -679,6 +689,7 @@ impl<M: Bb8Manager> Inner<M> {
             endpoint: self.parts.backend.endpoint(),
             pool: PoolCounts {
                 max_size: self.bb8.config().max_size,
+                limit: h.limit(),
                 min_idle: self.bb8.config().min_idle.unwrap_or(0),
                 pending: u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
                 connections: s.connections,
@@ -701,6 +712,7 @@ impl<M: Bb8Manager> Inner<M> {
             last_check_latency: latency,
             last_check_at: at,
             last_error: h.last_error().map(|e| e.to_string()),
+            last_connect_error: h.last_connect_error().map(|e| e.to_string()),
             reconnect_attempts: h.reconnect_attempts(),
         }
     }
@@ -759,9 +771,81 @@ impl<M: Bb8Manager> Inner<M> {
     }
 }
 
+impl<M: Bb8Manager> Inner<M> {
+    /// The check while the pool is limited: a round trip on one of the pool's own
+    /// connections, waiting for one if all are in use (a fresh one would be refused).
+    /// Bounded by `connect_timeout`; fails when none answers in time, or as soon as the
+    /// pool has no connection left (each one that fails its validation is dropped).
+    async fn probe_pooled(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let parts = &*self.parts;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let none_left = async {
+            while h.life.live() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let check = async {
+            let got = tokio::select! {
+                got = self.bb8.get() => got,
+                () = none_left => {
+                    return Err(h.last_connect_error().unwrap_or_else(|| {
+                        h.timeout("health check", limit)
+                    }));
+                }
+            };
+            let mut conn = got.map_err(|e| match e {
+                bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
+                    parts.backend.classify(&h.name, e)
+                }
+                bb8::RunError::User(Fault::Retired) => h.closed(),
+                bb8::RunError::TimedOut => h.timeout("health check", limit),
+            })?;
+            parts
+                .backend
+                .probe(&parts.manager, &mut conn)
+                .await
+                .map_err(|e| {
+                    conn.retire();
+                    parts.backend.classify(&h.name, e)
+                })
+        };
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(h.timeout("health check", limit)),
+        }
+    }
+
+    /// One more connection for a limited pool: opened fresh and pooled if the server
+    /// takes it. Bounded by `connect_timeout`.
+    async fn grow(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let conn = match tokio::time::timeout(limit, self.bb8.dedicated_connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(Fault::Connect(e) | Fault::Invalid(e))) => {
+                return Err(self.parts.backend.classify(&h.name, e));
+            }
+            Ok(Err(Fault::Retired)) => return Err(h.closed()),
+            Err(_) => return Err(h.timeout("connect", limit)),
+        };
+        if self.bb8.add(conn).is_ok() {
+            self.added.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(start.elapsed())
+    }
+}
+
 impl<M: Bb8Manager> Trial for Inner<M> {
-    fn trial(&self) -> BoxFuture<'_, Result<Duration>> {
-        Box::pin(self.probe())
+    fn trial(&self, probe: Probe) -> BoxFuture<'_, Result<Duration>> {
+        match probe {
+            Probe::Check => Box::pin(self.probe()),
+            Probe::Pooled => Box::pin(self.probe_pooled()),
+            Probe::Grow => Box::pin(self.grow()),
+        }
     }
 
     fn after_trial(&self) {
@@ -805,6 +889,10 @@ impl<M: Bb8Manager> Connector for Pool<M> {
         Pool::status(self)
     }
 
+    fn request_check(&self) {
+        self.current().inner.health.demand();
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -818,6 +906,6 @@ impl<M: Bb8Manager> Pool<M> {
         if h.state() == State::Closed {
             return Err(h.closed());
         }
-        health::run_trial(h, &*self.inner).await
+        health::run_trial(h, &*self.inner, h.check_probe()).await
     }
 }

@@ -8,15 +8,19 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::backend::{Backend, Bb8Manager};
 use crate::error::{Error, Origin};
-use crate::health::Life;
+use crate::health::{Health, Life, Live};
 
 /// What a [`Tracked`] manager and its pool share.
 pub(crate) struct Parts<M: Bb8Manager> {
     pub(crate) manager: M,
     pub(crate) backend: Box<dyn Backend<Manager = M>>,
     pub(crate) life: Arc<Life>,
+    /// Told of every connection made, so a limit follows what the server accepts.
+    pub(crate) health: Arc<Health>,
     /// Run on every new connection before it is pooled.
     pub(crate) on_connect: Option<super::OnConnect<M::Connection>>,
     /// The connector, as a failed hook's error names it.
@@ -47,6 +51,11 @@ impl<M: Bb8Manager> std::fmt::Debug for Tracked<M> {
 pub struct Stamped<C> {
     conn: C,
     epoch: u64,
+    /// When it was last made or returned unbroken: within [`VOUCHED_FOR`] of that, a
+    /// checkout skips the manager's `is_valid` round trip.
+    vouched: Instant,
+    /// Counts it among the pool's connections while it exists.
+    _live: Live,
     retired: bool,
     /// Why its `on_connect` hook failed: the caller that gets it is told, and it is
     /// dropped.
@@ -54,10 +63,12 @@ pub struct Stamped<C> {
 }
 
 impl<C> Stamped<C> {
-    pub(crate) fn new(conn: C, epoch: u64) -> Self {
+    pub(crate) fn new(conn: C, epoch: u64, life: &Arc<Life>) -> Self {
         Stamped {
             conn,
             epoch,
+            vouched: Instant::now(),
+            _live: Live::new(life),
             retired: false,
             hook_failed: None,
         }
@@ -97,6 +108,13 @@ impl<C> DerefMut for Stamped<C> {
         &mut self.conn
     }
 }
+
+/// How long a connection that was just made, or came back unbroken, is taken to work
+/// without the manager's `is_valid` round trip at checkout (HikariCP's alive-bypass
+/// window, with its default). A busy pool hands the same connections out again within
+/// microseconds; a validation round trip each time would double the cost of every short
+/// call. A connection idle for longer is validated as before.
+pub(crate) const VOUCHED_FOR: Duration = Duration::from_millis(500);
 
 /// Why the adapter refused or failed a connection.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +188,8 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         #[cfg(feature = "metrics")]
         let started = tokio::time::Instant::now();
         let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
-        let mut conn = Stamped::new(conn, epoch);
+        let mut conn = Stamped::new(conn, epoch, life);
+        self.parts.health.connected();
         if let Some(hook) = &self.parts.on_connect {
             conn.hook_failed = self.hook(hook, &mut conn.conn).await.err().map(Box::new);
         }
@@ -186,6 +205,7 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         match self.parts.backend.is_broken(&conn.conn) {
             Some(true) => Err(Fault::Retired),
             Some(false) => Ok(()),
+            None if conn.vouched.elapsed() < VOUCHED_FOR => Ok(()),
             None => {
                 let checked = self.parts.manager.is_valid(&mut conn.conn).await;
                 // Known broken from now on, so bb8 counts it once, as broken, when it
@@ -199,9 +219,15 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        !self.current(conn)
+        let broken = !self.current(conn)
             || self.parts.backend.is_broken(&conn.conn) == Some(true)
-            || self.parts.manager.has_broken(&mut conn.conn)
+            || self.parts.manager.has_broken(&mut conn.conn);
+        // Called as it goes back to the pool: unbroken, it is good for the next caller
+        // without a round trip for a moment (only plain managers validate by one).
+        if !broken && !self.parts.backend.checks_locally() {
+            conn.vouched = Instant::now();
+        }
+        broken
     }
 }
 

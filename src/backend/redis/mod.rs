@@ -30,6 +30,7 @@ use topology::Topology;
 
 use crate::config::RedisConfig;
 use crate::error::{Error, Origin, Result};
+use crate::health::LossSignal;
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
@@ -72,6 +73,8 @@ struct ManagerInner {
     /// A connection was made once: a hang-up during a later TLS handshake is a server
     /// restarting, not a TLS set-up problem.
     reached: AtomicBool,
+    /// Told when the server closes a connection (the crate's `Disconnection` push).
+    losses: LossSignal,
 }
 
 impl std::fmt::Debug for RedisConnectionManager {
@@ -108,6 +111,7 @@ impl RedisConnectionManager {
                     SharedRedisConnection::is_usable,
                 ),
                 reached: AtomicBool::new(false),
+                losses: LossSignal::new(),
             }),
         })
     }
@@ -147,12 +151,14 @@ impl RedisConnectionManager {
         loop {
             let broken = Arc::new(AtomicBool::new(false));
             let flag = broken.clone();
+            let losses = m.losses.clone();
             let config = m
                 .async_config
                 .clone()
                 .set_push_sender(move |push: PushInfo| {
                     if push.kind == PushKind::Disconnection {
                         flag.store(true, Ordering::Relaxed);
+                        losses.connection_lost();
                     }
                     Ok::<(), std::convert::Infallible>(())
                 });
@@ -312,6 +318,10 @@ impl Backend for RedisConnectionManager {
 
     fn retire(&self, _manager: &Self) {
         self.inner.shared.clear();
+    }
+
+    fn loss_signal(&self) -> Option<LossSignal> {
+        Some(self.inner.losses.clone())
     }
 }
 

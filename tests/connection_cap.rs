@@ -1,0 +1,276 @@
+//! A server at its connection cap (`redis-server --maxclients 4`, a proxy's limit, many
+//! replicas scaled up against one Redis) is partial trouble, not an outage: the
+//! connections it accepted keep serving, callers wait their turn on them, and the pool
+//! grows back when the server takes more. Default settings (only `pool_size`), a 2-worker
+//! runtime, and callers that retry without sleeping; bb8-redis on the same server in the
+//! same run is the yardstick.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use connhub::redis::{self, AsyncCommands};
+use connhub::testkit::RedisServer;
+use connhub::{Bb8Manager, ConnectorConfig, Event, Manager, Pool, PoolConfig, State};
+
+const CALLERS: usize = 32;
+const POOL: u32 = 16;
+const RUN: Duration = Duration::from_secs(4);
+
+/// Calls served and failed by `CALLERS` tasks calling `call` in a loop for `RUN`, with no
+/// sleep between calls; and the first failure, if any.
+#[derive(Debug)]
+struct Load {
+    ok: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl Load {
+    fn per_second(&self) -> f64 {
+        self.ok as f64 / RUN.as_secs_f64()
+    }
+}
+
+async fn load<F, Fut>(call: F) -> Load
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None));
+    let until = Instant::now() + RUN;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (call, ok, failed, first_error) = (
+                call.clone(),
+                ok.clone(),
+                failed.clone(),
+                first_error.clone(),
+            );
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    match call(i).await {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            first_error.lock().unwrap().get_or_insert(e);
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let first_error = first_error.lock().unwrap().take();
+    Load {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        first_error,
+    }
+}
+
+/// bb8-redis with `max_size` 16 and its defaults, on `server`: the yardstick. Waits first
+/// until the server has room for it (the connections of a pool closed just before go
+/// away as the server notices).
+async fn bb8_redis(server: &RedisServer) -> Load {
+    let url = format!("redis://{}", server.addr());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut tries = 0;
+    while client.get_multiplexed_async_connection().await.is_err() {
+        tries += 1;
+        assert!(tries < 200, "the server keeps refusing connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let manager = bb8_redis::RedisConnectionManager::new(url).unwrap();
+    let pool = bb8::Pool::builder()
+        .max_size(POOL)
+        .build(manager)
+        .await
+        .unwrap();
+    load(move |i| {
+        let pool = pool.clone();
+        async move {
+            let mut c = pool.get().await.map_err(|e| e.to_string())?;
+            c.get::<_, Option<String>>(format!("cap:{i}"))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// The same load through a connhub pool, checking out with `get()`.
+async fn through<M>(pool: &Pool<M>) -> Load
+where
+    M: Bb8Manager,
+    M::Connection: redis::aio::ConnectionLike + Send + Sync,
+{
+    let pool = pool.clone();
+    load(move |i| {
+        let pool = pool.clone();
+        async move {
+            let mut c = pool.get().await.map_err(|e| e.to_string())?;
+            (*c).get::<_, Option<String>>(format!("cap:{i}"))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+fn changes(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<(State, State)> {
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.from, e.to));
+    }
+    seen
+}
+
+/// Sets the server's cap through one of the pool's own connections (a new one may be
+/// refused).
+async fn set_cap<M>(pool: &Pool<M>, cap: u32)
+where
+    M: Bb8Manager,
+    M::Connection: redis::aio::ConnectionLike + Send + Sync,
+{
+    let mut c = pool.get().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(cap)
+        .query_async(&mut *c)
+        .await
+        .unwrap();
+}
+
+/// Raises the server's cap, then waits for the pool to grow back to its size without a
+/// restart; puts the cap back, for the yardstick that runs next.
+async fn raise_cap_and_grow<M>(pool: &Pool<M>) -> Duration
+where
+    M: Bb8Manager,
+    M::Connection: redis::aio::ConnectionLike + Send + Sync,
+{
+    set_cap(pool, 100).await;
+    let raised = Instant::now();
+    let limit = Duration::from_secs(60);
+    loop {
+        let s = pool.status();
+        if s.pool.limit.is_none() && s.pool.connections == POOL {
+            assert!(s.last_connect_error.is_none(), "{s:?}");
+            set_cap(pool, 4).await;
+            return raised.elapsed();
+        }
+        assert!(raised.elapsed() < limit, "did not grow back: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn capped() -> RedisServer {
+    RedisServer::builder()
+        .args(["--maxclients", "4"])
+        .start()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cap_is_not_an_outage() {
+    // connhub's own Redis backend.
+    let server = capped();
+    let manager = Manager::new();
+    let mut events = manager.subscribe();
+    let mut cfg = server.config();
+    cfg.pool_size = POOL;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    changes(&mut events);
+    let connhub = through(&pool).await;
+    let status = pool.status();
+    let seen = changes(&mut events);
+    let grew = raise_cap_and_grow(&pool).await;
+    assert!(changes(&mut events).is_empty());
+    manager.close().await.unwrap();
+    let baseline = bb8_redis(&server).await;
+    println!(
+        "maxclients 4, pool_size {POOL}, {CALLERS} callers for {RUN:?}: connhub {} ok / {} \
+         failed ({:.0}/s), {} state changes, limit {:?} ({:?}); bb8-redis {} ok / {} failed \
+         ({:.0}/s); ratio {:.2}",
+        connhub.ok,
+        connhub.failed,
+        connhub.per_second(),
+        seen.len(),
+        status.pool.limit,
+        status.last_connect_error,
+        baseline.ok,
+        baseline.failed,
+        baseline.per_second(),
+        connhub.per_second() / baseline.per_second(),
+    );
+    assert_eq!(connhub.failed, 0, "{:?}", connhub.first_error);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert_eq!(status.state, State::Healthy);
+    let limit = status.pool.limit.expect("the limit shows in status");
+    assert!((1..POOL).contains(&limit), "{status:?}");
+    assert!(status.last_connect_error.is_some(), "{status:?}");
+    assert!(
+        connhub.per_second() >= 0.9 * baseline.per_second(),
+        "connhub {connhub:?} against bb8-redis {baseline:?}"
+    );
+    println!("maxclients raised to 100: the pool was back to {POOL} connections in {grew:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cap_is_not_an_outage_for_a_plain_bb8_manager() {
+    let server = capped();
+    let manager = Manager::new();
+    let mut events = manager.subscribe();
+    let bb8_manager =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
+    let pool_config = PoolConfig {
+        max_size: POOL,
+        ..PoolConfig::default()
+    };
+    let pool = manager
+        .add_pool(
+            "bb8-redis",
+            bb8_manager,
+            ConnectorConfig::default(),
+            pool_config,
+        )
+        .await
+        .unwrap();
+    changes(&mut events);
+    let connhub = through(&pool).await;
+    let status = pool.status();
+    let seen = changes(&mut events);
+    let grew = raise_cap_and_grow(&pool).await;
+    assert!(changes(&mut events).is_empty());
+    manager.close().await.unwrap();
+    let baseline = bb8_redis(&server).await;
+    println!(
+        "add_pool(bb8-redis), maxclients 4: connhub {} ok / {} failed ({:.0}/s), {} state \
+         changes, limit {:?}; bb8-redis alone {} ok / {} failed ({:.0}/s); ratio {:.2}",
+        connhub.ok,
+        connhub.failed,
+        connhub.per_second(),
+        seen.len(),
+        status.pool.limit,
+        baseline.ok,
+        baseline.failed,
+        baseline.per_second(),
+        connhub.per_second() / baseline.per_second(),
+    );
+    assert_eq!(connhub.failed, 0, "{:?}", connhub.first_error);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(status.pool.limit.is_some(), "{status:?}");
+    assert!(
+        connhub.per_second() >= 0.9 * baseline.per_second(),
+        "connhub {connhub:?} against bb8-redis {baseline:?}"
+    );
+    println!("maxclients raised to 100: back to {POOL} connections in {grew:?}");
+}
