@@ -157,11 +157,14 @@ async fn shared_client_serves_many_tasks_and_fails_fast_when_down() {
     assert_eq!(all.kvs().len(), 32);
 
     server.kill();
-    let _ = manager.health_check().await;
-    assert!(matches!(
-        pool.client().await,
-        Err(Error::Unavailable { .. })
-    ));
+    let hc = manager.health_check().await;
+    let got = pool.client().await;
+    assert!(
+        matches!(got, Err(Error::Unavailable { .. })),
+        "{hc:?} {:?} {:?}",
+        got.map(|_| ()),
+        pool.status()
+    );
     server.restart_async().await.unwrap();
     let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(back);

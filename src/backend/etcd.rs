@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+use super::etcd_channel::Gated;
 pub use super::etcd_lease::{Lease, LeaseEvent, Registration};
 use super::etcd_members::Members;
 pub use super::etcd_watch::{Watch, WatchItem, WatchSpec};
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::error::{Error, Origin, Result};
+use crate::health::LossSignal;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
 
@@ -193,9 +195,16 @@ impl EtcdConnectionManager {
         let endpoint = self.endpoint();
         m.members.start_monitor(m.member_check_interval);
         let connect = async {
-            let mut client = Client::connect(m.members.endpoints(), Some(m.options.clone()))
-                .await
-                .map_err(|e| self.connect_error(&endpoint, e))?;
+            let gated = Gated {
+                members: m.members.clone(),
+            };
+            let mut client = Client::connect_with_balanced_channel(
+                m.members.endpoints(),
+                Some(m.options.clone()),
+                gated,
+            )
+            .await
+            .map_err(|e| self.connect_error(&endpoint, e))?;
             // Members already known to be down are left out from the start; the monitor
             // keeps this client's balancer in line from now on.
             m.members.track(&client).await;
@@ -393,6 +402,10 @@ impl Backend for EtcdConnectionManager {
             .shared
             .write()
             .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn loss_signal(&self) -> Option<LossSignal> {
+        Some(self.inner.members.losses().clone())
     }
 }
 

@@ -2,21 +2,31 @@
 //!
 //! etcd-client balances requests over every endpoint it was given and keeps sending some
 //! to a dead member (about one request in eight fails for as long as the member is gone,
-//! measured against a three-member cluster). connhub probes each member on its own every
-//! `member_check_interval` and removes a down member from the shared client's balancer as
-//! soon as it is seen down, adding it back once it answers again. Both are local
+//! measured against a three-member cluster). connhub sees a member go the moment a
+//! request to it fails at the transport level (the gated channel in `etcd_channel`), and
+//! also probes each member on its own every `member_check_interval`: a down member is
+//! passed by from then on, and taken back once it answers again. Both are local
 //! operations on the client: no round trip at checkout.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
+use crate::health::LossSignal;
+
 /// The shared view of which members answer.
 pub(crate) struct Members {
     endpoints: Vec<String>,
+    /// `host:port` of each endpoint, to know a member by its channel's URI.
+    authorities: Vec<String>,
     healthy: Vec<AtomicBool>,
+    /// Channels waiting for a member to be taken back (or for no member to answer).
+    waiting: Mutex<Vec<Waker>>,
+    /// Told when a member's channel fails: the connector's health engine checks at once.
+    losses: LossSignal,
     /// Bumped on every change, so a connection knows cheaply whether to resync.
     version: AtomicU64,
     monitor_started: AtomicBool,
@@ -47,9 +57,21 @@ impl Members {
     ) -> Self {
         let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
         let probes = Mutex::new(vec![None; endpoints.len()]);
+        let authorities = endpoints
+            .iter()
+            .map(|e| {
+                e.split_once("://")
+                    .map_or(e.as_str(), |(_, rest)| rest)
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .collect();
         Members {
             endpoints,
+            authorities,
             healthy,
+            waiting: Mutex::new(Vec::new()),
+            losses: LossSignal::new(),
             version: AtomicU64::new(0),
             monitor_started: AtomicBool::new(false),
             probes,
@@ -101,6 +123,48 @@ impl Members {
         &self.endpoints
     }
 
+    /// The signal the connector's health engine listens to.
+    pub(crate) fn losses(&self) -> &LossSignal {
+        &self.losses
+    }
+
+    /// The member a channel's URI points at.
+    pub(crate) fn index_of(&self, uri: &http::Uri) -> Option<usize> {
+        let authority = uri.authority()?.as_str();
+        self.authorities.iter().position(|a| a == authority)
+    }
+
+    /// True when a request may go to member `i`: it answers, or none does (the connector
+    /// is down, and every member stays in play). Otherwise `waker` is woken when that
+    /// changes.
+    pub(crate) fn admits(&self, i: usize, waker: &Waker) -> bool {
+        if self.is_up(i) {
+            return true;
+        }
+        {
+            let mut waiting = lock(&self.waiting);
+            if !waiting.iter().any(|w| w.will_wake(waker)) {
+                waiting.push(waker.clone());
+            }
+        }
+        // Looked at again after registering, so a change in between is not missed.
+        self.is_up(i) || !self.any_up()
+    }
+
+    /// A request to member `i` failed at the transport level: it is passed by from now on
+    /// (until a probe finds it answering), and the connector checks itself at once.
+    pub(crate) fn lost(&self, i: usize, error: &dyn std::error::Error) {
+        if self.is_cluster() && self.set(i, false) {
+            let endpoint = &self.endpoints[i];
+            tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, %error, "etcd member lost; routing around it");
+        }
+        self.losses.connection_lost();
+    }
+
+    fn any_up(&self) -> bool {
+        (0..self.endpoints.len()).any(|i| self.is_up(i))
+    }
+
     fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
@@ -109,6 +173,11 @@ impl Members {
         let changed = self.healthy[i].swap(up, Ordering::AcqRel) != up;
         if changed {
             self.version.fetch_add(1, Ordering::AcqRel);
+            // Any change may open a gate: this member is back, or the last one that
+            // answered went too.
+            for w in lock(&self.waiting).drain(..) {
+                w.wake();
+            }
         }
         changed
     }
@@ -263,4 +332,8 @@ async fn probe(
         _ => false,
     };
     (up, Some(client))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

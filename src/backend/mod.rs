@@ -6,6 +6,7 @@
 pub use crate::health::LossSignal;
 
 pub mod etcd;
+mod etcd_channel;
 mod etcd_lease;
 mod etcd_members;
 mod etcd_watch;

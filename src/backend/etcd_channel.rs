@@ -1,0 +1,140 @@
+//! The channel a connector's etcd clients send on: tower's p2c balancer (what tonic's own
+//! balanced channel is) over one lazy tonic channel per member, each behind a gate.
+//!
+//! A member's channel that fails at the transport level (connection refused, reset,
+//! closed; a timeout is not such a failure) marks that member down in [`Members`] at
+//! once, and its gate closes: the balancer stops choosing it from the very next request,
+//! instead of sending it requests that fail fast, again and again, until a periodic
+//! check notices. Only the requests already in flight to it fail. The member monitor
+//! reopens the gate once the member answers again. While no member answers, every gate
+//! stays open: the connector is down, and each endpoint stays in play for when one
+//! returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use etcd_client::{BalancedChannelBuilder, Channel};
+use http::Uri;
+use tonic::transport::Endpoint;
+use tonic::transport::channel::Change;
+use tower::discover::Change as Discovered;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service};
+
+use super::etcd_members::Members;
+
+type Request = http::Request<tonic::body::Body>;
+/// Where etcd-client sends the members it adds and removes.
+type Updater = tokio::sync::mpsc::Sender<Change<Uri, Endpoint>>;
+type Response = http::Response<tonic::body::Body>;
+
+/// Builds the gated, balanced channel of one client.
+pub(super) struct Gated {
+    pub(super) members: Arc<Members>,
+}
+
+impl BalancedChannelBuilder for Gated {
+    type Error = tonic::transport::Error;
+
+    fn balanced_channel(self, buffer_size: usize) -> Result<(Channel, Updater), Self::Error> {
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer_size);
+        let discover = Discover {
+            changes: rx,
+            members: self.members,
+        };
+        let balance = tower::balance::p2c::Balance::new(discover);
+        let buffered = tower::buffer::Buffer::new(balance, 1024);
+        Ok((Channel::Custom(BoxCloneSyncService::new(buffered)), tx))
+    }
+}
+
+/// The members etcd-client adds and removes, each as a [`Gate`] over its own channel.
+struct Discover {
+    changes: tokio::sync::mpsc::Receiver<Change<Uri, Endpoint>>,
+    members: Arc<Members>,
+}
+
+impl futures_util::Stream for Discover {
+    type Item = Result<Discovered<Uri, Gate>, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.changes.poll_recv(cx) {
+            // The client keeps the sender while it lives; once it is gone, no more changes
+            // come, and the members in play stay.
+            Poll::Pending | Poll::Ready(None) => Poll::Pending,
+            Poll::Ready(Some(Change::Insert(uri, endpoint))) => {
+                let gate = Gate {
+                    member: self.members.index_of(&uri),
+                    channel: endpoint.connect_lazy(),
+                    members: self.members.clone(),
+                };
+                Poll::Ready(Some(Ok(Discovered::Insert(uri, gate))))
+            }
+            Poll::Ready(Some(Change::Remove(uri))) => {
+                Poll::Ready(Some(Ok(Discovered::Remove(uri))))
+            }
+        }
+    }
+}
+
+/// One member's channel: not ready while the member is known down (and another is up),
+/// so the balancer passes it by; a transport failure on it marks the member down.
+struct Gate {
+    member: Option<usize>,
+    channel: tonic::transport::Channel,
+    members: Arc<Members>,
+}
+
+impl Service<Request> for Gate {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(i) = self.member
+            && !self.members.admits(i, cx.waker())
+        {
+            return Poll::Pending;
+        }
+        self.channel.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let sent = self.channel.call(request);
+        let (members, member) = (self.members.clone(), self.member);
+        Box::pin(async move {
+            let response = sent.await.map_err(BoxError::from);
+            if let (Err(e), Some(i)) = (&response, member)
+                && is_member_lost(&**e)
+            {
+                members.lost(i, &**e);
+            }
+            response
+        })
+    }
+}
+
+impl tower::load::Load for Gate {
+    type Metric = u8;
+
+    /// Every open member weighs the same (as in tonic's own balanced channel).
+    fn load(&self) -> u8 {
+        0
+    }
+}
+
+/// A transport failure that says the member is gone (refused, reset, closed), not a
+/// request that ran out of time (a slow proposal says nothing about the member it went
+/// through).
+fn is_member_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<tonic::TimeoutExpired>() || e.is::<tower::timeout::error::Elapsed>() {
+            return false;
+        }
+        next = e.source();
+    }
+    true
+}
