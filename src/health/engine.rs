@@ -19,13 +19,18 @@ use crate::status::{Event, Kind, State};
 /// What every connection of a pool is checked against, locally: the epoch it was made in
 /// and whether the pool is closed. Going down or closing starts a new epoch, so no
 /// connection made before is handed out again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Life {
-    epoch: AtomicU64,
+    epoch: AtomicU32,
     closed: AtomicBool,
     /// Connections of the pool that exist now ([`Live`] counts them).
     live: AtomicU32,
+    /// The start of the pool's clock ([`Life::now_ms`]).
+    born: Instant,
 }
+
+/// The stamp of a connection retired by hand ([`Life::is_current`] never matches it).
+pub(crate) const RETIRED: u32 = u32::MAX;
 
 /// Counts one connection in [`Life`] while it exists.
 #[derive(Debug)]
@@ -45,14 +50,37 @@ impl Drop for Live {
 }
 
 impl Life {
-    /// The epoch new connections are stamped with.
-    pub(crate) fn epoch(&self) -> u64 {
+    pub(crate) fn new() -> Self {
+        Life {
+            epoch: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+            live: AtomicU32::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    /// The epoch new connections are stamped with (never [`RETIRED`]).
+    pub(crate) fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
 
+    /// Starts a new epoch: no connection stamped before is current any more.
+    fn next_epoch(&self) {
+        if self.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == RETIRED {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// True when a connection stamped `epoch` may still be handed out.
-    pub(crate) fn is_current(&self, epoch: u64) -> bool {
+    pub(crate) fn is_current(&self, epoch: u32) -> bool {
         !self.closed.load(Ordering::Acquire) && self.epoch() == epoch
+    }
+
+    /// Milliseconds since the pool was made, wrapping every 49 days: a small, cheap
+    /// timestamp for each connection (compare with `wrapping_sub`).
+    pub(crate) fn now_ms(&self) -> u32 {
+        // Truncation is the wrap.
+        self.born.elapsed().as_millis() as u32
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -139,7 +167,7 @@ impl Health {
             name,
             kind,
             config,
-            life: Arc::default(),
+            life: Arc::new(Life::new()),
             turns: Arc::new(Turns::new(pool_size)),
             state: AtomicU8::new(machine.state().to_u8()),
             machine: Mutex::new(machine),
@@ -197,7 +225,7 @@ impl Health {
             let act = m.step(input, now);
             let to = m.state();
             if act.retire {
-                self.life.epoch.fetch_add(1, Ordering::AcqRel);
+                self.life.next_epoch();
                 if to == State::Closed {
                     self.life.closed.store(true, Ordering::Release);
                 }

@@ -193,6 +193,7 @@ impl<M: Bb8Manager> Pool<M> {
         let losses = backend.loss_signal();
         let parts = Arc::new(Parts {
             manager,
+            checks_locally: backend.checks_locally(),
             backend,
             life: health.life.clone(),
             health: health.clone(),
@@ -308,7 +309,7 @@ impl<M: Bb8Manager> Pool<M> {
                 break 'decide Box::pin(self.waited(None, at));
             };
             let start = Since::now();
-            if inner.parts.backend.checks_locally()
+            if inner.parts.checks_locally
                 && let Some(conn) = inner.idle_now()
             {
                 return self.handed_out(conn, turn, start, at);
@@ -732,7 +733,7 @@ impl<M: Bb8Manager> Inner<M> {
             // plain bb8 manager validates at checkout, and a validation cut short at the
             // first poll could leave its connection in a state nobody expects.
             if h.state() == State::Healthy
-                && parts.backend.checks_locally()
+                && parts.checks_locally
                 && let Some(mut conn) = self.idle_now()
             {
                 match parts.backend.probe(&parts.manager, &mut conn).await {

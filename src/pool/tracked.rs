@@ -8,16 +8,16 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::backend::{Backend, Bb8Manager};
 use crate::error::{Error, Origin};
-use crate::health::{Health, Life, Live};
+use crate::health::{Health, Life, Live, RETIRED};
 
 /// What a [`Tracked`] manager and its pool share.
 pub(crate) struct Parts<M: Bb8Manager> {
     pub(crate) manager: M,
     pub(crate) backend: Box<dyn Backend<Manager = M>>,
+    /// [`Backend::checks_locally`], asked once.
+    pub(crate) checks_locally: bool,
     pub(crate) life: Arc<Life>,
     /// Told of every connection made, so a limit follows what the server accepts.
     pub(crate) health: Arc<Health>,
@@ -48,35 +48,37 @@ impl<M: Bb8Manager> std::fmt::Debug for Tracked<M> {
 }
 
 /// A pooled connection with the epoch it was made in; derefs to the backend's connection.
+///
+/// Kept small (it is moved in and out of bb8's queue on every checkout): the stamps are
+/// 32-bit.
 pub struct Stamped<C> {
     conn: C,
-    epoch: u64,
-    /// When it was last made or returned unbroken: within [`VOUCHED_FOR`] of that, a
-    /// checkout skips the manager's `is_valid` round trip.
-    vouched: Instant,
+    /// The epoch it was made in, or [`RETIRED`].
+    epoch: u32,
+    /// When it was last made or returned unbroken ([`Life::now_ms`]): within
+    /// [`VOUCHED_FOR`] of that, a checkout skips the manager's `is_valid` round trip.
+    vouched: u32,
     /// Counts it among the pool's connections while it exists.
     _live: Live,
-    retired: bool,
     /// Why its `on_connect` hook failed: the caller that gets it is told, and it is
     /// dropped.
     hook_failed: Option<Box<Error>>,
 }
 
 impl<C> Stamped<C> {
-    pub(crate) fn new(conn: C, epoch: u64, life: &Arc<Life>) -> Self {
+    pub(crate) fn new(conn: C, epoch: u32, life: &Arc<Life>) -> Self {
         Stamped {
             conn,
             epoch,
-            vouched: Instant::now(),
+            vouched: life.now_ms(),
             _live: Live::new(life),
-            retired: false,
             hook_failed: None,
         }
     }
 
     /// Marks it for dropping when it goes back to the pool.
     pub(crate) fn retire(&mut self) {
-        self.retired = true;
+        self.epoch = RETIRED;
     }
 
     /// Why its `on_connect` hook failed, once; it is retired then.
@@ -84,6 +86,12 @@ impl<C> Stamped<C> {
         let failed = self.hook_failed.take()?;
         self.retire();
         Some(*failed)
+    }
+
+    /// True when it was made or returned unbroken within [`VOUCHED_FOR`].
+    fn vouched_for(&self, life: &Life) -> bool {
+        let ms = u32::try_from(VOUCHED_FOR.as_millis()).unwrap_or(u32::MAX);
+        life.now_ms().wrapping_sub(self.vouched) < ms
     }
 }
 
@@ -169,7 +177,7 @@ impl<M: Bb8Manager> Tracked<M> {
 
     /// True when `conn` may be handed out without asking the server.
     fn current(&self, conn: &Stamped<M::Connection>) -> bool {
-        !conn.retired && self.parts.life.is_current(conn.epoch)
+        self.parts.life.is_current(conn.epoch)
     }
 }
 
@@ -205,7 +213,7 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         match self.parts.backend.is_broken(&conn.conn) {
             Some(true) => Err(Fault::Retired),
             Some(false) => Ok(()),
-            None if conn.vouched.elapsed() < VOUCHED_FOR => Ok(()),
+            None if conn.vouched_for(&self.parts.life) => Ok(()),
             None => {
                 let checked = self.parts.manager.is_valid(&mut conn.conn).await;
                 // Known broken from now on, so bb8 counts it once, as broken, when it
@@ -224,8 +232,8 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
             || self.parts.manager.has_broken(&mut conn.conn);
         // Called as it goes back to the pool: unbroken, it is good for the next caller
         // without a round trip for a moment (only plain managers validate by one).
-        if !broken && !self.parts.backend.checks_locally() {
-            conn.vouched = Instant::now();
+        if !broken && !self.parts.checks_locally {
+            conn.vouched = self.parts.life.now_ms();
         }
         broken
     }
