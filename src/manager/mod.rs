@@ -411,6 +411,7 @@ impl Manager {
         self.snapshot().iter().map(|c| c.status()).collect()
     }
 
+    #[cfg(feature = "axum")]
     /// [`status`](Manager::status), for a probe: a connector that is down and due a
     /// check is asked for one first (see [`Connector::request_check`]), so a probe polled
     /// more often than `reconnect_interval` sees a returning server within it.
