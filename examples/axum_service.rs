@@ -168,8 +168,26 @@ async fn reload_on_sighup(
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), BoxError> {
+/// Runs the demo; a failure (a config that is refused, a server that cannot be reached)
+/// is printed as the error says it, one problem a line, and the exit code is 1.
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    match runtime
+        .map_err(BoxError::from)
+        .and_then(|rt| rt.block_on(run()))
+    {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
     let prometheus = PrometheusBuilder::new().install_recorder()?;
     let path = std::env::args().nth(1).filter(|a| !a.is_empty());
     let serve = std::env::args().any(|a| a == "--serve");

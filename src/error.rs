@@ -355,15 +355,20 @@ impl ConfigErrors {
     }
 }
 
+/// One problem: on the same line. Several: one a line, indented, so a service that prints
+/// the error (`eprintln!("{e}")`) shows a list a person reads at once.
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
+        match self.issues.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} problems", all.len())?;
+                for issue in all {
+                    write!(f, "\n  {issue}")?;
+                }
+                Ok(())
             }
-            write!(f, "{issue}")?;
         }
-        Ok(())
     }
 }
 

@@ -388,3 +388,63 @@ fn client_name_and_leak_detection_load_and_are_checked() {
     assert_key(&e, "redis.clustered.client_name");
     assert_eq!(e.issues().len(), 4, "{e}");
 }
+
+/// The configuration files in the repository, outside `target/`.
+fn config_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                config_files(&path, out);
+            }
+        } else if ["yaml", "yml", "json"]
+            .iter()
+            .any(|ext| name.ends_with(&format!(".{ext}")))
+            || (name.ends_with(".toml") && name != "Cargo.toml" && name != "rustfmt.toml")
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// Every configuration file in the repository is loaded here, so none can go stale: the
+/// examples must load, and each `bad-*` file must be refused.
+#[test]
+fn every_config_file_in_the_repository_loads_or_is_refused_as_meant() {
+    let mut files = Vec::new();
+    config_files(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("examples/connhub.yaml")),
+        "{files:?}"
+    );
+    for file in &files {
+        let bad = file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("bad-"));
+        match (ManagerConfig::from_file(file), bad) {
+            (Ok(_), false) | (Err(Error::InvalidConfig(_)), true) => {}
+            (result, _) => panic!("{}: {result:?}", file.display()),
+        }
+    }
+}
+
+/// A refused config reads as prose: one problem a line, each with its key, a suggestion
+/// for a typo, and what a duration looks like; no `Debug` form.
+#[test]
+fn a_refused_config_reads_as_prose() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let err = ManagerConfig::from_file(dir.join("bad-config.yaml")).unwrap_err();
+    let expected = std::fs::read_to_string(dir.join("bad-config.expected")).unwrap();
+    // What the demo prints: `error: ` and the error.
+    assert_eq!(format!("error: {err}\n"), expected);
+    // One problem stays on one line.
+    let one = yaml_errors("redis:\n  a:\n    addr: h:1\n    pool_sise: 3\n");
+    assert_eq!(
+        one.to_string(),
+        "redis.a.pool_sise: unknown key (did you mean pool_size?)"
+    );
+    // A key far from every known one gets no guess.
+    let far = yaml_errors("redis:\n  a:\n    addr: h:1\n    colour: blue\n");
+    assert_eq!(far.to_string(), "redis.a.colour: unknown key");
+}

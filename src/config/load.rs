@@ -195,8 +195,12 @@ where
     if let Ok(template) = serde_json::to_value(T::default()) {
         let mut unknown = Vec::new();
         unknown_keys(&value, &template, prefix, &mut unknown);
-        for path in unknown {
-            errors.push(path, "unknown key");
+        for (path, suggestion) in unknown {
+            let message = match suggestion {
+                Some(key) => format!("unknown key (did you mean {key}?)"),
+                None => "unknown key".to_owned(),
+            };
+            errors.push(path, message);
         }
     }
     for _ in 0..MAX_TYPE_ERRORS {
@@ -205,7 +209,11 @@ where
             Err(e) => {
                 let path = e.path().to_string();
                 if path != "." && !path.is_empty() {
-                    errors.push(format!("{prefix}.{path}"), e.inner().to_string());
+                    let message = e.inner().to_string();
+                    let message = value_at(&value, e.path())
+                        .and_then(|v| not_a_duration(v, &message))
+                        .unwrap_or(message);
+                    errors.push(format!("{prefix}.{path}"), message);
                     if remove_path(&mut value, e.path()) {
                         continue;
                     }
@@ -214,6 +222,10 @@ where
                 // No path (a flattened field): find the key by trying each alone.
                 match isolate::<T>(&value) {
                     Some((key, message)) => {
+                        let message = value
+                            .get(&key)
+                            .and_then(|v| not_a_duration(v, &message))
+                            .unwrap_or(message);
                         errors.push(format!("{prefix}.{key}"), message);
                         if let Value::Object(m) = &mut value {
                             m.remove(&key);
@@ -242,17 +254,64 @@ fn isolate<T: DeserializeOwned>(value: &Value) -> Option<(String, String)> {
     })
 }
 
-fn unknown_keys(value: &Value, template: &Value, prefix: &str, out: &mut Vec<String>) {
+/// Every key of `value` that `template` does not have, by path, with the known key at the
+/// same level it most likely meant.
+fn unknown_keys(
+    value: &Value,
+    template: &Value,
+    prefix: &str,
+    out: &mut Vec<(String, Option<String>)>,
+) {
     let (Value::Object(v), Value::Object(t)) = (value, template) else {
         return;
     };
     for (k, child) in v {
         let path = format!("{prefix}.{k}");
         match t.get(k) {
-            None => out.push(path),
+            None => out.push((path, closest(k, t.keys()))),
             Some(tchild) => unknown_keys(child, tchild, &path, out),
         }
     }
+}
+
+/// The known key most like `key`, when one is close enough to be a typo of it.
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<String> {
+    known
+        .map(|k| (strsim::jaro_winkler(key, k), k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.clone())
+}
+
+/// A duration key's value that humantime cannot read, said plainly: `message` is serde's
+/// error for `value`, and it is humantime's (or says a duration was expected) only when the
+/// key is a duration.
+fn not_a_duration(value: &Value, message: &str) -> Option<String> {
+    let is_humantime = match value {
+        Value::String(s) => humantime::parse_duration(s)
+            .err()
+            .is_some_and(|e| message.contains(&e.to_string())),
+        _ => false,
+    };
+    if !is_humantime && !message.contains("expected a duration") {
+        return None;
+    }
+    let shown = match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    Some(format!(
+        "{shown} is not a duration (write 10s, 250ms, 1m30s)"
+    ))
+}
+
+fn value_at<'a>(value: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    use serde_path_to_error::Segment;
+    path.iter().try_fold(value, |cur, seg| match (seg, cur) {
+        (Segment::Map { key }, Value::Object(m)) => m.get(key.as_str()),
+        (Segment::Seq { index }, Value::Array(a)) => a.get(*index),
+        _ => None,
+    })
 }
 
 fn remove_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
