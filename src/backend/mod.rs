@@ -6,8 +6,4 @@
 pub use crate::health::LossSignal;
 
 pub mod etcd;
-mod etcd_channel;
-mod etcd_lease;
-mod etcd_members;
-mod etcd_watch;
 pub mod redis;

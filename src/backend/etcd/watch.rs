@@ -14,7 +14,7 @@ use etcd_client::{Client, Event, WatchOptions, WatchResponse, WatchStream};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::etcd::{EtcdPool, classify};
+use super::{EtcdPool, classify};
 use crate::error::{Error, Origin, Result};
 use crate::pool::{Feed, StreamGuard, StreamKind};
 use crate::status::Kind;

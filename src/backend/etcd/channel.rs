@@ -23,7 +23,7 @@ use tower::discover::Change as Discovered;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use super::etcd_members::Members;
+use super::members::Members;
 
 type Request = http::Request<tonic::body::Body>;
 /// Where etcd-client sends the members it adds and removes.

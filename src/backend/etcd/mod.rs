@@ -13,15 +13,20 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
-use super::etcd_channel::Gated;
-pub use super::etcd_lease::{Lease, LeaseEvent, Registration};
-use super::etcd_members::Members;
-pub use super::etcd_watch::{Watch, WatchItem, WatchSpec};
+mod channel;
+mod lease;
+mod members;
+mod watch;
+
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::error::{Error, Origin, Result};
 use crate::health::LossSignal;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
+use channel::Gated;
+pub use lease::{Lease, LeaseEvent, Registration};
+use members::Members;
+pub use watch::{Watch, WatchItem, WatchSpec};
 
 /// A pool of etcd clients; what [`Manager::etcd`](crate::Manager::etcd) returns.
 ///

@@ -14,7 +14,7 @@ use std::time::Duration;
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::broadcast;
 
-use super::etcd::EtcdPool;
+use super::EtcdPool;
 use crate::error::{Error, Origin, Result};
 use crate::pool::{StreamGuard, StreamKind};
 use crate::status::Kind;
@@ -212,7 +212,7 @@ fn lease_seconds(name: &str, ttl: Duration) -> Result<i64> {
 
 fn fail(pool: &EtcdPool, what: &'static str, e: etcd_client::Error) -> Error {
     let limit = pool.connector_config().connect_timeout;
-    super::etcd::classify(pool.name(), "", what, limit, e)
+    super::classify(pool.name(), "", what, limit, e)
 }
 
 /// Calls etcd within `connect_timeout`.

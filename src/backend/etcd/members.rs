@@ -3,7 +3,7 @@
 //! etcd-client balances requests over every endpoint it was given and keeps sending some
 //! to a dead member (about one request in eight fails for as long as the member is gone,
 //! measured against a three-member cluster). connhub sees a member go the moment a
-//! request to it fails at the transport level (the gated channel in `etcd_channel`), and
+//! request to it fails at the transport level (the gated channel in `channel`), and
 //! also probes each member on its own every `member_check_interval`: a down member is
 //! passed by from then on, and taken back once it answers again. Both are local
 //! operations on the client: no round trip at checkout.
