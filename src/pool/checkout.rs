@@ -1,0 +1,291 @@
+//! Checkout: fair admission (a turn, first come, first served), the fast path that awaits
+//! nothing, the wait in line bounded by `connect_timeout`, and the refusals that fail fast
+//! and yield while the connector is down.
+
+use std::future::Future;
+use std::panic::Location;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Bb8Manager, Fault, Inner, Pool, PooledConnection, Tracked};
+use crate::error::{Error, Origin, Result};
+use crate::health::{Turn, Turns};
+use crate::status::{BoxFuture, State};
+
+/// Counts a caller waiting in line for a turn while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<M: Bb8Manager> Pool<M> {
+    /// Checks out a connection.
+    ///
+    /// While the connector is healthy this is a bb8 checkout and nothing more (for
+    /// connhub's own backends, no round trip to the server). Callers are served in the
+    /// order they asked.
+    ///
+    /// Errors: [`Error::Unavailable`] at once while the connector is down (with
+    /// `fail_fast`, the default), [`Error::Auth`] / [`Error::Tls`] when that is why it is
+    /// down, [`Error::Timeout`] when no connection came within `connect_timeout` (saying
+    /// whether the pool was exhausted), [`Error::Closed`] after close. Every refusal
+    /// yields to the runtime when the task's budget is spent, so retrying in a loop is
+    /// safe.
+    ///
+    /// The connection holds its own reference to the pool, so it can outlive this handle
+    /// (`manager.redis("cache")?.get().await?` works) and move into spawned tasks.
+    ///
+    /// A connection whose [`OnConnect`](super::OnConnect) hook failed is not handed out: its caller gets
+    /// [`Error::Hook`], and the next checkout another connection. With
+    /// `leak_detection_threshold` set, the line that called `get()` is named when the
+    /// connection is held past it. After a [`reload`](crate::Manager::reload) replaced the
+    /// connector, this handle checks out from the new pool.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection<M>>> + '_ {
+        self.current().get_at(Location::caller())
+    }
+
+    /// The checkout future callers keep in their own: the fast path (admitted, a turn
+    /// free, a connection idle) awaits nothing; everything else is one boxed future,
+    /// decided in a block that ends before the only await, so no connection is kept in
+    /// this future and it stays a few words.
+    #[inline]
+    async fn get_at(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
+        let rest: BoxFuture<'_, Result<PooledConnection<M>>> = 'decide: {
+            let inner = &*self.inner;
+            if self.admit().is_err() {
+                break 'decide Box::pin(self.slow(at));
+            }
+            let Ok(Some(turn)) = Turns::try_take(&inner.turns) else {
+                break 'decide Box::pin(self.waited(None, at));
+            };
+            let start = Since::now();
+            if inner.parts.checks_locally
+                && let Some(conn) = inner.idle_now()
+            {
+                return self.handed_out(conn, turn, start, at);
+            }
+            Box::pin(self.waited(Some(turn), at))
+        };
+        rest.await
+    }
+
+    /// Refused at once, or no turn free: the refusal (asking for a trial, yielding to
+    /// the runtime), or a wait in line.
+    async fn slow(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
+        match self.admit_or_yield().await {
+            Ok(()) => self.waited(None, at).await,
+            Err(e) => Box::pin(self.replaced_or(e)?.slow(at)).await,
+        }
+    }
+
+    /// The waiting path, and on to the pool that replaced this one if a reload closed it
+    /// meanwhile.
+    async fn waited(
+        &self,
+        turn: Option<Turn>,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        match self.checkout(turn, Instant::now(), at).await {
+            Err(e) => Box::pin(self.replaced_or(e)?.slow(at)).await,
+            done => done,
+        }
+    }
+
+    /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took;
+    /// or, for a connection whose `on_connect` hook failed, the hook's error (the
+    /// connection is dropped).
+    #[inline]
+    fn handed_out(
+        &self,
+        mut conn: bb8::PooledConnection<'static, Tracked<M>>,
+        turn: Turn,
+        start: Since,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        if let Some(e) = conn.take_hook_failure() {
+            return Err(e);
+        }
+        let leak = self.inner.leaks.as_ref().map(|l| l.checkout(at));
+        #[cfg(feature = "metrics")]
+        {
+            let meters = &self.inner.parts.meters;
+            meters.waited(start.elapsed());
+            Ok(PooledConnection::new(
+                conn,
+                turn,
+                leak,
+                meters.use_time().clone(),
+            ))
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = start;
+            Ok(PooledConnection::new(conn, turn, leak))
+        }
+    }
+
+    /// A refused caller: asks for a trial if one is due, and yields to the runtime when
+    /// its budget is spent; then returns why it was refused.
+    async fn refused(&self) -> Error {
+        self.inner.health.demand();
+        tokio::task::consume_budget().await;
+        self.inner.health.unavailable()
+    }
+
+    /// The waiting path: a turn (in arrival order), then a connection, within
+    /// `connect_timeout` of `start`, refused as soon as the connector goes down.
+    async fn checkout(
+        &self,
+        turn: Option<Turn>,
+        start: Instant,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        let inner = &*self.inner;
+        let h = &*inner.health;
+        let limit = h.config.connect_timeout;
+        // Listen first, then look at the state, so no change can slip between.
+        let down = h.went_down();
+        self.admit()?;
+        let in_line = std::sync::atomic::AtomicBool::new(turn.is_none());
+        let wait = async {
+            let turn = match turn {
+                Some(t) => t,
+                None => {
+                    let _counted = Waiting::count(&inner.waiting);
+                    let turn = Turns::take(&inner.turns).await;
+                    turn.map_err(|_closed| h.closed())?
+                }
+            };
+            in_line.store(false, Ordering::Relaxed);
+            // bb8 validates every connection it hands out through the adapter (epoch,
+            // broken flag), so one made before an outage never comes out of here.
+            let conn = inner.bb8.get_owned().await.map_err(|e| self.run_error(e))?;
+            self.handed_out(conn, turn, Since::of(start), at)
+        };
+        // One deadline for the turn and the connection together.
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(start + limit, wait) => r.unwrap_or_else(|_elapsed| {
+                #[cfg(feature = "metrics")]
+                inner.parts.meters.timed_out();
+                Err(if in_line.load(Ordering::Relaxed) {
+                    self.exhausted(limit, inner.waiting.load(Ordering::Relaxed))
+                } else {
+                    self.run_error(bb8::RunError::TimedOut)
+                })
+            }),
+            () = down, if h.config.fail_fast => Err(self.refused().await),
+        }
+    }
+
+    fn exhausted(&self, after: Duration, waiting: usize) -> Error {
+        let h = &*self.inner.health;
+        let s = self.inner.bb8.state();
+        Error::Timeout {
+            origin: Origin::new(h.name.clone(), h.kind.clone()),
+            what: "checkout",
+            after,
+            detail: Some(format!(
+                "pool exhausted: all {} connections in use, {waiting} more callers waiting",
+                s.connections
+            )),
+            last_error: h.last_error().map(Box::new),
+        }
+    }
+
+    /// Refuses a checkout when the pool is closed, or down with `fail_fast`.
+    pub(crate) fn admit(&self) -> Result<()> {
+        let h = &*self.inner.health;
+        match h.state() {
+            State::Closed => Err(h.closed()),
+            State::Reconnecting | State::Failed if h.config.fail_fast => Err(h.unavailable()),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`admit`](Pool::admit), but a refusal asks for a trial if one is due and yields
+    /// to the runtime when the task's budget is spent: a caller retrying in a loop never
+    /// starves the runtime. Holds nothing across the await, so the futures stay small.
+    pub(crate) async fn admit_or_yield(&self) -> Result<()> {
+        if self.admit().is_ok() {
+            return Ok(());
+        }
+        self.inner.health.demand();
+        tokio::task::consume_budget().await;
+        self.admit()
+    }
+
+    fn run_error(&self, e: bb8::RunError<Fault<M::Error>>) -> Error {
+        let h = &*self.inner.health;
+        match e {
+            bb8::RunError::TimedOut => {
+                if h.state() == State::Closed {
+                    h.closed()
+                } else {
+                    h.timeout("checkout", h.config.connect_timeout)
+                }
+            }
+            bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
+                self.inner.parts.backend.classify(&h.name, e)
+            }
+            bb8::RunError::User(Fault::Retired) => h.unavailable(),
+        }
+    }
+}
+
+/// When a checkout started, kept only when metrics record how long it took: the fast path
+/// reads no clock otherwise.
+#[derive(Clone, Copy)]
+struct Since(#[cfg(feature = "metrics")] Instant);
+
+impl Since {
+    fn now() -> Self {
+        Since(
+            #[cfg(feature = "metrics")]
+            Instant::now(),
+        )
+    }
+
+    fn of(start: Instant) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = start;
+        Since(
+            #[cfg(feature = "metrics")]
+            start,
+        )
+    }
+
+    #[cfg(feature = "metrics")]
+    fn elapsed(self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+impl<M: Bb8Manager> Inner<M> {
+    /// A usable idle connection, taken without waiting (one poll of bb8's checkout);
+    /// `None` when none is idle. Only for backends that check connections locally, whose
+    /// validation never waits: a pending poll is dropped here, and dropping a round trip
+    /// half way could leave a connection in a state nobody expects.
+    pub(super) fn idle_now(&self) -> Option<bb8::PooledConnection<'static, Tracked<M>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let fut = std::pin::pin!(self.bb8.get_owned());
+        match fut.poll(&mut cx) {
+            Poll::Ready(Ok(conn)) => Some(conn),
+            Poll::Ready(Err(_)) | Poll::Pending => None,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Close and drain: refuse new checkouts, stop the health task, wait up to
+//! `drain_timeout` for checked-out connections to come back, drop the idle ones.
+
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Bb8Manager, Inner, Pool};
+use crate::error::Result;
+use crate::health::Input;
+use crate::status::State;
+
+impl<M: Bb8Manager> Pool<M> {
+    /// Closes the pool: the health task stops, new checkouts are refused with
+    /// [`Error::Closed`](crate::Error::Closed), and this waits up to `drain_timeout` for checked-out connections
+    /// to come back. Idle connections are dropped. Calling it again does nothing.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let h = &*inner.health;
+        if h.state() == State::Closed {
+            return Ok(());
+        }
+        h.apply(Input::Close, None);
+        inner.turns.close();
+        let deadline = Instant::now() + h.config.drain_timeout;
+        loop {
+            let s = inner.bb8.state();
+            if s.connections <= s.idle_connections {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    connector = %h.name,
+                    in_use = s.connections - s.idle_connections,
+                    "drain timeout reached with connections still checked out"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        inner.drop_idle();
+        Ok(())
+    }
+
+    /// Completes when the connector is closed: long-lived streams end then.
+    pub(crate) async fn closed(&self) {
+        let h = &*self.inner.health;
+        loop {
+            let next = h.went_down();
+            if h.life.is_closed() {
+                return;
+            }
+            next.await;
+        }
+    }
+}
+
+impl<M: Bb8Manager> Inner<M> {
+    /// Drops every idle connection (they all fail validation once the pool is closed).
+    fn drop_idle(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let fut = std::pin::pin!(self.bb8.get());
+        let _ = fut.poll(&mut cx);
+    }
+}

@@ -1,0 +1,163 @@
+//! The pool's trials for its health engine: a check on an idle connection or a fresh one,
+//! a check on the pool's own connections while a connection cap limits it, and one more
+//! connection to grow a limited pool back.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Bb8Manager, Fault, Inner, Pool};
+use crate::error::Result;
+use crate::health::{self, Probe, Trial};
+use crate::status::{BoxFuture, State};
+
+impl<M: Bb8Manager> Inner<M> {
+    /// One trial of the backend, bounded by `connect_timeout`: a probe on an idle pooled
+    /// connection when the connector is up, one is idle and the backend checks locally;
+    /// if that fails (a connection the server closed, say), the connection is dropped and
+    /// a fresh one is tried. Only a fresh connection failing fails the trial. A fresh
+    /// connection that works joins the pool.
+    async fn probe(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let parts = &*self.parts;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let check = async {
+            // An idle connection is probed only where taking it costs no round trip: a
+            // plain bb8 manager validates at checkout, and a validation cut short at the
+            // first poll could leave its connection in a state nobody expects.
+            if h.state() == State::Healthy
+                && parts.checks_locally
+                && let Some(mut conn) = self.idle_now()
+            {
+                match parts.backend.probe(&parts.manager, &mut conn).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        conn.retire();
+                        tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "idle connection failed its check; trying a fresh one");
+                    }
+                }
+            }
+            let mut conn = match self.bb8.dedicated_connection().await {
+                Ok(c) => c,
+                Err(Fault::Connect(e) | Fault::Invalid(e)) => {
+                    return Err(parts.backend.classify(&h.name, e));
+                }
+                Err(Fault::Retired) => return Err(h.closed()),
+            };
+            parts
+                .backend
+                .probe(&parts.manager, &mut conn)
+                .await
+                .map_err(|e| parts.backend.classify(&h.name, e))?;
+            // The proven connection serves the next checkout; a full pool just drops it.
+            if self.bb8.add(conn).is_ok() {
+                // bb8 counts only the connections it opens itself.
+                self.added
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(h.timeout("health check", limit)),
+        }
+    }
+
+    /// The check while the pool is limited: a round trip on one of the pool's own
+    /// connections, waiting for one if all are in use (a fresh one would be refused).
+    /// Bounded by `connect_timeout`; fails when none answers in time, or as soon as the
+    /// pool has no connection left (each one that fails its validation is dropped).
+    async fn probe_pooled(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let parts = &*self.parts;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let none_left = async {
+            while h.life.live() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let check = async {
+            let got = tokio::select! {
+                got = self.bb8.get() => got,
+                () = none_left => {
+                    return Err(h.last_connect_error().unwrap_or_else(|| {
+                        h.timeout("health check", limit)
+                    }));
+                }
+            };
+            let mut conn = got.map_err(|e| match e {
+                bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
+                    parts.backend.classify(&h.name, e)
+                }
+                bb8::RunError::User(Fault::Retired) => h.closed(),
+                bb8::RunError::TimedOut => h.timeout("health check", limit),
+            })?;
+            parts
+                .backend
+                .probe(&parts.manager, &mut conn)
+                .await
+                .map_err(|e| {
+                    conn.retire();
+                    parts.backend.classify(&h.name, e)
+                })
+        };
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(())) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(h.timeout("health check", limit)),
+        }
+    }
+
+    /// One more connection for a limited pool: opened fresh and pooled if the server
+    /// takes it. Bounded by `connect_timeout`.
+    async fn grow(&self) -> Result<Duration> {
+        let h = &*self.health;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
+        let conn = match tokio::time::timeout(limit, self.bb8.dedicated_connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(Fault::Connect(e) | Fault::Invalid(e))) => {
+                return Err(self.parts.backend.classify(&h.name, e));
+            }
+            Ok(Err(Fault::Retired)) => return Err(h.closed()),
+            Err(_) => return Err(h.timeout("connect", limit)),
+        };
+        if self.bb8.add(conn).is_ok() {
+            self.added.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(start.elapsed())
+    }
+}
+
+impl<M: Bb8Manager> Trial for Inner<M> {
+    fn trial(&self, probe: Probe) -> BoxFuture<'_, Result<Duration>> {
+        match probe {
+            Probe::Check => Box::pin(self.probe()),
+            Probe::Pooled => Box::pin(self.probe_pooled()),
+            Probe::Grow => Box::pin(self.grow()),
+        }
+    }
+
+    fn after_trial(&self) {
+        #[cfg(feature = "metrics")]
+        if !self.health.is_replaced() {
+            crate::metrics::record(&self.status());
+        }
+    }
+}
+
+impl<M: Bb8Manager> Pool<M> {
+    /// A check now, outside the engine's schedule, with all its consequences (a failure
+    /// of a fresh connection moves the connector down; success brings it up).
+    pub(super) async fn check_now(&self) -> Result<Duration> {
+        let h = &*self.inner.health;
+        if h.state() == State::Closed {
+            return Err(h.closed());
+        }
+        health::run_trial(h, &*self.inner, h.check_probe()).await
+    }
+}

@@ -1,0 +1,55 @@
+//! Reload succession: a pool replaced by a reload points at its successor, so handles
+//! kept from before check out from the new pool, and long-lived streams move on to it.
+
+use super::{Bb8Manager, Pool, StreamGuard};
+use crate::error::{Error, Result};
+
+impl<M: Bb8Manager> Pool<M> {
+    /// The pool that replaced this one, when `e` says this one is closed because a
+    /// reload replaced it (between the caller's look and its checkout); else `e`.
+    pub(super) fn replaced_or(&self, e: Error) -> Result<&Pool<M>> {
+        match e {
+            Error::Closed { .. } => self.newer().ok_or(e),
+            e => Err(e),
+        }
+    }
+
+    /// This pool, or the one that replaced it on a reload (the newest).
+    pub(crate) fn current(&self) -> &Pool<M> {
+        let mut pool = self;
+        while let Some(next) = pool.inner.successor.get() {
+            pool = next;
+        }
+        pool
+    }
+
+    /// The pool that replaced this one on a reload (the newest), if any.
+    pub(crate) fn newer(&self) -> Option<&Pool<M>> {
+        self.inner.successor.get().map(|_| self.current())
+    }
+
+    /// Makes `next` the pool this one's handles use from now on (a reload replaced it).
+    pub(crate) fn replaced_by(&self, next: &Pool<M>) {
+        self.inner.health.mark_replaced();
+        let _ = self.inner.successor.set(next.clone());
+    }
+
+    /// Completes when this pool is closed, with the pool that replaced it on a reload if
+    /// one did: a long-lived stream moves on to that one, and ends otherwise.
+    pub(crate) async fn closed_or_replaced(&self) -> Option<Pool<M>> {
+        self.closed().await;
+        self.newer().cloned()
+    }
+
+    /// Moves a stream whose pool was closed on to `next`, the pool that replaced it,
+    /// counting it there; false when there is none (the connector was closed or removed:
+    /// the stream ends).
+    pub(crate) fn move_stream(&mut self, next: Option<Pool<M>>, counted: &mut StreamGuard) -> bool {
+        let Some(next) = next else { return false };
+        *self = next;
+        *counted = self.open_stream(counted.kind());
+        self.record_status();
+        tracing::debug!(connector = %self.name(), kind = %self.inner.health.kind, "stream moved to the reloaded connector");
+        true
+    }
+}
