@@ -213,6 +213,36 @@ impl Error {
         }
     }
 
+    /// `what` did not complete within `after`.
+    pub(crate) fn timed_out(origin: Origin, what: &'static str, after: Duration) -> Error {
+        Error::Timeout {
+            origin,
+            what,
+            after,
+            detail: None,
+            last_error: None,
+        }
+    }
+
+    /// `what` did not complete within `after`: the backend said so with `cause`.
+    pub(crate) fn timed_out_by(
+        origin: Origin,
+        what: &'static str,
+        after: Duration,
+        cause: Cause,
+    ) -> Error {
+        Error::Timeout {
+            last_error: Some(Box::new(Error::Backend {
+                origin: origin.clone(),
+                source: cause,
+            })),
+            origin,
+            what,
+            after,
+            detail: None,
+        }
+    }
+
     /// True for errors that retrying will not fix (bad credentials, TLS, configuration).
     pub fn is_permanent(&self) -> bool {
         matches!(

@@ -163,13 +163,7 @@ impl<M: Bb8Manager> Tracked<M> {
                 origin: p.origin.clone(),
                 source: Arc::new(HookPanicked(panic_message(&*panic))),
             },
-            Err(_) => Error::Timeout {
-                origin: p.origin.clone(),
-                what: "on_connect hook",
-                after: p.connect_timeout,
-                detail: None,
-                last_error: None,
-            },
+            Err(_) => Error::timed_out(p.origin.clone(), "on_connect hook", p.connect_timeout),
         };
         tracing::warn!(connector = %p.origin.connector, kind = %p.origin.kind, error = %failed, "on_connect hook failed; the connection will be dropped");
         Err(failed)

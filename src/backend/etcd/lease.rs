@@ -233,13 +233,11 @@ async fn bounded_by<T>(
 ) -> Result<T> {
     match tokio::time::timeout(limit, call).await {
         Ok(r) => r.map_err(|e| fail(pool, what, e)),
-        Err(_) => Err(Error::Timeout {
-            origin: Origin::new(pool.name(), Kind::ETCD),
+        Err(_) => Err(Error::timed_out(
+            Origin::new(pool.name(), Kind::ETCD),
             what,
-            after: limit,
-            detail: None,
-            last_error: None,
-        }),
+            limit,
+        )),
     }
 }
 

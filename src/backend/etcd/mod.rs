@@ -223,13 +223,8 @@ impl EtcdConnectionManager {
         let client = match tokio::time::timeout(m.connect_timeout, connect).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(Error::Timeout {
-                    origin: Origin::new(m.name.to_string(), Kind::ETCD),
-                    what: "connect",
-                    after: m.connect_timeout,
-                    detail: None,
-                    last_error: None,
-                });
+                let origin = Origin::new(m.name.to_string(), Kind::ETCD);
+                return Err(Error::timed_out(origin, "connect", m.connect_timeout));
             }
         };
         m.reached.store(true, Ordering::Relaxed);
@@ -313,16 +308,7 @@ pub(crate) fn classify(
                 status.code(),
                 tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
             ) {
-                return Error::Timeout {
-                    origin: origin.clone(),
-                    what,
-                    after,
-                    detail: None,
-                    last_error: Some(Box::new(Error::Backend {
-                        origin: origin.clone(),
-                        source: Arc::new(e),
-                    })),
-                };
+                return Error::timed_out_by(origin, what, after, Arc::new(e));
             }
         }
         E::TransportError(_) | E::IoError(_) => {

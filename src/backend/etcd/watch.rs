@@ -175,16 +175,9 @@ impl EtcdPool {
                 ))),
             }
         };
-        let (stream, first) =
-            tokio::time::timeout(limit, created)
-                .await
-                .map_err(|_| Error::Timeout {
-                    origin: Origin::new(name.clone(), Kind::ETCD),
-                    what: "watch",
-                    after: limit,
-                    detail: None,
-                    last_error: None,
-                })??;
+        let (stream, first) = tokio::time::timeout(limit, created).await.map_err(|_| {
+            Error::timed_out(Origin::new(name.clone(), Kind::ETCD), "watch", limit)
+        })??;
         if at.next.is_none()
             && let Some(h) = first.header()
         {

@@ -243,16 +243,7 @@ pub(crate) fn classify(
         };
     }
     if e.is_timeout() {
-        return Error::Timeout {
-            origin: origin.clone(),
-            what,
-            after,
-            detail: None,
-            last_error: Some(Box::new(Error::Backend {
-                origin: origin.clone(),
-                source: Arc::new(e),
-            })),
-        };
+        return Error::timed_out_by(origin, what, after, Arc::new(e));
     }
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
         return Error::Connect {
