@@ -4,7 +4,7 @@
 //! trial. It is the only place that changes a connector's state.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, broadcast};
@@ -102,6 +102,15 @@ struct Observed {
     last_check_at: Option<u64>,
 }
 
+/// What the engine needs of the pool it serves, given when it is made.
+pub(crate) trait Served: Send + Sync {
+    /// Where the connector connects now (a Sentinel master changes).
+    fn endpoint(&self) -> String;
+    /// Every connection was retired (the connector went down or closed): drop what is
+    /// shared, so the next caller opens afresh.
+    fn retire(&self);
+}
+
 /// "No trial may start on demand" in [`Health::trial_due`].
 const NEVER: u64 = u64::MAX;
 
@@ -128,10 +137,9 @@ pub(crate) struct Health {
     down: Notify,
     observed: Mutex<Observed>,
     events: broadcast::Sender<Event>,
-    /// Called when connections are retired (the pool drops its shared handles).
-    on_retire: OnceLock<Box<dyn Fn() + Send + Sync>>,
-    /// Where the connector connects now, for events (a Sentinel master changes).
-    endpoint: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+    /// The pool it serves: where it connects now, for events (a Sentinel master
+    /// changes), and what to drop when connections are retired (shared handles).
+    served: Box<dyn Served>,
     /// A reload replaced this connector's pool: its last changes (its close) are no news,
     /// and must not overwrite the new pool's state in events and metrics.
     replaced: AtomicBool,
@@ -160,6 +168,7 @@ impl Health {
         config: ConnectorConfig,
         pool_size: u32,
         events: broadcast::Sender<Event>,
+        served: Box<dyn Served>,
     ) -> Self {
         let base = Instant::now();
         let machine = Machine::new(Rules::new(&config, pool_size), fastrand::f64(), base);
@@ -178,20 +187,9 @@ impl Health {
             down: Notify::new(),
             observed: Mutex::new(Observed::default()),
             events,
-            on_retire: OnceLock::new(),
-            endpoint: OnceLock::new(),
+            served,
             replaced: AtomicBool::new(false),
         }
-    }
-
-    /// Sets how to read the connector's current endpoint, for events; once.
-    pub(crate) fn endpoint_from(&self, f: Box<dyn Fn() -> String + Send + Sync>) {
-        let _ = self.endpoint.set(f);
-    }
-
-    /// Sets what runs when connections are retired; once.
-    pub(crate) fn on_retire(&self, f: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.on_retire.set(f);
     }
 
     pub(crate) fn state(&self) -> State {
@@ -235,10 +233,8 @@ impl Health {
             self.trial_due.store(due, Ordering::Release);
             (act, to)
         };
-        if act.retire
-            && let Some(f) = self.on_retire.get()
-        {
-            f();
+        if act.retire {
+            self.served.retire();
         }
         let recovered = act.changed_from.is_some() && to == State::Healthy;
         if recovered || act.resize == Some(Resize::Lifted) {
@@ -357,7 +353,7 @@ impl Health {
         let _ = self.events.send(Event {
             connector: self.name.clone(),
             kind: self.kind.clone(),
-            endpoint: self.endpoint.get().map(|f| f()).unwrap_or_default(),
+            endpoint: self.served.endpoint(),
             from,
             to,
             error,

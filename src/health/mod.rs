@@ -14,7 +14,7 @@ mod signal;
 mod task;
 mod turns;
 
-pub(crate) use engine::{Health, Life, Live, RETIRED};
+pub(crate) use engine::{Health, Life, Live, RETIRED, Served};
 pub(crate) use machine::{Input, Probe};
 pub use signal::LossSignal;
 pub(crate) use task::{Trial, run_trial, spawn};

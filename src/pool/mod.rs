@@ -38,7 +38,7 @@ mod succession;
 mod tracked;
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -103,6 +103,24 @@ impl<M: Bb8Manager> std::fmt::Debug for Pool<M> {
     }
 }
 
+/// The engine's view of the pool it serves.
+struct PartsOf<M: Bb8Manager>(Weak<Parts<M>>);
+
+impl<M: Bb8Manager> health::Served for PartsOf<M> {
+    fn endpoint(&self) -> String {
+        self.0
+            .upgrade()
+            .map(|p| p.backend.endpoint())
+            .unwrap_or_default()
+    }
+
+    fn retire(&self) {
+        if let Some(p) = self.0.upgrade() {
+            p.backend.retire(&p.manager);
+        }
+    }
+}
+
 /// How the manager builds a pool.
 pub(crate) struct Spec {
     pub name: String,
@@ -134,38 +152,32 @@ impl<M: Bb8Manager> Pool<M> {
             .connector
             .leak_detection_threshold
             .map(|t| Leaks::start(&spec.name, kind.as_str(), t));
-        let health = Arc::new(Health::new(
-            spec.name,
-            kind,
-            spec.connector.clone(),
-            spec.pool.max_size,
-            spec.events,
-        ));
         let losses = backend.loss_signal();
-        let parts = Arc::new(Parts {
-            manager,
-            checks_locally: backend.checks_locally(),
-            backend,
-            life: health.life.clone(),
-            health: health.clone(),
-            on_connect,
-            origin: health.origin(),
-            connect_timeout: spec.connector.connect_timeout,
-            #[cfg(feature = "metrics")]
-            meters: crate::metrics::PoolMeters::new(&health.name, health.kind.as_str()),
-        });
-        let of = Arc::downgrade(&parts);
-        health.endpoint_from(Box::new(move || {
-            of.upgrade()
-                .map(|p| p.backend.endpoint())
-                .unwrap_or_default()
-        }));
-        let on_retire = Arc::downgrade(&parts);
-        health.on_retire(Box::new(move || {
-            if let Some(p) = on_retire.upgrade() {
-                p.backend.retire(&p.manager);
+        // The parts hold the engine, and the engine sees the parts weakly: no cycle, and
+        // the engine has all it needs from the moment it is made.
+        let parts = Arc::new_cyclic(|parts| {
+            let health = Arc::new(Health::new(
+                spec.name,
+                kind,
+                spec.connector.clone(),
+                spec.pool.max_size,
+                spec.events,
+                Box::new(PartsOf(parts.clone())),
+            ));
+            Parts {
+                manager,
+                checks_locally: backend.checks_locally(),
+                backend,
+                life: health.life.clone(),
+                on_connect,
+                origin: health.origin(),
+                connect_timeout: spec.connector.connect_timeout,
+                #[cfg(feature = "metrics")]
+                meters: crate::metrics::PoolMeters::new(&health.name, health.kind.as_str()),
+                health,
             }
-        }));
+        });
+        let health = parts.health.clone();
         let p = &spec.pool;
         let bb8 = bb8::Pool::builder()
             .max_size(p.max_size)
