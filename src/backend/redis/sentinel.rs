@@ -19,7 +19,10 @@ use redis::sentinel::SentinelClient;
 pub(super) struct SentinelMaster {
     pub(super) connector: Arc<str>,
     pub(super) master_name: String,
-    client: tokio::sync::Mutex<SentinelClient>,
+    /// Lookup clients not in use. A lookup takes one (or makes one) and gives it back, so
+    /// lookups run at once and no lock is held across one.
+    idle: Mutex<Vec<SentinelClient>>,
+    make: Box<dyn Fn() -> RedisResult<SentinelClient> + Send + Sync>,
     /// Sentinels, for the `+switch-master` subscription.
     sentinels: Vec<redis::Client>,
     /// `host:port` of each sentinel, for status.
@@ -35,13 +38,15 @@ impl SentinelMaster {
         connector: Arc<str>,
         master_name: String,
         client: SentinelClient,
+        make: Box<dyn Fn() -> RedisResult<SentinelClient> + Send + Sync>,
         sentinels: Vec<redis::Client>,
         sentinel_addrs: Vec<String>,
     ) -> Self {
         SentinelMaster {
             connector,
             master_name,
-            client: tokio::sync::Mutex::new(client),
+            idle: Mutex::new(vec![client]),
+            make,
             sentinels,
             sentinel_addrs,
             generation: Arc::new(AtomicU64::new(0)),
@@ -54,7 +59,17 @@ impl SentinelMaster {
     /// `ROLE`), with the generation of that master.
     pub(super) async fn locate(self: &Arc<Self>) -> RedisResult<(redis::Client, u64)> {
         self.watch();
-        let client = self.client.lock().await.async_get_client().await?;
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut lookup = match taken {
+            Some(c) => c,
+            None => (self.make)()?,
+        };
+        let found = lookup.async_get_client().await;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(lookup);
+        let client = found?;
         let addr = client.get_connection_info().addr().to_string();
         Ok((client, self.seen(addr)))
     }

@@ -181,41 +181,58 @@ fn sentinel(
         addrs.push(addr);
         shown.push(at);
     }
-    let bad = |e: redis::RedisError| invalid(name, "sentinel", e.to_string());
-    let mut builder = SentinelClientBuilder::new(addrs, &s.master_name, SentinelServerType::Master)
-        .map_err(bad)?
-        .set_client_to_redis_db(settings.db())
-        .set_client_to_redis_protocol(ProtocolVersion::RESP3);
-    if let Some(user) = settings.username() {
-        builder = builder.set_client_to_redis_username(user);
-    }
-    if let Some(pw) = settings.password() {
-        builder = builder.set_client_to_redis_password(pw);
-    }
-    if let Some(user) = sentinel_settings.username() {
-        builder = builder.set_client_to_sentinel_username(user);
-    }
-    if let Some(pw) = sentinel_settings.password() {
-        builder = builder.set_client_to_sentinel_password(pw);
-    }
-    if config.tls.enabled {
-        builder = builder.set_client_to_redis_tls_mode(if config.tls.insecure_skip_verify {
-            TlsMode::Insecure
-        } else {
-            TlsMode::Secure
-        });
-        if let Some(certs) = certificates(name, &config.tls)? {
-            builder = builder.set_client_to_redis_certificates(certs);
+    // The files are read once; each lookup client is built from what they held.
+    let redis_tls = match config.tls.enabled {
+        true => Some((
+            if config.tls.insecure_skip_verify {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            },
+            certificates(name, &config.tls)?,
+        )),
+        false => None,
+    };
+    let sentinel_certs = match sentinel_tls {
+        true => certificates(name, &s.tls)?,
+        false => None,
+    };
+    let master_name = s.master_name.clone();
+    let make = move || {
+        let mut builder =
+            SentinelClientBuilder::new(addrs.clone(), &master_name, SentinelServerType::Master)?
+                .set_client_to_redis_db(settings.db())
+                .set_client_to_redis_protocol(ProtocolVersion::RESP3);
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_redis_username(user);
         }
-    }
-    if sentinel_tls && let Some(certs) = certificates(name, &s.tls)? {
-        builder = builder.set_client_to_sentinel_certificates(certs);
-    }
-    let client = builder.build().map_err(bad)?;
+        if let Some(pw) = settings.password() {
+            builder = builder.set_client_to_redis_password(pw);
+        }
+        if let Some(user) = sentinel_settings.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(pw) = sentinel_settings.password() {
+            builder = builder.set_client_to_sentinel_password(pw);
+        }
+        if let Some((mode, certs)) = &redis_tls {
+            builder = builder.set_client_to_redis_tls_mode(*mode);
+            if let Some(certs) = certs {
+                builder = builder.set_client_to_redis_certificates(certs.clone());
+            }
+        }
+        if let Some(certs) = &sentinel_certs {
+            builder = builder.set_client_to_sentinel_certificates(certs.clone());
+        }
+        builder.build()
+    };
+    // Built once now, so a mistake in it is refused with the configuration.
+    let first = make().map_err(|e| invalid(name, "sentinel", e.to_string()))?;
     Ok(Topology::Sentinel(Arc::new(SentinelMaster::new(
         name.into(),
         s.master_name.clone(),
-        client,
+        first,
+        Box::new(make),
         clients,
         shown,
     ))))
