@@ -7,8 +7,8 @@
 //! arrival order. One request stuck on a dead member holds one turn, never a whole client.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -21,6 +21,7 @@ mod watch;
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::error::{Error, Origin, Result};
 use crate::health::LossSignal;
+use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::{BoxFuture, Kind};
 use channel::Gated;
@@ -59,9 +60,7 @@ struct ManagerInner {
     connect_timeout: Duration,
     command_timeout: Duration,
     /// The client every checkout clones; opened on first use, dropped after an outage.
-    shared: RwLock<Option<Client>>,
-    /// One task at a time opens the shared client; the others wait for it.
-    opening: tokio::sync::Mutex<()>,
+    shared: Shared<Client>,
     /// A client was made once: a hang-up during a later TLS handshake is a member
     /// restarting, not a TLS set-up problem.
     reached: AtomicBool,
@@ -132,8 +131,7 @@ impl EtcdConnectionManager {
                 command_timeout: config
                     .command_timeout
                     .unwrap_or(config.connector.connect_timeout),
-                shared: RwLock::new(None),
-                opening: tokio::sync::Mutex::new(()),
+                shared: Shared::new(1, |_| true),
                 reached: AtomicBool::new(false),
             }),
         })
@@ -163,35 +161,14 @@ impl EtcdConnectionManager {
         classify(&m.name, endpoint, "connect", m.connect_timeout, e)
     }
 
-    fn current(&self) -> Option<Client> {
-        self.inner
-            .shared
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The shared client, opened first if there is none.
+    /// The shared client, opened first if there is none (for bb8's connect: bb8 reports
+    /// a failure to the health engine).
     async fn shared(&self) -> Result<Client> {
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        // Boxed: connecting is a large future, and this is the rare path.
-        Box::pin(self.open_shared()).await
-    }
-
-    async fn open_shared(&self) -> Result<Client> {
-        let _opening = self.inner.opening.lock().await;
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        let client = self.open().await?;
-        *self
-            .inner
-            .shared
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
-        Ok(client)
+        let open = || {
+            let manager = self.clone();
+            async move { manager.open().await }
+        };
+        self.inner.shared.get_or_open(open, Client::clone).await
     }
 
     /// Opens a client over every member that answers, and proves one answers.
@@ -388,11 +365,7 @@ impl Backend for EtcdConnectionManager {
     }
 
     fn retire(&self, _manager: &Self) {
-        *self
-            .inner
-            .shared
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.inner.shared.clear();
     }
 
     fn loss_signal(&self) -> Option<LossSignal> {
@@ -430,11 +403,15 @@ impl EtcdPool {
     /// ```
     pub async fn client(&self) -> Result<Client> {
         let this = self.current();
-        this.admit_or_yield().await?;
+        let open = || {
+            let (pool, manager) = (this.clone(), this.manager().clone());
+            async move { manager.open().await.map_err(|e| pool.connect_failed(e)) }
+        };
         this.manager()
-            .shared()
+            .inner
+            .shared
+            .get(this, open, Client::clone)
             .await
-            .map_err(|e| this.connect_failed(e))
     }
 }
 

@@ -373,14 +373,17 @@ impl RedisPool {
     /// ```
     pub async fn multiplexed(&self) -> Result<SharedRedisConnection> {
         let this = self.current();
-        let manager = this.manager();
-        let open = || async {
-            match manager.open().await {
-                Ok((inner, meta)) => Ok(SharedRedisConnection { inner, meta }),
-                Err(e) => Err(this.connect_failed(e)),
+        // Cloned only when an open starts: the open outlives this call's borrow.
+        let open = || {
+            let (pool, manager) = (this.clone(), this.manager().clone());
+            async move {
+                match manager.open().await {
+                    Ok((inner, meta)) => Ok(SharedRedisConnection { inner, meta }),
+                    Err(e) => Err(pool.connect_failed(e)),
+                }
             }
         };
-        manager
+        this.manager()
             .inner
             .shared
             .get(this, open, SharedRedisConnection::clone)
