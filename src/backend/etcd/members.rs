@@ -8,7 +8,7 @@
 //! passed by from then on, and taken back once it answers again. Both are local
 //! operations on the client: no round trip at checkout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -27,16 +27,12 @@ pub(crate) struct Members {
     waiting: Mutex<Vec<Waker>>,
     /// Told when a member's channel fails: the connector's health engine checks at once.
     losses: LossSignal,
-    /// Bumped on every change, so a connection knows cheaply whether to resync.
-    version: AtomicU64,
     monitor_started: AtomicBool,
     /// One single-endpoint client per member, for probing; made on first use.
     probes: Mutex<Vec<Option<Client>>>,
     name: Arc<str>,
     probe_timeout: Duration,
     probe_options: ConnectOptions,
-    /// The client every checkout shares, with the members its balancer uses.
-    tracked: tokio::sync::Mutex<Option<(Client, MemberView)>>,
 }
 
 impl std::fmt::Debug for Members {
@@ -72,13 +68,11 @@ impl Members {
             healthy,
             waiting: Mutex::new(Vec::new()),
             losses: LossSignal::new(),
-            version: AtomicU64::new(0),
             monitor_started: AtomicBool::new(false),
             probes,
             name,
             probe_timeout,
             probe_options,
-            tracked: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -165,14 +159,9 @@ impl Members {
         (0..self.endpoints.len()).any(|i| self.is_up(i))
     }
 
-    fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
     fn set(&self, i: usize, up: bool) -> bool {
         let changed = self.healthy[i].swap(up, Ordering::AcqRel) != up;
         if changed {
-            self.version.fetch_add(1, Ordering::AcqRel);
             // Any change may open a gate: this member is back, or the last one that
             // answered went too.
             for w in lock(&self.waiting).drain(..) {
@@ -195,82 +184,21 @@ impl Members {
         tokio::spawn(monitor(Arc::downgrade(self), interval));
     }
 
-    /// From now on `client` is the one whose balancer follows the members (the previous
-    /// one is let go); it is brought in line at once.
-    pub(crate) async fn track(&self, client: &Client) {
-        let mut tracked = self.tracked.lock().await;
-        let mut view = MemberView::all(self.endpoints.len());
-        self.sync(client, &mut view).await;
-        *tracked = Some((client.clone(), view));
-    }
-
-    /// Brings the tracked client's balancer in line with the members that answer.
-    async fn sync_tracked(&self) {
-        let mut tracked = self.tracked.lock().await;
-        if let Some((client, view)) = tracked.as_mut() {
-            self.sync(client, view).await;
-        }
-    }
-
     /// A status request on `client`; if it fails on the way to a member and this is a
-    /// cluster, every member is probed, the client stops using the ones that are down, and
-    /// the request is sent once more. So one dead member does not fail the connector's
-    /// health check.
+    /// cluster, every member is probed (the ones down are passed by from then on) and the
+    /// request is sent once more. So one dead member does not fail the connector's health
+    /// check.
     pub(crate) async fn status(&self, client: &mut Client) -> Result<(), etcd_client::Error> {
         match client.status().await {
             Ok(_) => Ok(()),
             Err(e) if self.is_cluster() && is_transport(&e) => {
                 if self.check_now().await {
-                    self.sync_tracked().await;
                     client.status().await.map(|_| ())
                 } else {
                     Err(e)
                 }
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// Brings a client's balancer in line with the members that answer. With no member
-    /// answering, nothing is removed: the connector is down and every endpoint stays in
-    /// play for when one returns.
-    async fn sync(&self, client: &Client, view: &mut MemberView) {
-        let version = self.version();
-        if view.version == version {
-            return;
-        }
-        let any_up = (0..self.endpoints.len()).any(|i| self.is_up(i));
-        for (i, ep) in self.endpoints.iter().enumerate() {
-            let want = self.is_up(i) || !any_up;
-            if want == view.active[i] {
-                continue;
-            }
-            let done = if want {
-                client.add_endpoint(ep).await
-            } else {
-                client.remove_endpoint(ep).await
-            };
-            if done.is_ok() {
-                view.active[i] = want;
-            }
-        }
-        view.version = version;
-    }
-}
-
-/// Which members one client currently balances over.
-#[derive(Debug, Clone)]
-struct MemberView {
-    version: u64,
-    active: Vec<bool>,
-}
-
-impl MemberView {
-    /// A fresh client balances over every endpoint; `u64::MAX` forces the first sync.
-    fn all(n: usize) -> Self {
-        MemberView {
-            version: u64::MAX,
-            active: vec![true; n],
         }
     }
 }
@@ -298,11 +226,7 @@ async fn monitor(members: Weak<Members>, interval: Duration) {
         let Some(members) = members.upgrade() else {
             return;
         };
-        let before = members.version();
         members.check_now().await;
-        if members.version() != before {
-            members.sync_tracked().await;
-        }
     }
 }
 

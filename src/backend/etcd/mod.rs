@@ -187,9 +187,6 @@ impl EtcdConnectionManager {
             )
             .await
             .map_err(|e| self.connect_error(&endpoint, e))?;
-            // Members already known to be down are left out from the start; the monitor
-            // keeps this client's balancer in line from now on.
-            m.members.track(&client).await;
             // Connecting is lazy without auth; one request proves a member answers.
             m.members
                 .status(&mut client)
