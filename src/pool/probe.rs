@@ -2,6 +2,7 @@
 //! a check on the pool's own connections while a connection cap limits it, and one more
 //! connection to grow a limited pool back.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -21,8 +22,6 @@ impl<M: Bb8Manager> Inner<M> {
     async fn probe(&self) -> Result<Duration> {
         let h = &*self.health;
         let parts = &*self.parts;
-        let limit = h.config.connect_timeout;
-        let start = Instant::now();
         let check = async {
             // An idle connection is probed only where taking it costs no round trip: a
             // plain bb8 manager validates at checkout, and a validation cut short at the
@@ -59,11 +58,7 @@ impl<M: Bb8Manager> Inner<M> {
             }
             Ok(())
         };
-        match tokio::time::timeout(limit, check).await {
-            Ok(Ok(())) => Ok(start.elapsed()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(h.timeout("health check", limit)),
-        }
+        self.timed(check).await
     }
 
     /// The check while the pool is limited: a round trip on one of the pool's own
@@ -74,7 +69,6 @@ impl<M: Bb8Manager> Inner<M> {
         let h = &*self.health;
         let parts = &*self.parts;
         let limit = h.config.connect_timeout;
-        let start = Instant::now();
         let none_left = async {
             while h.life.live() > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -105,6 +99,14 @@ impl<M: Bb8Manager> Inner<M> {
                     parts.backend.classify(&h.name, e)
                 })
         };
+        self.timed(check).await
+    }
+
+    /// `check`, bounded by `connect_timeout`: how long it took, or why it failed.
+    async fn timed(&self, check: impl Future<Output = Result<()>>) -> Result<Duration> {
+        let h = &*self.health;
+        let limit = h.config.connect_timeout;
+        let start = Instant::now();
         match tokio::time::timeout(limit, check).await {
             Ok(Ok(())) => Ok(start.elapsed()),
             Ok(Err(e)) => Err(e),
