@@ -96,7 +96,8 @@ impl Life {
 #[derive(Debug, Default)]
 struct Observed {
     last_error: Option<Error>,
-    /// Why the last fresh connection failed; cleared when one is made again.
+    /// Why the last fresh connection failed; cleared once the connector recovers, or the
+    /// pool may grow to its size again.
     last_connect_error: Option<Error>,
     last_check_latency: Option<Duration>,
     last_check_at: Option<u64>,
