@@ -5,5 +5,6 @@
 
 pub use crate::health::LossSignal;
 
+mod classify;
 pub mod etcd;
 pub mod redis;

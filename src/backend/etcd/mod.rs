@@ -18,6 +18,7 @@ mod lease;
 mod members;
 mod watch;
 
+use super::classify::{self, Class, Site};
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::error::{Error, Origin, Result};
 use crate::health::LossSignal;
@@ -222,14 +223,10 @@ fn tls_options(name: &str, config: &EtcdConfig) -> Result<TlsOptions> {
     Ok(tls)
 }
 
-/// Why a TLS connection attempt failed, if TLS is the reason: a certificate problem, or a
-/// hang-up during the handshake while no client has ever been made (`reached` false).
-/// Once one was, a hang-up is a member restarting: a connection error to retry.
+/// Why a TLS connection attempt failed, if TLS is the reason (see
+/// [`classify::tls_failure`]). etcd-client's error says a hang-up only in its text.
 fn handshake_failure(e: &etcd_client::Error, reached: bool) -> Option<String> {
     let text = format!("{e}");
-    if let Some(reason) = crate::config::tls_failure(&text) {
-        return Some(reason);
-    }
     let hung_up = [
         "BrokenPipe",
         "broken pipe",
@@ -237,13 +234,10 @@ fn handshake_failure(e: &etcd_client::Error, reached: bool) -> Option<String> {
         "connection closed",
         "UnexpectedEof",
         "close_notify",
-    ];
-    if !reached && hung_up.iter().any(|m| text.contains(m)) {
-        return Some(format!(
-            "the server closed the connection during the TLS handshake (does it require a client certificate?): {text}"
-        ));
-    }
-    None
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    classify::tls_failure(&text, hung_up, reached)
 }
 
 /// Sorts an etcd error into connhub's kinds.
@@ -255,8 +249,7 @@ pub(crate) fn classify(
     e: etcd_client::Error,
 ) -> Error {
     use etcd_client::Error as E;
-    let origin = Origin::new(name, Kind::ETCD);
-    match &e {
+    let class = match &e {
         E::GRpcStatus(status) => {
             let msg = status.message();
             let auth = matches!(
@@ -265,39 +258,23 @@ pub(crate) fn classify(
             ) || msg.contains("authentication failed")
                 || msg.contains("auth: ")
                 || msg.contains("authentication is not enabled");
-            if auth {
-                return Error::Auth {
-                    origin: origin.clone(),
-                    message: msg.to_owned(),
-                };
-            }
-            if status.code() == tonic::Code::Unavailable {
-                return Error::Connect {
-                    origin: origin.clone(),
-                    endpoint: endpoint.to_owned(),
-                    source: Arc::new(e),
-                };
-            }
-            if matches!(
-                status.code(),
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ) {
-                return Error::timed_out_by(origin, what, after, Arc::new(e));
+            match status.code() {
+                _ if auth => Class::Auth(msg.to_owned()),
+                tonic::Code::Unavailable => Class::Connect,
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Class::Timeout,
+                _ => Class::Other,
             }
         }
-        E::TransportError(_) | E::IoError(_) => {
-            return Error::Connect {
-                origin: origin.clone(),
-                endpoint: endpoint.to_owned(),
-                source: Arc::new(e),
-            };
-        }
-        _ => {}
-    }
-    Error::Backend {
-        origin: origin.clone(),
-        source: Arc::new(e),
-    }
+        E::TransportError(_) | E::IoError(_) => Class::Connect,
+        _ => Class::Other,
+    };
+    let site = Site {
+        origin: Origin::new(name, Kind::ETCD),
+        endpoint,
+        what,
+        after,
+    };
+    classify::error(class, site, Arc::new(e))
 }
 
 impl bb8::ManageConnection for EtcdConnectionManager {

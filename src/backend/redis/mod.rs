@@ -28,6 +28,7 @@ pub use connection::{RedisConnection, SharedRedisConnection};
 pub use subscription::{Subscription, SubscriptionItem, Topics};
 use topology::Topology;
 
+use super::classify::{self, Class, Site};
 use crate::config::RedisConfig;
 use crate::error::{Error, Origin, Result};
 use crate::health::LossSignal;
@@ -199,21 +200,11 @@ fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
     Error::InvalidConfig(errors)
 }
 
-/// Why a TLS connection attempt failed, if TLS is the reason: a certificate problem, or
-/// the server hanging up during the handshake (as a server that wants a client
-/// certificate does) while no connection has ever been made (`reached` false). Once one
-/// was, a hang-up is a server restarting: a connection error to retry, not a permanent
-/// TLS error.
+/// Why a TLS connection attempt failed, if TLS is the reason (see
+/// [`classify::tls_failure`]).
 fn handshake_failure(e: &redis::RedisError, reached: bool) -> Option<String> {
-    if let Some(reason) = crate::config::tls_failure(&format!("{e} ({e:?})")) {
-        return Some(reason);
-    }
-    if !reached && e.is_connection_dropped() && !e.is_connection_refusal() {
-        return Some(format!(
-            "the server closed the connection during the TLS handshake (does it require a client certificate?): {e}"
-        ));
-    }
-    None
+    let hung_up = e.is_connection_dropped() && !e.is_connection_refusal();
+    classify::tls_failure(&format!("{e} ({e:?})"), hung_up, reached)
 }
 
 /// Sorts a redis error into connhub's kinds; `what` and `after` describe the limit a
@@ -226,7 +217,6 @@ pub(crate) fn classify(
     e: redis::RedisError,
 ) -> Error {
     use redis::{ErrorKind, ServerErrorKind};
-    let origin = Origin::new(name, Kind::REDIS);
     let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
         || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
         || e.code()
@@ -236,26 +226,22 @@ pub(crate) fn classify(
             && ["\"WRONGPASS\"", "\"NOAUTH\""]
                 .iter()
                 .any(|c| e.to_string().contains(c)));
-    if auth {
-        return Error::Auth {
-            origin: origin.clone(),
-            message: e.to_string(),
-        };
-    }
-    if e.is_timeout() {
-        return Error::timed_out_by(origin, what, after, Arc::new(e));
-    }
-    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
-        return Error::Connect {
-            origin: origin.clone(),
-            endpoint: endpoint.to_owned(),
-            source: Arc::new(e),
-        };
-    }
-    Error::Backend {
-        origin: origin.clone(),
-        source: Arc::new(e),
-    }
+    let class = if auth {
+        Class::Auth(e.to_string())
+    } else if e.is_timeout() {
+        Class::Timeout
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        Class::Connect
+    } else {
+        Class::Other
+    };
+    let site = Site {
+        origin: Origin::new(name, Kind::REDIS),
+        endpoint,
+        what,
+        after,
+    };
+    classify::error(class, site, Arc::new(e))
 }
 
 impl bb8::ManageConnection for RedisConnectionManager {
