@@ -361,3 +361,36 @@ async fn a_connection_cap_limits_the_pool_and_it_grows_back() {
     assert!(events.try_recv().is_err(), "no state change");
     manager.close().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn close_waits_for_checkouts_and_ends_as_the_last_comes_back() {
+    let (manager, pool, _server) = setup().await;
+    let held = pool.get().await.unwrap();
+    let start = Instant::now();
+    let closing = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.close().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert!(!closing.is_finished(), "close waits for the checkout");
+    drop(held);
+    closing.await.unwrap().unwrap();
+    // Told as the connection came back, not at a later look.
+    assert!(
+        start.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(pool.state(), State::Closed);
+
+    // A checkout never given back: close gives up at `drain_timeout`.
+    let (manager, pool, _server) = setup().await;
+    let _kept = pool.get().await.unwrap();
+    let start = Instant::now();
+    manager.close().await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        ConnectorConfig::default().drain_timeout,
+        "gave up at the drain timeout"
+    );
+}

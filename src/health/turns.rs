@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokio::sync::Semaphore;
-use tokio::sync::TryAcquireError;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 
 /// The pool's turns.
 #[derive(Debug)]
@@ -22,7 +21,12 @@ pub(crate) struct Turns {
     /// instead of going to the next caller, so a lower limit holds even while every turn
     /// is in use.
     withheld: AtomicU32,
+    /// Told when a turn comes back after close: the pool is draining.
+    returned: Notify,
 }
+
+/// `withhold` once the turns are closed: every turn coming back says so.
+const CLOSED: u32 = u32::MAX;
 
 /// One caller's turn; given back (or kept out, under a lowered limit) when dropped.
 #[derive(Debug)]
@@ -46,6 +50,7 @@ impl Turns {
             size,
             withhold: AtomicU32::new(0),
             withheld: AtomicU32::new(0),
+            returned: Notify::new(),
         }
     }
 
@@ -72,6 +77,10 @@ impl Turns {
     #[inline]
     fn give_back(&self) {
         let withhold = self.withhold.load(Ordering::Relaxed);
+        if withhold == CLOSED {
+            self.returned.notify_waiters();
+            return;
+        }
         if withhold > 0 {
             let mut held = self.withheld.load(Ordering::Acquire);
             while held < withhold {
@@ -90,8 +99,12 @@ impl Turns {
         self.semaphore.add_permits(1);
     }
 
-    /// Allows `n` turns at once (between one and the pool's size) from now on.
+    /// Allows `n` turns at once (between one and the pool's size) from now on; nothing
+    /// once closed.
     pub(crate) fn allow(&self, n: u32) {
+        if self.withhold.load(Ordering::Acquire) == CLOSED {
+            return;
+        }
         let n = n.clamp(1, self.size);
         self.withhold.store(self.size - n, Ordering::Release);
         self.rebalance();
@@ -104,13 +117,17 @@ impl Turns {
 
     /// Turns allowed at once now.
     pub(crate) fn allowed(&self) -> u32 {
-        self.size - self.withhold.load(Ordering::Acquire)
+        self.size
+            .saturating_sub(self.withhold.load(Ordering::Acquire))
     }
 
     /// Brings the semaphore in line with what is allowed: takes out free turns above the
     /// limit (turns in use are kept out as they come back), or gives back the ones a
     /// raised limit frees.
     pub(crate) fn rebalance(&self) {
+        if self.withhold.load(Ordering::Acquire) == CLOSED {
+            return;
+        }
         loop {
             let want = self.withhold.load(Ordering::Acquire);
             let held = self.withheld.load(Ordering::Acquire);
@@ -134,9 +151,17 @@ impl Turns {
         }
     }
 
-    /// No more turns: every caller waiting for one is refused.
+    /// No more turns: every caller waiting for one is refused, and each turn that comes
+    /// back from now on wakes [`returned`](Turns::returned).
     pub(crate) fn close(&self) {
+        self.withhold.store(CLOSED, Ordering::Release);
         self.semaphore.close();
+    }
+
+    /// Completes when a turn comes back after close. Create it before looking at what is
+    /// still out, so a return in between is not missed.
+    pub(crate) fn returned(&self) -> tokio::sync::futures::Notified<'_> {
+        self.returned.notified()
     }
 }
 
@@ -183,5 +208,19 @@ mod tests {
         assert_eq!(free(&turns), 1);
         turns.close();
         assert!(Turns::try_take(&turns).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_turn_coming_back_after_close_says_so() {
+        let turns = Arc::new(Turns::new(2));
+        let held = Turns::try_take(&turns).unwrap().unwrap();
+        turns.close();
+        let returned = turns.returned();
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), returned)
+            .await
+            .expect("the drain is told at once");
+        turns.allow(1);
+        assert!(Turns::try_take(&turns).is_err(), "closed: no turn again");
     }
 }

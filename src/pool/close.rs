@@ -13,8 +13,9 @@ use crate::status::State;
 
 impl<M: Bb8Manager> Pool<M> {
     /// Closes the pool: the health task stops, new checkouts are refused with
-    /// [`Error::Closed`](crate::Error::Closed), and this waits up to `drain_timeout` for checked-out connections
-    /// to come back. Idle connections are dropped. Calling it again does nothing.
+    /// [`Error::Closed`](crate::Error::Closed), and this waits up to `drain_timeout` for
+    /// checked-out connections to come back (woken as each one does). Idle connections
+    /// are dropped. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
         let inner = &*self.inner;
         let h = &*inner.health;
@@ -25,6 +26,7 @@ impl<M: Bb8Manager> Pool<M> {
         inner.turns.close();
         let deadline = Instant::now() + h.config.drain_timeout;
         loop {
+            let returned = inner.turns.returned();
             let s = inner.bb8.state();
             if s.connections <= s.idle_connections {
                 break;
@@ -37,7 +39,12 @@ impl<M: Bb8Manager> Pool<M> {
                 );
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // A checkout through `bb8()` takes no turn: look again now and then for those.
+            let look_again = deadline.min(Instant::now() + Duration::from_millis(100));
+            tokio::select! {
+                () = returned => {}
+                () = tokio::time::sleep_until(look_again) => {}
+            }
         }
         inner.drop_idle();
         Ok(())
