@@ -106,6 +106,27 @@ async fn healthz_and_readyz_follow_the_connectors() {
     );
 }
 
+/// Polls `path` every `every` until `done` says yes, running `between` after each miss;
+/// returns the last body and how long it took, or panics after `limit`.
+async fn poll<F: std::future::Future<Output = ()>>(
+    app: &axum::Router,
+    path: &str,
+    (limit, every): (Duration, Duration),
+    between: impl Fn() -> F,
+    done: impl Fn(StatusCode, &serde_json::Value) -> bool,
+) -> (serde_json::Value, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = call(app, path).await;
+        if done(code, &body) {
+            return (body, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{path} stayed {code}: {body}");
+        between().await;
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `path` until it answers `want`, checking the connectors meanwhile (as callers
 /// would); panics after 15 s.
 async fn until_status(
@@ -114,19 +135,13 @@ async fn until_status(
     path: &str,
     want: StatusCode,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (code, body) = call(app, path).await;
-        if code == want {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} stayed {code}: {body}"
-        );
+    let check = || async {
         let _ = manager.health_check().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    let timing = (Duration::from_secs(15), Duration::from_millis(50));
+    poll(app, path, timing, check, |code, _| code == want)
+        .await
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,15 +210,8 @@ async fn readyz_until(
     limit: Duration,
     done: impl Fn(StatusCode, &serde_json::Value) -> bool,
 ) -> Duration {
-    let start = std::time::Instant::now();
-    loop {
-        let (code, body) = call(app, "/readyz").await;
-        if done(code, &body) {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "/readyz {code}: {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let timing = (limit, Duration::from_millis(10));
+    poll(app, "/readyz", timing, || async {}, done).await.1
 }
 
 /// Default settings (a 10 s `health_check_interval`): a server that dies while nobody
