@@ -144,10 +144,11 @@ async fn until_status(
         .0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probes_mean_what_kubernetes_means() {
-    let mut cache_server = RedisServer::start().unwrap();
-    let mut sessions_server = RedisServer::start().unwrap();
+/// Two Redis servers behind default settings: `cache` required, `sessions` optional;
+/// the probe routes over a manager of both.
+async fn required_and_optional() -> (RedisServer, RedisServer, Manager, axum::Router) {
+    let cache_server = RedisServer::start().unwrap();
+    let sessions_server = RedisServer::start().unwrap();
     let manager = Manager::new();
     let cache = manager
         .add_redis("cache", cache_server.config())
@@ -162,6 +163,12 @@ async fn probes_mean_what_kubernetes_means() {
             manager: manager.clone(),
             cache,
         });
+    (cache_server, sessions_server, manager, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_mean_what_kubernetes_means() {
+    let (mut cache_server, mut sessions_server, manager, app) = required_and_optional().await;
     assert_eq!(call(&app, "/livez").await.0, StatusCode::OK);
     assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
 
@@ -219,21 +226,8 @@ async fn readyz_until(
 /// outage sees the server back within `reconnect_interval`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_while_idle_is_seen_at_once_with_default_settings() {
-    let mut cache_server = RedisServer::start().unwrap();
-    let mut sessions_server = RedisServer::start().unwrap();
-    let manager = Manager::new();
-    let cache_config = cache_server.config();
-    let reconnect_interval = cache_config.connector.reconnect_interval;
-    let cache = manager.add_redis("cache", cache_config).await.unwrap();
-    let mut optional = sessions_server.config();
-    optional.connector.required = false;
-    manager.add_redis("sessions", optional).await.unwrap();
-    let app = axum::Router::new()
-        .merge(connhub::axum::router())
-        .with_state(App {
-            manager: manager.clone(),
-            cache,
-        });
+    let (mut cache_server, mut sessions_server, manager, app) = required_and_optional().await;
+    let reconnect_interval = connhub::ConnectorConfig::default().reconnect_interval;
     // Quiet for a while: nothing calls.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&app, "/readyz").await.0, StatusCode::OK);
