@@ -51,6 +51,17 @@ fn healthy(r: Rules, t0: Instant) -> Machine {
     m
 }
 
+/// A machine limited at `t0` to the 4 connections a server at its cap accepted, the
+/// check on them passed.
+fn limited_at_four(t0: Instant) -> Machine {
+    let mut m = healthy(rules(), t0);
+    m.step(busy(4), t0);
+    assert_eq!(m.step(Input::Tick, t0).probe, Some(Probe::Pooled));
+    m.step(Input::ProbeOk, t0);
+    assert_eq!(m.limit(), Some(4));
+    m
+}
+
 /// A machine that went down at `t0` (its periodic check failed).
 fn down(r: Rules, t0: Instant) -> Machine {
     let mut m = healthy(r, t0);
@@ -367,10 +378,7 @@ async fn a_limit_whose_connections_fail_their_trial_is_an_outage_and_is_lifted()
 #[tokio::test(start_paused = true)]
 async fn a_limited_pool_grows_back_one_connection_at_a_time_with_backoff() {
     let t0 = Instant::now();
-    let mut m = healthy(rules(), t0);
-    m.step(busy(4), t0);
-    assert_eq!(m.step(Input::Tick, t0).probe, Some(Probe::Pooled));
-    m.step(Input::ProbeOk, t0);
+    let mut m = limited_at_four(t0);
     // Growth is retried after reconnect_interval (±20%), doubling, capped at the check
     // interval.
     let mut last = t0;
@@ -435,10 +443,7 @@ fn next_growth(m: &mut Machine) -> Instant {
 #[tokio::test(start_paused = true)]
 async fn a_growth_that_finds_the_server_gone_is_an_outage() {
     let t0 = Instant::now();
-    let mut m = healthy(rules(), t0);
-    m.step(busy(4), t0);
-    assert_eq!(m.step(Input::Tick, t0).probe, Some(Probe::Pooled));
-    m.step(Input::ProbeOk, t0);
+    let mut m = limited_at_four(t0);
     let at = next_growth(&mut m);
     let a = m.step(GONE, at);
     assert_eq!(a.changed_from, Some(State::Healthy));
@@ -498,10 +503,7 @@ async fn a_lost_connection_starts_a_trial_at_once_and_changes_nothing_if_it_pass
     // Losses while down are no news: the breaker decides when to try.
     assert_eq!(m.step(Input::Lost, t0 + 3 * S).probe, None);
     // At a limit the trial keeps to the pool's connections.
-    let mut m = healthy(rules(), t0);
-    m.step(busy(4), t0);
-    assert_eq!(m.step(Input::Tick, t0).probe, Some(Probe::Pooled));
-    m.step(Input::ProbeOk, t0);
+    let mut m = limited_at_four(t0);
     assert_eq!(m.step(Input::Lost, t0 + S).probe, Some(Probe::Pooled));
 }
 
