@@ -10,9 +10,8 @@
 use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
-use connhub::{
-    Backend, BoxFuture, ConnectionOf, ConnectorConfig, Error, Kind, Manager, Origin, PoolConfig,
-};
+use connhub::backend::{Backend, BoxFuture, ConnectionOf, Origin};
+use connhub::{ConnectorConfig, Error, Kind, Manager, PoolConfig};
 use tokio_postgres::NoTls;
 
 /// The whole backend.
@@ -55,14 +54,16 @@ impl Backend for Postgres {
             *c == tokio_postgres::error::SqlState::INVALID_PASSWORD
                 || *c == tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         });
+        let origin = Origin::new(connector.to_owned(), self.kind());
         if auth {
             return Error::Auth {
-                origin: Origin::new(connector.to_owned(), self.kind()),
+                origin,
                 message: error.to_string(),
+                source: Some(std::sync::Arc::new(error)),
             };
         }
         Error::Backend {
-            origin: Origin::new(connector.to_owned(), self.kind()),
+            origin,
             source: std::sync::Arc::new(error),
         }
     }

@@ -2,18 +2,29 @@
 //! every registered connector, whatever its backend.
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::config::ConnectorConfig;
 use crate::error::Result;
-use crate::status::{BoxFuture, Kind, State, Status};
+use crate::status::{Kind, State, Status};
+
+/// A boxed future, as returned by the object-safe [`Connector`] and
+/// [`Backend`](crate::backend::Backend) methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One connection to one backend, as the [`Manager`](crate::Manager) sees it.
 ///
 /// Every [`Pool`](crate::Pool) implements it, so the registry holds all backends behind
 /// this one interface; [`as_any`](Connector::as_any) gives the typed pool back by downcast.
 /// The trait is object safe: its async methods return boxed futures.
-pub trait Connector: Send + Sync + 'static {
+///
+/// It is sealed: only a [`Pool`](crate::Pool) implements it, because only a pool can be
+/// registered. To bring a backend of your own, implement
+/// [`Backend`](crate::backend::Backend) (or hand any bb8 manager to
+/// [`Manager::add_pool`](crate::Manager::add_pool)); its pool is then a `Connector`.
+pub trait Connector: sealed::Sealed + Send + Sync + 'static {
     /// The name it was registered under.
     fn name(&self) -> &str;
 
@@ -52,4 +63,10 @@ pub trait Connector: Send + Sync + 'static {
 
     /// The typed pool behind this connector, for downcasting.
     fn as_any(&self) -> &dyn Any;
+}
+
+pub(crate) mod sealed {
+    /// Only the crate's own [`Pool`](crate::Pool) implements
+    /// [`Connector`](super::Connector).
+    pub trait Sealed {}
 }

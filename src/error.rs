@@ -59,22 +59,25 @@ pub enum Error {
         /// Its state when the call was refused.
         state: State,
         /// The last real error seen from the backend, if any.
+        #[source]
         last_error: Option<Box<Error>>,
     },
 
-    /// A checkout or a command did not complete in time.
+    /// A checkout, a connection, a check or a request did not complete in time.
     #[error("{origin}: {what} timed out after {}{}{}", humantime::format_duration(*.after), detail_of(.detail), last(.last_error))]
     Timeout {
         /// The connector it concerns.
         origin: Origin,
-        /// What timed out ("checkout", "connect", "command", "health check").
-        what: &'static str,
+        /// What timed out.
+        what: TimeoutKind,
         /// The limit that was reached.
         after: Duration,
-        /// More about why, such as "pool exhausted: all 16 connections in use, 40 callers
-        /// waiting".
+        /// More about it: the request that timed out (`lease grant`, `PING`), or why a
+        /// checkout did (`pool exhausted: all 16 connections in use, 40 more callers
+        /// waiting`).
         detail: Option<String>,
         /// The last real error seen from the backend while waiting, if any.
+        #[source]
         last_error: Option<Box<Error>>,
     },
 
@@ -97,6 +100,9 @@ pub enum Error {
         origin: Origin,
         /// What the server said (never the password).
         message: String,
+        /// The client's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// TLS could not be set up (bad files, untrusted certificate, hostname mismatch...).
@@ -106,6 +112,10 @@ pub enum Error {
         origin: Origin,
         /// What went wrong, naming the file or the reason.
         message: String,
+        /// The underlying error (the file read, the TLS library, the client), when there
+        /// is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// The connector, or the whole manager, was closed.
@@ -135,6 +145,79 @@ pub enum Error {
         #[source]
         source: Cause,
     },
+}
+
+/// What an [`Error::Timeout`] ran out of time doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Waiting for a pooled connection: a turn in line and a connection, together
+    /// bounded by `connect_timeout`.
+    Checkout,
+    /// Making a fresh connection, bounded by `connect_timeout`.
+    Connect,
+    /// A health check (`PING`, `CLUSTER INFO`, etcd's status request).
+    HealthCheck,
+    /// A connection's `on_connect` hook.
+    Hook,
+    /// A request connhub made for the caller (a lease grant, a registration's `put`);
+    /// [`Error::Timeout`]'s `detail` names it.
+    Request,
+    /// Opening a watch.
+    Watch,
+}
+
+impl TimeoutKind {
+    /// The lower-case words `Display` prints: `checkout`, `connect`, `health check`,
+    /// `on_connect hook`, `request`, `watch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Checkout => "checkout",
+            TimeoutKind::Connect => "connect",
+            TimeoutKind::HealthCheck => "health check",
+            TimeoutKind::Hook => "on_connect hook",
+            TimeoutKind::Request => "request",
+            TimeoutKind::Watch => "watch",
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step that can time out: its [`TimeoutKind`] and, where the kind does not say it all,
+/// the request's name (`lease grant`, `PING`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub(crate) kind: TimeoutKind,
+    pub(crate) name: Option<&'static str>,
+}
+
+impl Step {
+    /// A request named `name`.
+    pub(crate) const fn request(name: &'static str) -> Step {
+        Step {
+            kind: TimeoutKind::Request,
+            name: Some(name),
+        }
+    }
+
+    /// A health check made with `name` (`PING`).
+    pub(crate) const fn check(name: &'static str) -> Step {
+        Step {
+            kind: TimeoutKind::HealthCheck,
+            name: Some(name),
+        }
+    }
+}
+
+impl From<TimeoutKind> for Step {
+    fn from(kind: TimeoutKind) -> Step {
+        Step { kind, name: None }
+    }
 }
 
 /// Which connector an error concerns: its name and kind.
@@ -213,34 +296,36 @@ impl Error {
         }
     }
 
-    /// `what` did not complete within `after`.
-    pub(crate) fn timed_out(origin: Origin, what: &'static str, after: Duration) -> Error {
+    /// `step` did not complete within `after`; `last_error` is what the backend said
+    /// meanwhile, if anything.
+    pub(crate) fn timed_out(
+        origin: Origin,
+        step: impl Into<Step>,
+        after: Duration,
+        last_error: Option<Error>,
+    ) -> Error {
+        let step = step.into();
         Error::Timeout {
             origin,
-            what,
+            what: step.kind,
             after,
-            detail: None,
-            last_error: None,
+            detail: step.name.map(str::to_owned),
+            last_error: last_error.map(Box::new),
         }
     }
 
-    /// `what` did not complete within `after`: the backend said so with `cause`.
+    /// `step` did not complete within `after`: the backend said so with `cause`.
     pub(crate) fn timed_out_by(
         origin: Origin,
-        what: &'static str,
+        step: impl Into<Step>,
         after: Duration,
         cause: Cause,
     ) -> Error {
-        Error::Timeout {
-            last_error: Some(Box::new(Error::Backend {
-                origin: origin.clone(),
-                source: cause,
-            })),
-            origin,
-            what,
-            after,
-            detail: None,
-        }
+        let said = Error::Backend {
+            origin: origin.clone(),
+            source: cause,
+        };
+        Error::timed_out(origin, step, after, Some(said))
     }
 
     /// True for errors that retrying will not fix (bad credentials, TLS, configuration).
@@ -440,17 +525,17 @@ mod tests {
         let full = redis::RedisError::from((redis::ErrorKind::Io, "max number of clients reached"));
         assert!(!connect(full).is_gone());
         let origin = Origin::new("cache", Kind::REDIS);
-        let timeout = Error::Timeout {
-            origin: origin.clone(),
-            what: "connect",
-            after: std::time::Duration::from_secs(5),
-            detail: None,
-            last_error: None,
-        };
+        let timeout = Error::timed_out(
+            origin.clone(),
+            super::TimeoutKind::Connect,
+            std::time::Duration::from_secs(5),
+            None,
+        );
         assert!(!timeout.is_gone());
         let auth = Error::Auth {
             origin: origin.clone(),
             message: "WRONGPASS".into(),
+            source: None,
         };
         assert!(
             auth.is_gone(),
@@ -469,5 +554,47 @@ mod tests {
         assert!(connect(etcd_client::Error::GRpcStatus(refused)).is_gone());
         let unavailable = tonic::Status::unavailable("no leader");
         assert!(!connect(etcd_client::Error::GRpcStatus(unavailable)).is_gone());
+    }
+
+    #[test]
+    fn the_causes_are_the_source_chain() {
+        use std::error::Error as _;
+        use std::io::{Error as Io, ErrorKind as K};
+        let origin = Origin::new("cache", Kind::REDIS);
+        let refused = connect(Io::from(K::ConnectionRefused));
+        let down = Error::Unavailable {
+            origin: origin.clone(),
+            state: crate::status::State::Reconnecting,
+            last_error: Some(Box::new(refused)),
+        };
+        let connect_error = down.source().expect("the last error is the source");
+        assert!(
+            connect_error
+                .to_string()
+                .contains("connection to 127.0.0.1:6379 failed")
+        );
+        assert!(
+            connect_error.source().is_some(),
+            "and its own cause after it"
+        );
+        let timeout = Error::timed_out(
+            origin.clone(),
+            super::Step::request("lease grant"),
+            std::time::Duration::from_secs(1),
+            Some(connect(Io::from(K::ConnectionReset))),
+        );
+        assert!(timeout.source().is_some());
+        assert_eq!(
+            timeout.to_string().split(';').next().unwrap(),
+            "redis connector \"cache\": request timed out after 1s (lease grant)"
+        );
+        let auth = Error::Auth {
+            origin,
+            message: "WRONGPASS".into(),
+            source: Some(Arc::new(Io::other(
+                "WRONGPASS invalid username-password pair",
+            ))),
+        };
+        assert!(auth.source().is_some());
     }
 }

@@ -56,12 +56,24 @@
 //!
 //! ## Where things are
 //!
-//! Every name is at the crate root, documented once. The two backends that ship with
-//! connhub also have their own modules, [`backend::redis`] and [`backend::etcd`], where
-//! their types are documented (the root re-exports the ones you use every day, such as
-//! [`RedisPool`]). Do not confuse [`backend::redis`] (connhub's Redis backend) with
-//! [`redis`] (the redis client crate, re-exported so you use the same version as
-//! connhub, as bb8-redis does); likewise [`etcd_client`] and [`bb8`].
+//! The crate root holds what a service uses every day: the [`Manager`], the configs, the
+//! pools and their connections, the stream items, [`Error`], [`State`], [`Status`],
+//! [`Event`] and the reports. The rest is in three modules:
+//!
+//! - [`config`]: every config type, including the topology ones
+//!   ([`SentinelConfig`](config::SentinelConfig), [`ClusterConfig`](config::ClusterConfig))
+//!   and the [`ConfigIssue`](config::ConfigIssue)s of a refused config;
+//! - [`status`]: the parts of a [`Status`] ([`PoolCounts`](status::PoolCounts),
+//!   [`StreamCounts`](status::StreamCounts));
+//! - [`backend`]: the two backends that ship with connhub, [`backend::redis`] and
+//!   [`backend::etcd`], with all their types (the stream handles such as
+//!   [`Watch`](backend::etcd::Watch) and [`Lease`](backend::etcd::Lease), the bb8
+//!   managers), and what you need to write a backend of your own
+//!   ([`Backend`](backend::Backend), [`Origin`](backend::Origin), ...).
+//!
+//! Do not confuse [`backend::redis`] (connhub's Redis backend) with [`redis`] (the redis
+//! client crate, re-exported so you use the same version as connhub, as bb8-redis does);
+//! likewise [`etcd_client`] and [`bb8`].
 //!
 //! ## Features
 //!
@@ -78,7 +90,7 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod backend;
-mod config;
+pub mod config;
 mod connector;
 mod error;
 mod health;
@@ -86,32 +98,28 @@ mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod pool;
-mod status;
+pub mod status;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+// The everyday names. The rest are in `config`, `status` and `backend`.
 #[doc(no_inline)]
-pub use backend::etcd::{
-    EtcdConnection, EtcdConnectionManager, EtcdPool, Lease, LeaseEvent, Registration, Watch,
-    WatchItem, WatchSpec,
-};
+pub use backend::etcd::{EtcdConnection, EtcdPool, LeaseEvent, WatchItem, WatchSpec};
 #[doc(no_inline)]
 pub use backend::redis::{
-    RedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, Subscription,
-    SubscriptionItem, Topics,
+    RedisConnection, RedisPool, SharedRedisConnection, SubscriptionItem, Topics,
 };
+#[doc(no_inline)]
 pub use config::{
-    ClusterConfig, ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret,
-    SentinelConfig, TlsConfig,
+    ConfigErrors, ConnectorConfig, EtcdConfig, ManagerConfig, PoolConfig, RedisConfig, Secret,
+    TlsConfig,
 };
 pub use connector::Connector;
-pub use error::{Cause, ConfigErrors, ConfigIssue, Error, Origin, Result};
+pub use error::{Error, Result, TimeoutKind};
 pub use manager::{HealthCheck, HealthReport, Manager, ReloadReport};
-pub use pool::{
-    Backend, Bb8Manager, ConnectionOf, ErrorOf, Fault, HookError, OnConnect, Pool,
-    PooledConnection, Stamped, Tracked,
-};
-pub use status::{BoxFuture, Event, Kind, PoolCounts, State, Status, StreamCounts};
+pub use pool::{OnConnect, Pool, PooledConnection};
+#[doc(no_inline)]
+pub use status::{Event, Kind, State, Status};
 
 pub use bb8;
 pub use etcd_client;

@@ -1,16 +1,12 @@
-//! The vocabulary every layer speaks: [`Kind`], [`State`], [`Event`], [`Status`] and
-//! [`PoolCounts`]. It imports nothing of the crate.
+//! What a connector reports: its [`Kind`], its [`State`], the [`Event`]s of its state
+//! changes, and its [`Status`] with the [`PoolCounts`] and [`StreamCounts`] in it. (This
+//! module is the vocabulary every other one speaks: it imports nothing of the crate.)
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
-
-/// A boxed future, as returned by the object-safe [`Connector`](crate::Connector) methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What kind of backend a connector talks to.
 ///

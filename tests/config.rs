@@ -343,7 +343,7 @@ fn invalid_topology_blocks_are_refused_by_key() {
 fn programmatic_topologies_are_validated_too() {
     let c = connhub::RedisConfig {
         addr: "10.0.0.1:6379".into(),
-        cluster: Some(connhub::ClusterConfig {
+        cluster: Some(connhub::config::ClusterConfig {
             nodes: vec!["h:1".into()],
             read_from_replicas: false,
         }),

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use connhub::backend::Bb8Manager;
 use connhub::redis::{self, AsyncCommands};
 use connhub::testkit::RedisServer;
-use connhub::{Bb8Manager, ConnectorConfig, Event, Manager, Pool, PoolConfig, State};
+use connhub::{ConnectorConfig, Event, Manager, Pool, PoolConfig, State};
 
 const CALLERS: usize = 32;
 const POOL: u32 = 16;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use connhub::backend::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::testkit::{EtcdServer, RedisServer};
-use connhub::{Bb8Manager, Error, EtcdConfig, Manager, Pool, PooledConnection, RedisConfig};
+use connhub::{Error, EtcdConfig, Manager, Pool, PooledConnection, RedisConfig};
 
 const RUN: Duration = Duration::from_secs(30);
 

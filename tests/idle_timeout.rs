@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use connhub::backend::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::redis::aio::ConnectionLike;
 use connhub::testkit::RedisServer;
-use connhub::{Bb8Manager, ConnectorConfig, Manager, Pool, PoolConfig, Status};
+use connhub::{ConnectorConfig, Manager, Pool, PoolConfig, Status};
 
 const RUN: Duration = Duration::from_secs(60);
 

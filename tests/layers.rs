@@ -93,3 +93,49 @@ fn each_module_imports_only_the_layers_below_it() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The names `src/lib.rs` re-exports at the crate root, crates left out.
+fn root_names() -> Vec<String> {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let mut names = Vec::new();
+    let mut rest = lib.as_str();
+    while let Some(i) = rest.find("\npub use ") {
+        rest = &rest[i + "\npub use ".len()..];
+        let end = rest.find(';').unwrap();
+        let item = &rest[..end];
+        match item.find('{') {
+            Some(open) => names.extend(
+                item[open + 1..item.rfind('}').unwrap()]
+                    .split(',')
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty()),
+            ),
+            // `pub use bb8;` re-exports a crate; `pub use a::B;` one name.
+            None if item.contains("::") => names.push(item.rsplit("::").next().unwrap().to_owned()),
+            None => {}
+        }
+    }
+    names
+}
+
+#[test]
+fn the_crate_root_holds_the_everyday_names_only() {
+    let names = root_names();
+    assert!(
+        (20..=35).contains(&names.len()),
+        "{} names at the crate root (at most 35): {names:?}",
+        names.len()
+    );
+    // The backend-writing tier and the plumbing stay out of it.
+    for tier in [
+        "Backend",
+        "Bb8Manager",
+        "Origin",
+        "Cause",
+        "Tracked",
+        "Stamped",
+    ] {
+        assert!(!names.iter().any(|n| n == tier), "{tier} is at the root");
+    }
+}

@@ -88,7 +88,7 @@ fn writers(
 
 fn backend(e: connhub::redis::RedisError) -> Error {
     Error::Backend {
-        origin: connhub::Origin::new("c", connhub::Kind::REDIS),
+        origin: connhub::backend::Origin::new("c", connhub::Kind::REDIS),
         source: Arc::new(e),
     }
 }

@@ -47,7 +47,7 @@ async fn write(pool: &RedisPool, key: &str, value: u64) -> connhub::Result<u16> 
         .query_async(&mut *conn)
         .await
         .map_err(|e| Error::Backend {
-            origin: connhub::Origin::new("s", connhub::Kind::REDIS),
+            origin: connhub::backend::Origin::new("s", connhub::Kind::REDIS),
             source: Arc::new(e),
         })?;
     assert!(replicas >= 1, "WAIT 1 0 returned {replicas}");

@@ -28,7 +28,7 @@ async fn a_subscription_survives_a_restart_and_reports_the_gap() {
             c.publish::<_, _, i64>(channel, n)
                 .await
                 .map_err(|e| Error::Backend {
-                    origin: connhub::Origin::new("cache", connhub::Kind::REDIS),
+                    origin: connhub::backend::Origin::new("cache", connhub::Kind::REDIS),
                     source: std::sync::Arc::new(e),
                 })
         }

@@ -100,7 +100,7 @@ async fn reload_under_load_adds_removes_and_changes_with_no_failed_call() {
                         let mut c = pool.get().await?;
                         let _: i64 = c.incr(format!("hits:{name}"), 1).await.map_err(|e| {
                             Error::Backend {
-                                origin: connhub::Origin::new(name, connhub::Kind::REDIS),
+                                origin: connhub::backend::Origin::new(name, connhub::Kind::REDIS),
                                 source: Arc::new(e),
                             }
                         })?;

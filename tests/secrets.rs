@@ -43,11 +43,11 @@ async fn no_password_in_any_output() {
         format!("{pool:?}"),
         format!(
             "{:?}",
-            connhub::RedisConnectionManager::new("x", &rc).unwrap()
+            connhub::backend::redis::RedisConnectionManager::new("x", &rc).unwrap()
         ),
         format!(
             "{:?}",
-            connhub::EtcdConnectionManager::new("y", &ec).unwrap()
+            connhub::backend::etcd::EtcdConnectionManager::new("y", &ec).unwrap()
         ),
         format!("{:?}", pool.get().await.unwrap()),
         serde_json::to_string(&rc).unwrap(),

@@ -135,7 +135,7 @@ async fn redis_mutual_tls() {
         format!("{:?}", manager.status()),
         format!(
             "{:?}",
-            connhub::RedisConnectionManager::new("k", &config).unwrap()
+            connhub::backend::redis::RedisConnectionManager::new("k", &config).unwrap()
         ),
     ];
     for t in texts {

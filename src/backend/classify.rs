@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Cause, Error, Origin};
+use crate::error::{Cause, Error, Origin, Step};
 
 /// What a backend's error means.
 pub(crate) enum Class {
@@ -22,7 +22,7 @@ pub(crate) enum Class {
 pub(crate) struct Site<'a> {
     pub(crate) origin: Origin,
     pub(crate) endpoint: &'a str,
-    pub(crate) what: &'static str,
+    pub(crate) step: Step,
     pub(crate) after: Duration,
 }
 
@@ -31,12 +31,16 @@ pub(crate) fn error(class: Class, site: Site<'_>, cause: Cause) -> Error {
     let Site {
         origin,
         endpoint,
-        what,
+        step,
         after,
     } = site;
     match class {
-        Class::Auth(message) => Error::Auth { origin, message },
-        Class::Timeout => Error::timed_out_by(origin, what, after, cause),
+        Class::Auth(message) => Error::Auth {
+            origin,
+            message,
+            source: Some(cause),
+        },
+        Class::Timeout => Error::timed_out_by(origin, step, after, cause),
         Class::Connect => Error::Connect {
             origin,
             endpoint: endpoint.to_owned(),

@@ -44,7 +44,8 @@ pub use tls::TlsConfig;
 pub(crate) use tls::tls_failure;
 pub use topology::{ClusterConfig, SentinelConfig};
 
-use crate::error::{ConfigErrors, Result};
+use crate::error::Result;
+pub use crate::error::{ConfigErrors, ConfigIssue};
 
 /// Every connector of a service, by kind and name.
 ///

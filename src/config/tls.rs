@@ -1,11 +1,12 @@
 //! [`TlsConfig`]: the `tls` block of a connector, and loading its files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::connector::key;
-use crate::error::{ConfigErrors, Error, Origin, Result};
+use crate::error::{Cause, ConfigErrors, Error, Origin, Result};
 use crate::status::Kind;
 
 /// TLS settings of a connector (the `tls` block).
@@ -78,18 +79,24 @@ impl TlsConfig {
     /// Reads and checks the files. Each problem is an [`Error::Tls`] naming the file.
     pub(crate) fn load(&self, connector: &str, kind: &Kind) -> Result<TlsFiles> {
         let read = |what: &str, path: &Path, marker: &str| -> Result<Vec<u8>> {
-            let tls = |message: String| Error::Tls {
+            let tls = |message: String, source: Option<Cause>| Error::Tls {
                 origin: Origin::new(connector.to_owned(), kind.clone()),
                 message,
+                source,
             };
-            let bytes = std::fs::read(path)
-                .map_err(|e| tls(format!("cannot read {what} {}: {e}", path.display())))?;
+            let bytes = std::fs::read(path).map_err(|e| {
+                let message = format!("cannot read {what} {}: {e}", path.display());
+                tls(message, Some(Arc::new(e)))
+            })?;
             let text = String::from_utf8_lossy(&bytes);
             if !text.contains("-----BEGIN") || !text.contains(marker) {
-                return Err(tls(format!(
-                    "{what} {} is not PEM (expected a \"-----BEGIN ...{marker}\" block)",
-                    path.display()
-                )));
+                return Err(tls(
+                    format!(
+                        "{what} {} is not PEM (expected a \"-----BEGIN ...{marker}\" block)",
+                        path.display()
+                    ),
+                    None,
+                ));
             }
             Ok(bytes)
         };

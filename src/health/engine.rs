@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::machine::{Actions, Failure, Input, Machine, Probe, Resize, Rules};
 use super::turns::Turns;
 use crate::config::ConnectorConfig;
-use crate::error::{Error, Origin};
+use crate::error::{Error, Origin, Step};
 use crate::status::{Event, Kind, State};
 
 /// What every connection of a pool is checked against, locally: the epoch it was made in
@@ -458,13 +458,8 @@ impl Health {
         }
     }
 
-    pub(crate) fn timeout(&self, what: &'static str, after: Duration) -> Error {
-        Error::Timeout {
-            origin: self.origin(),
-            what,
-            after,
-            detail: None,
-            last_error: self.last_error().map(Box::new),
-        }
+    /// `step` timed out after `after`, with the last error seen from the backend.
+    pub(crate) fn timeout(&self, step: impl Into<Step>, after: Duration) -> Error {
+        Error::timed_out(self.origin(), step, after, self.last_error())
     }
 }

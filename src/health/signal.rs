@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 ///
 /// A backend whose client learns of a closed connection (the redis crate's
 /// `PushKind::Disconnection`, a channel's transport error) hands one out from
-/// [`Backend::loss_signal`](crate::Backend::loss_signal) and calls
+/// [`Backend::loss_signal`](crate::backend::Backend::loss_signal) and calls
 /// [`connection_lost`](LossSignal::connection_lost) from there. Signals that come while a
 /// check runs are folded into it: a hundred connections closed at once make one check.
 /// The check keeps the connector up when a fresh connection works (the server only closed

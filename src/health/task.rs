@@ -2,6 +2,8 @@
 //! demand refused callers left and the losses connections reported, and runs the trials
 //! the machine asks for, one at a time.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,13 +11,16 @@ use super::engine::Health;
 use super::machine::{Actions, Input, Probe};
 use super::signal::LossSignal;
 use crate::error::Result;
-use crate::status::{BoxFuture, State};
+use crate::status::State;
+
+/// A trial in flight.
+pub(crate) type TrialFuture<'a> = Pin<Box<dyn Future<Output = Result<Duration>> + Send + 'a>>;
 
 /// The trials of a backend, as [`Probe`] names them. For [`Probe::Check`] and
 /// [`Probe::Pooled`], an error means the server does not answer; for [`Probe::Grow`], that
 /// the fresh connection failed.
 pub(crate) trait Trial: Send + Sync + 'static {
-    fn trial(&self, probe: Probe) -> BoxFuture<'_, Result<Duration>>;
+    fn trial(&self, probe: Probe) -> TrialFuture<'_>;
 
     /// Runs after each trial the task made (the pool records its metrics).
     fn after_trial(&self) {}

@@ -4,9 +4,10 @@
 
 use std::marker::PhantomData;
 
+use crate::connector::BoxFuture;
 use crate::error::Error;
 use crate::health::LossSignal;
-use crate::status::{BoxFuture, Kind};
+use crate::status::Kind;
 
 /// A bb8 manager whose error is a standard error, as every published one's is: what a
 /// [`Pool`](crate::Pool) is generic over.
@@ -34,7 +35,8 @@ pub type ErrorOf<B> = <<B as Backend>::Manager as bb8::ManageConnection>::Error;
 /// and errors become [`Error::Backend`].
 ///
 /// ```
-/// use connhub::{Backend, Kind};
+/// use connhub::Kind;
+/// use connhub::backend::Backend;
 /// use connhub::bb8::ManageConnection;
 ///
 /// # #[derive(Debug)] struct Db;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Bb8Manager, Fault, Inner, Pool, PooledConnection, Tracked};
-use crate::error::{Error, Origin, Result};
+use crate::connector::BoxFuture;
+use crate::error::{Error, Origin, Result, TimeoutKind};
 use crate::health::{Turn, Turns};
-use crate::status::{BoxFuture, State};
+use crate::status::State;
 
 /// Counts a caller waiting in line for a turn while it lives.
 struct Waiting<'a>(&'a AtomicUsize);
@@ -197,7 +198,7 @@ impl<M: Bb8Manager> Pool<M> {
         let s = self.inner.bb8.state();
         Error::Timeout {
             origin: Origin::new(h.name.clone(), h.kind.clone()),
-            what: "checkout",
+            what: TimeoutKind::Checkout,
             after,
             detail: Some(format!(
                 "pool exhausted: all {} connections in use, {waiting} more callers waiting",
@@ -236,7 +237,7 @@ impl<M: Bb8Manager> Pool<M> {
                 if h.state() == State::Closed {
                     h.closed()
                 } else {
-                    h.timeout("checkout", h.config.connect_timeout)
+                    h.timeout(TimeoutKind::Checkout, h.config.connect_timeout)
                 }
             }
             bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {

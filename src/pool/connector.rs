@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use super::{Bb8Manager, Pool};
 use crate::config::ConnectorConfig;
+use crate::connector::BoxFuture;
 use crate::connector::Connector;
 use crate::error::Result;
-use crate::status::{BoxFuture, Kind, State, Status};
+use crate::status::{Kind, State, Status};
+
+impl<M: Bb8Manager> crate::connector::sealed::Sealed for Pool<M> {}
 
 impl<M: Bb8Manager> Connector for Pool<M> {
     fn name(&self) -> &str {

@@ -3,8 +3,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::connector::BoxFuture;
 use crate::error::{ConfigErrors, Result};
-use crate::status::BoxFuture;
 
 /// What an [`OnConnect`] hook returns when it fails: any error.
 pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;

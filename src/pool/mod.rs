@@ -49,7 +49,7 @@ pub use guard::PooledConnection;
 pub(crate) use hook::AnyHook;
 pub use hook::{HookError, OnConnect};
 pub(crate) use streams::{Feed, StreamGuard, StreamKind, Streams};
-pub use tracked::{Fault, Stamped, Tracked};
+pub(crate) use tracked::{Fault, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};
 use crate::error::{ConfigErrors, Error, Result};
@@ -241,12 +241,6 @@ impl<M: Bb8Manager> Pool<M> {
     pub(crate) fn connect_failed(&self, e: Error) -> Error {
         self.inner.health.connect_failed(&e);
         e
-    }
-
-    /// The underlying bb8 pool, for what connhub does not wrap. Checkouts made here bypass
-    /// admission, fail-fast, the closed check, `on_connect` hooks and leak detection.
-    pub fn bb8(&self) -> &bb8::Pool<Tracked<M>> {
-        &self.inner.bb8
     }
 
     /// The connector's name.

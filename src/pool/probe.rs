@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Bb8Manager, Fault, Inner, Pool};
-use crate::error::Result;
+use crate::connector::BoxFuture;
+use crate::error::{Result, TimeoutKind};
 use crate::health::{self, Probe, Trial};
-use crate::status::{BoxFuture, State};
+use crate::status::State;
 
 impl<M: Bb8Manager> Inner<M> {
     /// One trial of the backend, bounded by `connect_timeout`: a probe on an idle pooled
@@ -79,7 +80,7 @@ impl<M: Bb8Manager> Inner<M> {
                 got = self.bb8.get() => got,
                 () = none_left => {
                     return Err(h.last_connect_error().unwrap_or_else(|| {
-                        h.timeout("health check", limit)
+                        h.timeout(TimeoutKind::HealthCheck, limit)
                     }));
                 }
             };
@@ -88,7 +89,7 @@ impl<M: Bb8Manager> Inner<M> {
                     parts.backend.classify(&h.name, e)
                 }
                 bb8::RunError::User(Fault::Retired) => h.closed(),
-                bb8::RunError::TimedOut => h.timeout("health check", limit),
+                bb8::RunError::TimedOut => h.timeout(TimeoutKind::HealthCheck, limit),
             })?;
             parts
                 .backend
@@ -110,7 +111,7 @@ impl<M: Bb8Manager> Inner<M> {
         match tokio::time::timeout(limit, check).await {
             Ok(Ok(())) => Ok(start.elapsed()),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(h.timeout("health check", limit)),
+            Err(_) => Err(h.timeout(TimeoutKind::HealthCheck, limit)),
         }
     }
 
@@ -126,7 +127,7 @@ impl<M: Bb8Manager> Inner<M> {
                 return Err(self.parts.backend.classify(&h.name, e));
             }
             Ok(Err(Fault::Retired)) => return Err(h.closed()),
-            Err(_) => return Err(h.timeout("connect", limit)),
+            Err(_) => return Err(h.timeout(TimeoutKind::Connect, limit)),
         };
         if self.bb8.add(conn).is_ok() {
             self.added.fetch_add(1, Ordering::Relaxed);

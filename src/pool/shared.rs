@@ -2,7 +2,7 @@
 //! what [`RedisPool::multiplexed`](crate::RedisPool::multiplexed) and
 //! [`EtcdPool::client`](crate::EtcdPool::client) hand out clones of (and, for etcd, what
 //! every checkout is a clone of). A backend keeps them and clears them when its
-//! connections are retired ([`Backend::retire`](crate::Backend::retire)).
+//! connections are retired ([`Backend::retire`](crate::backend::Backend::retire)).
 //!
 //! Opening one is single-flight, and holds no lock while it runs: the first caller to find
 //! a slot empty starts the open as a shared future, every caller that comes meanwhile
@@ -17,9 +17,9 @@ use arc_swap::ArcSwapOption;
 use futures_util::FutureExt;
 use futures_util::future::Shared as SharedFuture;
 
+use crate::connector::BoxFuture;
 use crate::error::Result;
 use crate::pool::{Bb8Manager, Pool};
-use crate::status::BoxFuture;
 
 /// An open in flight, awaited by every caller that found its slot empty.
 type Opening<C> = SharedFuture<BoxFuture<'static, Result<C>>>;

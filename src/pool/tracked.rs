@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backend::{Backend, Bb8Manager};
-use crate::error::{Error, Origin};
+use crate::error::{Error, Origin, TimeoutKind};
 use crate::health::{Health, Life, Live, RETIRED};
 
 /// What a [`Tracked`] manager and its pool share.
@@ -34,7 +34,7 @@ pub(crate) struct Parts<M: Bb8Manager> {
 
 /// A backend's bb8 manager with the pool's epoch: the manager of the `bb8::Pool` behind a
 /// [`Pool`](crate::Pool).
-pub struct Tracked<M: Bb8Manager> {
+pub(crate) struct Tracked<M: Bb8Manager> {
     pub(crate) parts: Arc<Parts<M>>,
 }
 
@@ -51,7 +51,7 @@ impl<M: Bb8Manager> std::fmt::Debug for Tracked<M> {
 ///
 /// Kept small (it is moved in and out of bb8's queue on every checkout): the stamps are
 /// 32-bit.
-pub struct Stamped<C> {
+pub(crate) struct Stamped<C> {
     conn: C,
     /// The epoch it was made in, or [`RETIRED`].
     epoch: u32,
@@ -127,7 +127,7 @@ pub(crate) const VOUCHED_FOR: Duration = Duration::from_millis(500);
 /// Why the adapter refused or failed a connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Fault<E> {
+pub(crate) enum Fault<E> {
     /// A fresh connection could not be made.
     #[error("{0}")]
     Connect(E),
@@ -163,7 +163,9 @@ impl<M: Bb8Manager> Tracked<M> {
                 origin: p.origin.clone(),
                 source: Arc::new(HookPanicked(panic_message(&*panic))),
             },
-            Err(_) => Error::timed_out(p.origin.clone(), "on_connect hook", p.connect_timeout),
+            Err(_) => {
+                Error::timed_out(p.origin.clone(), TimeoutKind::Hook, p.connect_timeout, None)
+            }
         };
         tracing::warn!(connector = %p.origin.connector, kind = %p.origin.kind, error = %failed, "on_connect hook failed; the connection will be dropped");
         Err(failed)

@@ -15,7 +15,7 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::broadcast;
 
 use super::EtcdPool;
-use crate::error::{Error, Origin, Result};
+use crate::error::{Error, Origin, Result, Step};
 use crate::pool::{StreamGuard, StreamKind};
 use crate::status::Kind;
 
@@ -210,7 +210,7 @@ fn lease_seconds(name: &str, ttl: Duration) -> Result<i64> {
     Ok(secs)
 }
 
-fn fail(pool: &EtcdPool, what: &'static str, e: etcd_client::Error) -> Error {
+fn fail(pool: &EtcdPool, what: Step, e: etcd_client::Error) -> Error {
     let limit = pool.connector_config().connect_timeout;
     super::classify(pool.name(), "", what, limit, e)
 }
@@ -218,7 +218,7 @@ fn fail(pool: &EtcdPool, what: &'static str, e: etcd_client::Error) -> Error {
 /// Calls etcd within `connect_timeout`.
 async fn bounded<T>(
     pool: &EtcdPool,
-    what: &'static str,
+    what: Step,
     call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
     bounded_by(pool, pool.connector_config().connect_timeout, what, call).await
@@ -228,7 +228,7 @@ async fn bounded<T>(
 async fn bounded_by<T>(
     pool: &EtcdPool,
     limit: Duration,
-    what: &'static str,
+    what: Step,
     call: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, call).await {
@@ -237,14 +237,19 @@ async fn bounded_by<T>(
             Origin::new(pool.name(), Kind::ETCD),
             what,
             limit,
+            None,
         )),
     }
 }
 
 async fn grant(pool: &EtcdPool, client: &mut Client, secs: i64) -> Result<i64> {
-    bounded(pool, "lease grant", client.lease_grant(secs, None))
-        .await
-        .map(|r| r.id())
+    bounded(
+        pool,
+        Step::request("lease grant"),
+        client.lease_grant(secs, None),
+    )
+    .await
+    .map(|r| r.id())
 }
 
 async fn put(
@@ -255,9 +260,13 @@ async fn put(
     lease: i64,
 ) -> Result<()> {
     let opts = PutOptions::new().with_lease(lease);
-    bounded(pool, "put", client.put(key, value, Some(opts)))
-        .await
-        .map(drop)
+    bounded(
+        pool,
+        Step::request("put"),
+        client.put(key, value, Some(opts)),
+    )
+    .await
+    .map(drop)
 }
 
 /// A keep-alive stream, kept open between keep-alives.
@@ -301,7 +310,7 @@ async fn keep_alive_once(
         .min(Duration::from_millis(
             u64::try_from(secs).unwrap_or(1) * 1000 / 3,
         ));
-    let r = bounded_by(pool, limit, "lease keep-alive", once).await;
+    let r = bounded_by(pool, limit, Step::request("lease keep-alive"), once).await;
     if r.is_err() {
         *stream = None;
     }
@@ -415,7 +424,12 @@ impl Drop for RevokeOnEnd {
         let (pool, id, mut client) = (self.pool.clone(), self.kept.id(), self.client.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = bounded(&pool, "lease revoke", client.lease_revoke(id)).await;
+                let _ = bounded(
+                    &pool,
+                    Step::request("lease revoke"),
+                    client.lease_revoke(id),
+                )
+                .await;
             });
         }
     }

@@ -20,11 +20,12 @@ mod watch;
 
 use super::classify::{self, Class, Site};
 use crate::config::{EtcdConfig, parse_etcd};
-use crate::error::{Error, Origin, Result};
+use crate::connector::BoxFuture;
+use crate::error::{Error, Origin, Result, Step, TimeoutKind};
 use crate::health::LossSignal;
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
-use crate::status::{BoxFuture, Kind};
+use crate::status::Kind;
 use channel::Gated;
 pub use lease::{Lease, LeaseEvent, Registration};
 use members::Members;
@@ -157,9 +158,16 @@ impl EtcdConnectionManager {
             return Error::Tls {
                 origin: Origin::new(m.name.to_string(), Kind::ETCD),
                 message,
+                source: Some(Arc::new(e)),
             };
         }
-        classify(&m.name, endpoint, "connect", m.connect_timeout, e)
+        classify(
+            &m.name,
+            endpoint,
+            TimeoutKind::Connect,
+            m.connect_timeout,
+            e,
+        )
     }
 
     /// The shared client, opened first if there is none (for bb8's connect: bb8 reports
@@ -199,7 +207,12 @@ impl EtcdConnectionManager {
             Ok(r) => r?,
             Err(_) => {
                 let origin = Origin::new(m.name.to_string(), Kind::ETCD);
-                return Err(Error::timed_out(origin, "connect", m.connect_timeout));
+                return Err(Error::timed_out(
+                    origin,
+                    TimeoutKind::Connect,
+                    m.connect_timeout,
+                    None,
+                ));
             }
         };
         m.reached.store(true, Ordering::Relaxed);
@@ -244,7 +257,7 @@ fn handshake_failure(e: &etcd_client::Error, reached: bool) -> Option<String> {
 pub(crate) fn classify(
     name: &str,
     endpoint: &str,
-    what: &'static str,
+    step: impl Into<Step>,
     after: Duration,
     e: etcd_client::Error,
 ) -> Error {
@@ -271,7 +284,7 @@ pub(crate) fn classify(
     let site = Site {
         origin: Origin::new(name, Kind::ETCD),
         endpoint,
-        what,
+        step: step.into(),
         after,
     };
     classify::error(class, site, Arc::new(e))
@@ -326,7 +339,7 @@ impl Backend for EtcdConnectionManager {
                 classify(
                     &m.name,
                     &self.endpoint(),
-                    "status request",
+                    Step::check("status request"),
                     m.command_timeout,
                     e,
                 )

@@ -15,7 +15,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::{EtcdPool, classify};
-use crate::error::{Error, Origin, Result};
+use crate::error::{Error, Origin, Result, TimeoutKind};
 use crate::pool::{Feed, StreamGuard, StreamKind};
 use crate::status::Kind;
 
@@ -162,7 +162,7 @@ impl EtcdPool {
     ) -> Result<(WatchStream, WatchResponse)> {
         let limit = self.connector_config().connect_timeout;
         let name = self.name().to_owned();
-        let fail = |e| classify(&name, "", "watch", limit, e);
+        let fail = |e| classify(&name, "", TimeoutKind::Watch, limit, e);
         let created = async {
             let mut stream = client
                 .watch(at.key.clone(), Some(at.spec.options(at.next)))
@@ -176,7 +176,12 @@ impl EtcdPool {
             }
         };
         let (stream, first) = tokio::time::timeout(limit, created).await.map_err(|_| {
-            Error::timed_out(Origin::new(name.clone(), Kind::ETCD), "watch", limit)
+            Error::timed_out(
+                Origin::new(name.clone(), Kind::ETCD),
+                TimeoutKind::Watch,
+                limit,
+                None,
+            )
         })??;
         if at.next.is_none()
             && let Some(h) = first.header()

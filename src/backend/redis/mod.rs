@@ -30,11 +30,12 @@ use topology::Topology;
 
 use super::classify::{self, Class, Site};
 use crate::config::RedisConfig;
-use crate::error::{Error, Origin, Result};
+use crate::connector::BoxFuture;
+use crate::error::{Error, Origin, Result, Step, TimeoutKind};
 use crate::health::LossSignal;
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
-use crate::status::{BoxFuture, Kind};
+use crate::status::Kind;
 
 /// A pool of Redis connections; what [`Manager::redis`](crate::Manager::redis) returns.
 ///
@@ -132,12 +133,13 @@ impl RedisConnectionManager {
             return Error::Tls {
                 origin: Origin::new(m.name.to_string(), Kind::REDIS),
                 message,
+                source: Some(Arc::new(e)),
             };
         }
         classify(
             &m.name,
             &m.topology.endpoint(),
-            "connect",
+            TimeoutKind::Connect,
             m.connect_timeout,
             e,
         )
@@ -212,7 +214,7 @@ fn handshake_failure(e: &redis::RedisError, reached: bool) -> Option<String> {
 pub(crate) fn classify(
     name: &str,
     endpoint: &str,
-    what: &'static str,
+    step: impl Into<Step>,
     after: Duration,
     e: redis::RedisError,
 ) -> Error {
@@ -238,7 +240,7 @@ pub(crate) fn classify(
     let site = Site {
         origin: Origin::new(name, Kind::REDIS),
         endpoint,
-        what,
+        step: step.into(),
         after,
     };
     classify::error(class, site, Arc::new(e))
@@ -309,17 +311,17 @@ async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Result<()> {
     let fail = |what, e| classify(&m.name, &m.topology.endpoint(), what, m.command_timeout, e);
     if !m.topology.is_cluster() {
         let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
-        return pong.map(drop).map_err(|e| fail("PING", e));
+        return pong.map(drop).map_err(|e| fail(Step::check("PING"), e));
     }
     let info: String = redis::cmd("CLUSTER")
         .arg("INFO")
         .query_async(conn)
         .await
-        .map_err(|e| fail("CLUSTER INFO", e))?;
+        .map_err(|e| fail(Step::check("CLUSTER INFO"), e))?;
     match cluster_state(&info) {
         Some("ok") => Ok(()),
         state => Err(fail(
-            "CLUSTER INFO",
+            Step::check("CLUSTER INFO"),
             redis::RedisError::from((
                 redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
                 "the cluster is not serving every slot",

@@ -279,6 +279,7 @@ fn client(
         return redis::Client::build_with_tls(info, certs).map_err(|e| Error::Tls {
             origin: Origin::new(name.to_owned(), Kind::REDIS),
             message: e.to_string(),
+            source: Some(Arc::new(e)),
         });
     }
     redis::Client::open(info).map_err(|e| invalid(name, key, e.to_string()))
