@@ -33,7 +33,7 @@ mod probe;
 pub(crate) mod shared;
 mod sink;
 mod status;
-mod streams;
+pub(crate) mod streams;
 mod succession;
 mod tracked;
 

@@ -1,7 +1,7 @@
 //! Reload succession: a pool replaced by a reload points at its successor, so handles
 //! kept from before check out from the new pool, and long-lived streams move on to it.
 
-use super::{Bb8Manager, Pool, StreamGuard};
+use super::{Bb8Manager, Pool};
 use crate::error::{Error, Result};
 
 impl<M: Bb8Manager> Pool<M> {
@@ -39,17 +39,5 @@ impl<M: Bb8Manager> Pool<M> {
     pub(crate) async fn closed_or_replaced(&self) -> Option<Pool<M>> {
         self.closed().await;
         self.newer().cloned()
-    }
-
-    /// Moves a stream whose pool was closed on to `next`, the pool that replaced it,
-    /// counting it there; false when there is none (the connector was closed or removed:
-    /// the stream ends).
-    pub(crate) fn move_stream(&mut self, next: Option<Pool<M>>, counted: &mut StreamGuard) -> bool {
-        let Some(next) = next else { return false };
-        *self = next;
-        *counted = self.open_stream(counted.kind());
-        self.record_status();
-        tracing::debug!(connector = %self.name(), kind = %self.inner.health.kind, "stream moved to the reloaded connector");
-        true
     }
 }

@@ -8,15 +8,17 @@
 //! [`LeaseEvent::Lost`], grants a new lease, puts the registered keys again under it and
 //! reports [`LeaseEvent::Regranted`].
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::broadcast;
 
-use super::EtcdPool;
+use super::{EtcdConnectionManager, EtcdPool};
 use crate::error::{Error, Origin, Result, Step};
-use crate::pool::{StreamGuard, StreamKind};
+use crate::pool::StreamKind;
+use crate::pool::streams::{self, InPool, NoReader, Read, Source};
 use crate::status::Kind;
 
 /// What happened to a kept lease; see [`Lease::events`].
@@ -190,9 +192,20 @@ impl EtcdPool {
             keys: Mutex::new(keys),
             events,
         });
-        let guard = self.open_stream(StreamKind::Lease);
-        self.record_status();
-        let task = tokio::spawn(keep(self.clone(), client, shared.clone(), secs, guard));
+        let period = Duration::from_millis(u64::try_from(secs).unwrap_or(1) * 1000 / 3);
+        let keeper = Keeper {
+            end: RevokeOnEnd {
+                pool: self.clone(),
+                kept: shared.clone(),
+                client,
+            },
+            secs,
+            period,
+            wait: period,
+            stream: None,
+        };
+        let scope = InPool::new(self.clone(), StreamKind::Lease);
+        let task = tokio::spawn(streams::run(scope, keeper, Some(()), NoReader));
         Lease { shared, task }
     }
 }
@@ -317,65 +330,63 @@ async fn keep_alive_once(
     r
 }
 
-/// Keeps the lease alive every third of its TTL; re-grants it (and puts its keys again)
-/// when etcd says it is gone. Ends with the handle or the connector, revoking the lease.
-async fn keep(
-    mut pool: EtcdPool,
-    client: Client,
-    kept: Arc<Kept>,
+/// A lease's [`Source`]: keeps the lease alive every third of its TTL, and re-grants it
+/// (putting its keys again) when etcd says it is gone. A failed keep-alive (a member
+/// lost, the cluster down) is tried again after `reconnect_interval` on a fresh client;
+/// after a reload, the same lease is kept through the new pool's client (if the new
+/// endpoints are another cluster, it is lost there and granted anew). Ends with the handle
+/// or the connector, revoking the lease.
+struct Keeper {
+    end: RevokeOnEnd,
     secs: i64,
-    mut counted: StreamGuard,
-) {
-    let period = Duration::from_millis(u64::try_from(secs).unwrap_or(1) * 1000 / 3);
-    let mut end = RevokeOnEnd {
-        pool: pool.clone(),
-        kept: kept.clone(),
-        client,
-    };
-    let mut wait = period;
-    let mut stream = None;
-    loop {
-        let next = tokio::select! {
-            () = tokio::time::sleep(wait) => None,
-            next = pool.closed_or_replaced() => Some(next),
-        };
-        if let Some(next) = next {
-            // Replaced by a reload: keep the same lease through the new pool's client (if
-            // the new endpoints are another cluster, it is lost there and granted anew).
-            if !pool.move_stream(next, &mut counted) {
-                return;
-            }
-            end.pool = pool.clone();
-            if let Ok(c) = pool.client().await {
-                end.client = c;
-            }
-            stream = None;
-        }
-        let retry = pool.connector_config().reconnect_interval;
+    period: Duration,
+    /// How long to wait before the next keep-alive.
+    wait: Duration,
+    /// The keep-alive stream, kept open between keep-alives.
+    stream: Option<KeepAlive>,
+}
+
+impl Source<InPool<EtcdConnectionManager>> for Keeper {
+    type Open = ();
+    type Item = Infallible;
+    const NAME: &'static str = "lease";
+
+    async fn open(&mut self, scope: &InPool<EtcdConnectionManager>) -> Result<()> {
+        let pool = &scope.pool;
+        self.end.client = pool.client().await?;
+        self.end.pool = pool.clone();
+        self.stream = None;
+        Ok(())
+    }
+
+    async fn read(
+        &mut self,
+        scope: &InPool<EtcdConnectionManager>,
+        (): &mut (),
+    ) -> Read<Infallible> {
+        let pool = &scope.pool;
+        tokio::time::sleep(self.wait).await;
+        self.wait = self.period;
+        let kept = &self.end.kept;
         let id = kept.id();
-        match keep_alive_once(&pool, &mut end.client, &mut stream, id, secs).await {
-            Ok(ttl) if ttl > 0 => {
-                kept.report(LeaseEvent::Kept { id, ttl });
-                wait = period;
-            }
+        match keep_alive_once(pool, &mut self.end.client, &mut self.stream, id, self.secs).await {
+            Ok(ttl) if ttl > 0 => kept.report(LeaseEvent::Kept { id, ttl }),
             Ok(_) => {
                 kept.report(LeaseEvent::Lost {
                     id,
                     reason: "expired: no keep-alive reached etcd within its TTL".into(),
                 });
-                stream = None;
-                regrant(&pool, &mut end.client, &kept, secs, retry).await;
-                wait = period;
+                self.stream = None;
+                let retry = pool.connector_config().reconnect_interval;
+                regrant(pool, &mut self.end.client, kept, self.secs, retry).await;
             }
             Err(e) => {
-                // A member lost or the cluster down: try again soon, on a fresh client.
                 tracing::debug!(connector = %pool.name(), kind = "etcd", lease = id, error = %e, "lease keep-alive failed; retrying");
-                if let Ok(c) = pool.client().await {
-                    end.client = c;
-                }
-                wait = retry;
+                self.wait = pool.connector_config().reconnect_interval;
+                return Read::Lost(e.to_string());
             }
         }
+        Read::Nothing
     }
 }
 

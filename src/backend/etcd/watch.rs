@@ -14,9 +14,10 @@ use etcd_client::{Client, Event, WatchOptions, WatchResponse, WatchStream};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::{EtcdPool, classify};
+use super::{EtcdConnectionManager, EtcdPool, classify};
 use crate::error::{Error, Origin, Result, TimeoutKind};
-use crate::pool::{Feed, StreamGuard, StreamKind};
+use crate::pool::streams::{self, InPool, Read, Source};
+use crate::pool::{Feed, StreamKind};
 use crate::status::Kind;
 
 /// What a [`Watch`] yields.
@@ -133,66 +134,67 @@ impl EtcdPool {
         if let Some(next) = self.newer() {
             return Box::pin(next.watch(key, spec)).await;
         }
-        let client = self.client().await?;
-        let mut at = Resume {
+        let mut source = Resume {
             key: key.into(),
             next: spec.start_revision,
             spec,
         };
-        let (stream, first) = self
-            .open_watch(client, &mut at)
-            .await
-            .map_err(|e| self.connect_failed(e))?;
+        let first = async {
+            let client = self.client().await?;
+            open_watch(self, client, &mut source)
+                .await
+                .map_err(|e| self.connect_failed(e))
+        };
+        let first = first.await?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        let guard = self.open_stream(StreamKind::Watch);
-        self.record_status();
-        let task = tokio::spawn(run(self.clone(), at, stream, first, tx, guard));
+        let scope = InPool::new(self.clone(), StreamKind::Watch);
+        let task = tokio::spawn(streams::run(scope, source, Some(first), tx));
         Ok(Watch {
             feed: Feed::new(rx, task),
         })
     }
-
-    /// Creates the watch from `at.next` and waits for etcd to confirm it; a watch started
-    /// "now" learns the revision it started at, so a resume misses nothing. Returns the
-    /// stream and its first response.
-    async fn open_watch(
-        &self,
-        mut client: Client,
-        at: &mut Resume,
-    ) -> Result<(WatchStream, WatchResponse)> {
-        let limit = self.connector_config().connect_timeout;
-        let name = self.name().to_owned();
-        let fail = |e| classify(&name, "", TimeoutKind::Watch, limit, e);
-        let created = async {
-            let mut stream = client
-                .watch(at.key.clone(), Some(at.spec.options(at.next)))
-                .await
-                .map_err(fail)?;
-            match stream.message().await.map_err(fail)? {
-                Some(resp) => Ok((stream, resp)),
-                None => Err(fail(etcd_client::Error::WatchError(
-                    "the watch stream ended at once".into(),
-                ))),
-            }
-        };
-        let (stream, first) = tokio::time::timeout(limit, created).await.map_err(|_| {
-            Error::timed_out(
-                Origin::new(name.clone(), Kind::ETCD),
-                TimeoutKind::Watch,
-                limit,
-                None,
-            )
-        })??;
-        if at.next.is_none()
-            && let Some(h) = first.header()
-        {
-            at.next = Some(h.revision() + 1);
-        }
-        Ok((stream, first))
-    }
 }
 
-/// What a watch follows, and where it resumes.
+/// Creates the watch from `at.next` and waits for etcd to confirm it; a watch started
+/// "now" learns the revision it started at, so a resume misses nothing. Returns the stream
+/// and its first response.
+async fn open_watch(pool: &EtcdPool, mut client: Client, at: &mut Resume) -> Result<Opened> {
+    let limit = pool.connector_config().connect_timeout;
+    let name = pool.name().to_owned();
+    let fail = |e| classify(&name, "", TimeoutKind::Watch, limit, e);
+    let created = async {
+        let mut stream = client
+            .watch(at.key.clone(), Some(at.spec.options(at.next)))
+            .await
+            .map_err(fail)?;
+        match stream.message().await.map_err(fail)? {
+            Some(resp) => Ok((stream, resp)),
+            None => Err(fail(etcd_client::Error::WatchError(
+                "the watch stream ended at once".into(),
+            ))),
+        }
+    };
+    let (stream, first) = tokio::time::timeout(limit, created).await.map_err(|_| {
+        Error::timed_out(
+            Origin::new(name.clone(), Kind::ETCD),
+            TimeoutKind::Watch,
+            limit,
+            None,
+        )
+    })??;
+    if at.next.is_none()
+        && let Some(h) = first.header()
+    {
+        at.next = Some(h.revision() + 1);
+    }
+    Ok(Opened {
+        stream,
+        pending: Some(first),
+        again: None,
+    })
+}
+
+/// What a watch follows, and where it resumes: the watch's [`Source`].
 #[derive(Debug)]
 struct Resume {
     key: Vec<u8>,
@@ -201,117 +203,85 @@ struct Resume {
     next: Option<i64>,
 }
 
-/// What to do after a response.
-enum Flow {
-    Continue,
-    /// Create the watch again from `Resume::next`.
-    Rewatch,
-    /// The reader is gone.
-    Stop,
+/// An open watch.
+struct Opened {
+    stream: WatchStream,
+    /// The response that confirmed it, not yet delivered.
+    pending: Option<WatchResponse>,
+    /// Why it must be created again (compacted, or cancelled by etcd) once the items
+    /// already read are delivered.
+    again: Option<String>,
 }
 
-/// Delivers a response's changes (or its compaction) and moves the resume point past them.
-async fn deliver(resp: &WatchResponse, at: &mut Resume, tx: &mpsc::Sender<WatchItem>) -> Flow {
-    if resp.compact_revision() > 0 {
-        at.next = Some(resp.compact_revision());
-        let item = WatchItem::Compacted {
-            revision: resp.compact_revision(),
-        };
-        return if tx.send(item).await.is_err() {
-            Flow::Stop
-        } else {
-            Flow::Rewatch
-        };
-    }
-    for ev in resp.events() {
-        if let Some(kv) = ev.kv() {
-            at.next = Some(kv.mod_revision() + 1);
+impl Resume {
+    /// A response's changes (or its compaction), moving the resume point past them; and
+    /// whether the watch must be created again after them.
+    fn changes(&mut self, resp: &WatchResponse) -> (Vec<WatchItem>, Option<String>) {
+        if resp.compact_revision() > 0 {
+            self.next = Some(resp.compact_revision());
+            let item = WatchItem::Compacted {
+                revision: resp.compact_revision(),
+            };
+            return (
+                vec![item],
+                Some("the revision to resume from was compacted".into()),
+            );
         }
-        if tx.send(WatchItem::Event(ev.clone())).await.is_err() {
-            return Flow::Stop;
+        let mut items = Vec::with_capacity(resp.events().len());
+        for ev in resp.events() {
+            if let Some(kv) = ev.kv() {
+                self.next = Some(kv.mod_revision() + 1);
+            }
+            items.push(WatchItem::Event(ev.clone()));
         }
-    }
-    if resp.events().is_empty()
-        && !resp.created()
-        && let Some(h) = resp.header()
-    {
-        // A progress notification: every change up to this revision was sent.
-        at.next = Some(
-            at.next
-                .map_or(h.revision() + 1, |n| n.max(h.revision() + 1)),
-        );
-    }
-    if resp.canceled() {
-        Flow::Rewatch
-    } else {
-        Flow::Continue
+        if resp.events().is_empty()
+            && !resp.created()
+            && let Some(h) = resp.header()
+        {
+            // A progress notification: every change up to this revision was sent.
+            self.next = Some(
+                self.next
+                    .map_or(h.revision() + 1, |n| n.max(h.revision() + 1)),
+            );
+        }
+        let again = resp
+            .canceled()
+            .then(|| format!("etcd cancelled the watch: {}", resp.cancel_reason()));
+        (items, again)
     }
 }
 
-/// Forwards changes; when the stream fails (a member lost, a reconnect), creates the watch
-/// again on the connector's current client from the revision after the last change. When a
-/// reload replaces the connector, it goes on the same way on the new pool.
-async fn run(
-    mut pool: EtcdPool,
-    mut at: Resume,
-    mut stream: WatchStream,
-    first: WatchResponse,
-    tx: mpsc::Sender<WatchItem>,
-    mut counted: StreamGuard,
-) {
-    let mut pending = Some(first);
-    loop {
-        let mut flow = Flow::Continue;
-        if let Some(resp) = pending.take() {
-            flow = deliver(&resp, &mut at, &tx).await;
+/// Forwards changes; when the stream fails (a member lost, a reconnect), the runner
+/// creates the watch again on the connector's current client from the revision after the
+/// last change, and on the new pool when a reload replaced the connector.
+impl Source<InPool<EtcdConnectionManager>> for Resume {
+    type Open = Opened;
+    type Item = WatchItem;
+    const NAME: &'static str = "watch";
+
+    async fn open(&mut self, scope: &InPool<EtcdConnectionManager>) -> Result<Opened> {
+        let client = scope.pool.client().await?;
+        open_watch(&scope.pool, client, self).await
+    }
+
+    async fn read(
+        &mut self,
+        _scope: &InPool<EtcdConnectionManager>,
+        open: &mut Opened,
+    ) -> Read<WatchItem> {
+        if let Some(why) = open.again.take() {
+            return Read::Lost(why);
         }
-        while matches!(flow, Flow::Continue) {
-            let woke = tokio::select! {
-                msg = stream.message() => Ok(msg),
-                next = pool.closed_or_replaced() => Err(next),
-                () = tx.closed() => return,
-            };
-            flow = match woke {
-                Ok(Ok(Some(resp))) => deliver(&resp, &mut at, &tx).await,
-                Ok(Ok(None) | Err(_)) => Flow::Rewatch,
-                Err(next) => {
-                    if !pool.move_stream(next, &mut counted) {
-                        return;
-                    }
-                    Flow::Rewatch
-                }
-            };
-        }
-        if matches!(flow, Flow::Stop) {
-            return;
-        }
-        // Create it again, on whichever member answers.
-        loop {
-            let attempt = async {
-                let client = pool.client().await?;
-                pool.open_watch(client, &mut at).await
-            };
-            match attempt.await {
-                Ok((s, resp)) => {
-                    stream = s;
-                    pending = Some(resp);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(connector = %pool.name(), kind = "etcd", error = %e, "watch not re-created yet");
-                }
-            }
-            let interval = pool.connector_config().reconnect_interval;
-            let woke = tokio::select! {
-                () = tokio::time::sleep(interval) => None,
-                next = pool.closed_or_replaced() => Some(next),
-                () = tx.closed() => return,
-            };
-            if let Some(next) = woke
-                && !pool.move_stream(next, &mut counted)
-            {
-                return;
-            }
-        }
+        let resp = match open.pending.take() {
+            Some(resp) => resp,
+            None => match open.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Read::Lost("the watch stream ended".into()),
+                Err(e) => return Read::Lost(e.to_string()),
+            },
+        };
+        let (items, again) = self.changes(&resp);
+        open.again = again;
+        Read::Many(items)
     }
 }

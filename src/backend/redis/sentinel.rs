@@ -7,13 +7,20 @@
 //! sentinels announced `+switch-master`), every connection to the old master is retired at
 //! its next checkout, idle or not. A `READONLY` reply breaks a connection too.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::RedisResult;
+use redis::aio::PubSubStream;
 use redis::sentinel::SentinelClient;
+
+use super::classify;
+use super::topology::hung;
+use crate::error::{Error, Result, TimeoutKind};
+use crate::pool::streams::{self, NoReader, Read, Scope, Source};
 
 /// The master of one sentinel-monitored set.
 pub(super) struct SentinelMaster {
@@ -107,7 +114,11 @@ impl SentinelMaster {
     /// Starts the `+switch-master` subscription once, from inside the runtime.
     fn watch(self: &Arc<Self>) {
         if !self.watching.swap(true, Ordering::AcqRel) {
-            tokio::spawn(watch_switches(Arc::downgrade(self)));
+            let scope = Monitored {
+                master: Arc::downgrade(self),
+                connector: self.connector.clone(),
+            };
+            tokio::spawn(streams::run(scope, Switches { next: 0 }, None, NoReader));
         }
     }
 }
@@ -116,42 +127,84 @@ impl SentinelMaster {
 /// trying the sentinels again.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Listens for `+switch-master` on one sentinel after another, for as long as the
-/// connector exists. A failover is noticed at once, even by connections that are idle
-/// or to a master that still answers.
-async fn watch_switches(master: Weak<SentinelMaster>) {
-    loop {
-        let Some(sentinels) = master.upgrade().map(|m| m.sentinels.clone()) else {
-            return;
+/// The scope of the `+switch-master` subscription: as long as the connector's manager
+/// exists.
+struct Monitored {
+    master: Weak<SentinelMaster>,
+    connector: Arc<str>,
+}
+
+impl Scope for Monitored {
+    fn names(&self) -> (&str, &str) {
+        (&self.connector, "redis")
+    }
+
+    fn retry_after(&self) -> Duration {
+        RECHECK
+    }
+
+    async fn ended(&self) -> Option<Self> {
+        while self.master.strong_count() > 0 {
+            tokio::time::sleep(RECHECK).await;
+        }
+        None
+    }
+}
+
+/// Listens for `+switch-master` on one sentinel after another: a failover is noticed at
+/// once, even by connections that are idle or to a master that still answers.
+struct Switches {
+    /// The sentinel to try first.
+    next: usize,
+}
+
+impl Source<Monitored> for Switches {
+    type Open = PubSubStream;
+    type Item = Infallible;
+    const NAME: &'static str = "+switch-master subscription";
+
+    async fn open(&mut self, scope: &Monitored) -> Result<PubSubStream> {
+        let Some(m) = scope.master.upgrade() else {
+            return Err(Error::Closed { origin: None });
         };
-        for sentinel in sentinels {
+        let mut last = None;
+        for i in 0..m.sentinels.len() {
+            let at = (self.next + i) % m.sentinels.len();
             let subscribed = async {
-                let mut pubsub = sentinel.get_async_pubsub().await?;
+                let mut pubsub = m.sentinels[at].get_async_pubsub().await?;
                 pubsub.subscribe("+switch-master").await?;
-                RedisResult::Ok(pubsub)
+                RedisResult::Ok(pubsub.into_on_message())
             };
-            let Ok(Ok(mut pubsub)) = tokio::time::timeout(RECHECK * 5, subscribed).await else {
-                continue;
-            };
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    msg = messages.next() => {
-                        let Some(msg) = msg else { break };
-                        let Some(m) = master.upgrade() else { return };
-                        if let Ok(payload) = msg.get_payload::<String>() {
-                            m.switched(&payload);
-                        }
-                    }
-                    () = tokio::time::sleep(RECHECK) => {
-                        if master.strong_count() == 0 {
-                            return;
-                        }
-                    }
+            match tokio::time::timeout(RECHECK * 5, subscribed).await {
+                Ok(Ok(messages)) => {
+                    self.next = at;
+                    return Ok(messages);
                 }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(hung(RECHECK * 5)),
             }
         }
-        tokio::time::sleep(RECHECK).await;
+        let e = last.unwrap_or_else(|| hung(Duration::ZERO));
+        let endpoint = m.sentinel_addrs.join(",");
+        Err(classify(
+            &m.connector,
+            &endpoint,
+            TimeoutKind::Connect,
+            RECHECK * 5,
+            e,
+        ))
+    }
+
+    async fn read(&mut self, scope: &Monitored, messages: &mut PubSubStream) -> Read<Infallible> {
+        let Some(msg) = messages.next().await else {
+            // Try the next sentinel first.
+            self.next = self.next.wrapping_add(1);
+            return Read::Lost("the sentinel connection was lost".into());
+        };
+        if let (Some(m), Ok(payload)) = (scope.master.upgrade(), msg.get_payload::<String>()) {
+            m.switched(&payload);
+        }
+        Read::Nothing
     }
 }
 

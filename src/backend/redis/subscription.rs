@@ -12,13 +12,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use redis::aio::PubSub;
+use redis::aio::PubSubStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::{RedisConnectionManager, RedisPool};
 use crate::error::Result;
-use crate::pool::{Feed, StreamGuard, StreamKind};
+use crate::pool::streams::{self, InPool, Read, Source};
+use crate::pool::{Feed, StreamKind};
 
 /// What a [`Subscription`] yields.
 #[derive(Debug)]
@@ -135,14 +135,16 @@ impl RedisPool {
             return Err(crate::error::Error::InvalidConfig(errors));
         }
         self.admit_or_yield().await?;
-        let manager = self.manager().clone();
-        let pubsub = open(&manager, &topics)
+        let pubsub = open(self.manager(), &topics)
             .await
             .map_err(|e| self.connect_failed(e))?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        let guard = self.open_stream(StreamKind::Subscription);
-        self.record_status();
-        let task = tokio::spawn(run(self.clone(), manager, topics, pubsub, tx, guard));
+        let scope = InPool::new(self.clone(), StreamKind::Subscription);
+        let source = Resubscribe {
+            topics,
+            name: self.name().to_owned(),
+        };
+        let task = tokio::spawn(streams::run(scope, source, Some(pubsub), tx));
         Ok(Subscription {
             feed: Feed::new(rx, task),
         })
@@ -150,7 +152,7 @@ impl RedisPool {
 }
 
 /// Opens a pub/sub connection and subscribes, within `connect_timeout`.
-async fn open(manager: &RedisConnectionManager, topics: &Topics) -> Result<PubSub> {
+async fn open(manager: &RedisConnectionManager, topics: &Topics) -> Result<PubSubStream> {
     let m = &*manager.inner;
     let subscribed = async {
         let client = m.topology.pubsub_client().await?;
@@ -161,7 +163,7 @@ async fn open(manager: &RedisConnectionManager, topics: &Topics) -> Result<PubSu
         if !topics.patterns.is_empty() {
             pubsub.psubscribe(&topics.patterns).await?;
         }
-        Ok(pubsub)
+        Ok(pubsub.into_on_message())
     };
     match tokio::time::timeout(m.connect_timeout, subscribed).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
@@ -170,68 +172,40 @@ async fn open(manager: &RedisConnectionManager, topics: &Topics) -> Result<PubSu
     }
 }
 
-/// Forwards messages; on a lost connection, reconnects, resubscribes and reports the gap.
-/// When a reload replaces the connector, it resubscribes the same way through the new
-/// pool.
-async fn run(
-    mut pool: RedisPool,
-    mut manager: RedisConnectionManager,
+/// A subscription's [`Source`]: forwards messages; after a lost connection (or a reload
+/// that replaced the connector) the runner subscribes again, and the gap is reported.
+struct Resubscribe {
     topics: Topics,
-    mut pubsub: PubSub,
-    tx: mpsc::Sender<SubscriptionItem>,
-    mut counted: StreamGuard,
-) {
-    let name = pool.name().to_owned();
-    loop {
-        let mut error = {
-            let mut messages = pubsub.on_message();
-            loop {
-                let next = tokio::select! {
-                    msg = messages.next() => match msg {
-                        Some(msg) => {
-                            if tx.send(SubscriptionItem::Message(msg)).await.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                        None => break String::from("connection lost"),
-                    },
-                    next = pool.closed_or_replaced() => next,
-                    () = tx.closed() => return,
-                };
-                drop(messages);
-                if !pool.move_stream(next, &mut counted) {
-                    return;
-                }
-                manager = pool.manager().clone();
-                break String::from("the connector was replaced by a reload");
+    /// The connector's name, for logs.
+    name: String,
+}
+
+impl Source<InPool<RedisConnectionManager>> for Resubscribe {
+    type Open = PubSubStream;
+    type Item = SubscriptionItem;
+    const NAME: &'static str = "subscription";
+
+    async fn open(&mut self, scope: &InPool<RedisConnectionManager>) -> Result<PubSubStream> {
+        open(scope.pool.manager(), &self.topics).await
+    }
+
+    async fn read(
+        &mut self,
+        scope: &InPool<RedisConnectionManager>,
+        messages: &mut PubSubStream,
+    ) -> Read<SubscriptionItem> {
+        match messages.next().await {
+            Some(msg) => Read::One(SubscriptionItem::Message(msg)),
+            None => {
+                let why = "connection lost";
+                tracing::warn!(connector = %scope.pool.name(), kind = "redis", reason = why, "resubscribing");
+                Read::Lost(why.into())
             }
-        };
-        let lost_at = Instant::now();
-        tracing::warn!(connector = %name, kind = "redis", reason = %error, "resubscribing");
-        pubsub = loop {
-            match open(&manager, &topics).await {
-                Ok(p) => break p,
-                Err(e) => error = e.to_string(),
-            }
-            let interval = pool.connector_config().reconnect_interval;
-            let next = tokio::select! {
-                () = tokio::time::sleep(interval) => continue,
-                next = pool.closed_or_replaced() => next,
-                () = tx.closed() => return,
-            };
-            if !pool.move_stream(next, &mut counted) {
-                return;
-            }
-            manager = pool.manager().clone();
-        };
-        tracing::info!(connector = %name, kind = "redis", down_for = ?lost_at.elapsed(), "resubscribed");
-        let gap = SubscriptionItem::Gap {
-            down_for: lost_at.elapsed(),
-            error,
-        };
-        if tx.send(gap).await.is_err() {
-            return;
         }
+    }
+
+    fn reopened(&mut self, down_for: Duration, error: String) -> Option<SubscriptionItem> {
+        tracing::info!(connector = %self.name, kind = "redis", ?down_for, "resubscribed");
+        Some(SubscriptionItem::Gap { down_for, error })
     }
 }
