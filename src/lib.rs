@@ -85,6 +85,9 @@
     unsafe_code,
     unreachable_pub
 )]
+// No lock is held across an await: the crate has no async lock, and this holds the std
+// ones to it.
+#![deny(clippy::await_holding_lock)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]

@@ -387,3 +387,58 @@ async fn streams_move_to_the_replacing_pool_on_a_reload() {
     drop((watch, sub));
     manager.close().await.unwrap();
 }
+
+/// Reloads that overlap take effect one after the other, each whole: the manager ends with
+/// exactly one of the configs, every connector in it working, and every pool a losing
+/// reload built closed (none is left connected behind the registry's back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_reloads_take_effect_whole_one_after_the_other() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let reloads = names.iter().enumerate().map(|(i, name)| {
+        let manager = manager.clone();
+        let mut c = redis(&server, 2);
+        c.db = u32::try_from(i).unwrap();
+        let cfg = config(&[(name, c.clone()), ("shared", c)], &[]);
+        tokio::spawn(async move { manager.reload(cfg).await })
+    });
+    for r in futures::future::join_all(reloads).await {
+        r.unwrap().expect("every reload succeeds");
+    }
+    let mut left = manager.names();
+    left.sort();
+    assert_eq!(left.len(), 2, "one config's two connectors: {left:?}");
+    assert!(left.contains(&"shared".to_string()), "{left:?}");
+    let winner = left.iter().find(|n| *n != "shared").unwrap().clone();
+    let i = names.iter().position(|n| **n == winner).unwrap();
+    // `shared` runs with the same config as the winner: its db.
+    let shared = manager.redis("shared").unwrap();
+    let mut conn = shared.get().await.unwrap();
+    let db: String = connhub::redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert!(db.contains(&format!(" db={i} ")), "{winner} won, but: {db}");
+    drop(conn);
+    // Only the two live pools hold connections (up to 2 each) beside this test's client.
+    let clients = clients(&server).await;
+    assert!(
+        clients <= 5,
+        "{clients} clients: a discarded pool is still connected"
+    );
+    manager.close().await.unwrap();
+}
+
+/// Client connections the server has now.
+async fn clients(server: &RedisServer) -> usize {
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = connhub::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    list.lines().count()
+}

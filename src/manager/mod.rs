@@ -58,8 +58,6 @@ struct Inner {
     declared: Mutex<BTreeMap<String, Declared>>,
     /// `on_connect` hooks by connector name.
     hooks: RwLock<HashMap<String, AnyHook>>,
-    /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -120,7 +118,6 @@ impl Manager {
                 events,
                 declared: Mutex::default(),
                 hooks: RwLock::default(),
-                reloading: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -117,7 +117,11 @@ impl Manager {
     /// - Connectors registered in code (`add_*`) are not touched; a config naming one is
     ///   refused.
     ///
-    /// Reloads run one at a time. `Manager::from_config` is a reload of an empty manager.
+    /// Reloads take effect one at a time, each whole, without holding a lock while they
+    /// connect: a reload builds its pools, then swaps them in only if no other reload was
+    /// swapped in since it read the running config; if one was, it closes what it built
+    /// and starts again from the config now running. `Manager::from_config` is a reload of
+    /// an empty manager.
     ///
     /// ```no_run
     /// # async fn demo(manager: connhub::Manager) -> Result<(), connhub::Error> {
@@ -127,7 +131,17 @@ impl Manager {
     /// # Ok(()) }
     /// ```
     pub async fn reload(&self, config: ManagerConfig) -> Result<ReloadReport> {
-        let _one = self.inner.reloading.lock().await;
+        loop {
+            if let Some(report) = self.try_reload(config.clone()).await? {
+                return Ok(report);
+            }
+            tracing::debug!("another reload was swapped in meanwhile; planning again");
+        }
+    }
+
+    /// One reload attempt: `None` when another reload was swapped in while this one
+    /// built its pools (they are closed).
+    async fn try_reload(&self, config: ManagerConfig) -> Result<Option<ReloadReport>> {
         self.check_open()?;
         let declared = self.declared().clone();
         self.refuse_problems(&config, &declared)?;
@@ -147,10 +161,14 @@ impl Manager {
         // pools built are closed and the running ones stay.
         let swapped = match failed {
             Some(e) => Err(e),
-            None => self.swap(&pools, &report.removed),
+            None => self.swap(&pools, &report.removed, &declared),
         };
         let old = match swapped {
-            Ok(old) => old,
+            Ok(Some(old)) => old,
+            Ok(None) => {
+                join_all(pools.iter().map(|(_, _, p)| p.close())).await;
+                return Ok(None);
+            }
             Err(e) => {
                 join_all(pools.iter().map(|(_, _, p)| p.close())).await;
                 return Err(e);
@@ -170,7 +188,7 @@ impl Manager {
                 "configuration reloaded"
             );
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Every problem of the new config, together: its own, a name taken by a connector
@@ -211,16 +229,21 @@ impl Manager {
     }
 
     /// Puts the new pools in and takes the removed ones out, at once; returns the
-    /// connectors they replaced or removed, to drain.
+    /// connectors they replaced or removed, to drain. `None` when the running config is no
+    /// longer `planned_from` (another reload was swapped in): nothing changes.
     fn swap(
         &self,
         pools: &[(String, Declared, Built)],
         removed: &[String],
-    ) -> Result<Vec<Arc<dyn Connector>>> {
+        planned_from: &BTreeMap<String, Declared>,
+    ) -> Result<Option<Vec<Arc<dyn Connector>>>> {
         let mut registry = self.write();
         let mut declared = self.declared();
         if self.is_closed() {
             return Err(Error::Closed { origin: None });
+        }
+        if *declared != *planned_from {
+            return Ok(None);
         }
         // A connector registered in code since the config was checked.
         if let Some((name, d, _)) = pools
@@ -240,7 +263,7 @@ impl Manager {
             old.extend(registry.remove(name));
             declared.remove(name);
         }
-        Ok(old)
+        Ok(Some(old))
     }
 }
 
