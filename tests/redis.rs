@@ -267,3 +267,45 @@ async fn multiplexed_shares_connections_fails_fast_and_recovers() {
         Err(Error::Closed { .. })
     ));
 }
+
+/// `close()` hangs up every idle connection at once, not when bb8's reaper next runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_hangs_up_the_idle_connections() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut c = server.config();
+    c.pool_size = 4;
+    let pool = manager.add_redis("cache", c).await.unwrap();
+    let held: Vec<_> = futures::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(held);
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut watcher = client.get_multiplexed_async_connection().await.unwrap();
+    let count = |list: String| list.lines().count();
+    let list: String = connhub::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut watcher)
+        .await
+        .unwrap();
+    assert!(
+        count(list) >= 4,
+        "the pool's connections are open before close"
+    );
+    pool.close().await.unwrap();
+    // The server sees the hang-ups a moment later.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let list: String = connhub::redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut watcher)
+            .await
+            .unwrap();
+        if count(list.clone()) == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still connected after close: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

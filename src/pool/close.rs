@@ -1,7 +1,6 @@
 //! Close and drain: refuse new checkouts, stop the health task, wait up to
 //! `drain_timeout` for checked-out connections to come back, drop the idle ones.
 
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,6 +9,9 @@ use super::{Bb8Manager, Inner, Pool};
 use crate::error::Result;
 use crate::health::Input;
 use crate::status::State;
+
+/// How long dropping the idle connections may wait on bb8.
+const IDLE_DROP_BOUND: Duration = Duration::from_millis(50);
 
 impl<M: Bb8Manager> Pool<M> {
     /// Closes the pool: the health task stops, new checkouts are refused with
@@ -39,14 +41,15 @@ impl<M: Bb8Manager> Pool<M> {
                 );
                 break;
             }
-            // A checkout through `bb8()` takes no turn: look again now and then for those.
+            // A health check in flight holds a connection without a turn: look again now
+            // and then for that one.
             let look_again = deadline.min(Instant::now() + Duration::from_millis(100));
             tokio::select! {
                 () = returned => {}
                 () = tokio::time::sleep_until(look_again) => {}
             }
         }
-        inner.drop_idle();
+        inner.drop_idle().await;
         Ok(())
     }
 
@@ -64,10 +67,11 @@ impl<M: Bb8Manager> Pool<M> {
 }
 
 impl<M: Bb8Manager> Inner<M> {
-    /// Drops every idle connection (they all fail validation once the pool is closed).
-    fn drop_idle(&self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        let fut = std::pin::pin!(self.bb8.get());
-        let _ = fut.poll(&mut cx);
+    /// Drops every idle connection. Once the pool is closed each one fails validation, so
+    /// a checkout drops them one after the other; with none left it asks for a new one,
+    /// which a closed pool refuses at once, and the checkout ends. Bounded, for the case
+    /// where bb8 waits for a slot that a connection still out holds.
+    async fn drop_idle(&self) {
+        let _ = tokio::time::timeout(IDLE_DROP_BOUND, self.bb8.get()).await;
     }
 }
