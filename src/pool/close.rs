@@ -10,9 +10,6 @@ use crate::error::Result;
 use crate::health::Input;
 use crate::status::State;
 
-/// How long dropping the idle connections may wait on bb8.
-const IDLE_DROP_BOUND: Duration = Duration::from_millis(50);
-
 impl<M: Bb8Manager> Pool<M> {
     /// Closes the pool: the health task stops, new checkouts are refused with
     /// [`Error::Closed`](crate::Error::Closed), and this waits up to `drain_timeout` for
@@ -68,10 +65,14 @@ impl<M: Bb8Manager> Pool<M> {
 
 impl<M: Bb8Manager> Inner<M> {
     /// Drops every idle connection. Once the pool is closed each one fails validation, so
-    /// a checkout drops them one after the other; with none left it asks for a new one,
-    /// which a closed pool refuses at once, and the checkout ends. Bounded, for the case
-    /// where bb8 waits for a slot that a connection still out holds.
+    /// a checkout drops them one after the other, before it would ask for a new one; the
+    /// checkout is given this task's own waker, and left at that point.
     async fn drop_idle(&self) {
-        let _ = tokio::time::timeout(IDLE_DROP_BOUND, self.bb8.get()).await;
+        let mut get = std::pin::pin!(self.bb8.get());
+        std::future::poll_fn(|cx| {
+            let _ = get.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
     }
 }
