@@ -1,12 +1,12 @@
 //! Metrics (feature `metrics`) on the [`metrics`](https://docs.rs/metrics) facade.
 //!
 //! Pool metrics follow the OpenTelemetry database-client conventions, labelled
-//! `pool.name` (the connector) and `db.system.name` (its kind); Prometheus renders the
+//! `db.client.connection.pool.name` (the connector) and `db.system.name` (its kind); Prometheus renders the
 //! dots as underscores (`db_client_connection_count`):
 //!
 //! | name | type | what |
 //! |---|---|---|
-//! | `db.client.connection.count` | gauge | connections, by `state`: `idle`, `used` |
+//! | `db.client.connection.count` | gauge | connections, by `db.client.connection.state`: `idle`, `used` |
 //! | `db.client.connection.max` | gauge | pool size |
 //! | `db.client.connection.idle.min` | gauge | connections kept open even when idle |
 //! | `db.client.connection.pending_requests` | gauge | callers waiting for a connection |
@@ -83,7 +83,7 @@ impl PoolMeters {
 
 fn otel_labels(name: &str, kind: &str) -> [(&'static str, String); 2] {
     [
-        ("pool.name", name.to_owned()),
+        ("db.client.connection.pool.name", name.to_owned()),
         ("db.system.name", kind.to_owned()),
     ]
 }
@@ -94,7 +94,7 @@ pub(crate) fn record(s: &Status) {
     let p = &s.pool;
     for (state, n) in [("idle", p.idle), ("used", p.in_use)] {
         let mut l = otel.to_vec();
-        l.push(("state", state.to_owned()));
+        l.push(("db.client.connection.state", state.to_owned()));
         gauge!("db.client.connection.count", &l).set(f64::from(n));
     }
     gauge!("db.client.connection.max", &otel).set(f64::from(p.max_size));

@@ -74,7 +74,7 @@ async fn pool_state_and_counters_are_recorded() {
         "no cap: the pool's size"
     );
     // OpenTelemetry's, by pool.
-    let pool_name = ("pool.name", "cache");
+    let pool_name = ("db.client.connection.pool.name", "cache");
     assert_eq!(find("db.client.connection.max", pool_name), 4.0);
     assert_eq!(find("db.client.connection.idle.min", pool_name), 0.0);
     assert_eq!(
@@ -83,19 +83,20 @@ async fn pool_state_and_counters_are_recorded() {
     );
     let used = values.iter().find(|(n, l, _)| {
         n == "db.client.connection.count"
-            && l.iter().any(|(k, v)| k == "state" && v == "used")
-            && l.iter().any(|(k, v)| k == "pool.name" && v == "cache")
+            && l.iter()
+                .any(|(k, v)| k == "db.client.connection.state" && v == "used")
+            && l.iter()
+                .any(|(k, v)| k == "db.client.connection.pool.name" && v == "cache")
     });
     assert!(
         matches!(used, Some((_, _, DebugValue::Gauge(g))) if g.into_inner() == 1.0),
         "{used:?}"
     );
-    assert!(
-        values
-            .iter()
-            .any(|(n, l, _)| n == "db.client.connection.count"
-                && l.iter().any(|(k, v)| k == "state" && v == "idle"))
-    );
+    assert!(values.iter().any(|(n, l, _)| {
+        n == "db.client.connection.count"
+            && l.iter()
+                .any(|(k, v)| k == "db.client.connection.state" && v == "idle")
+    }));
     drop(held);
     manager.close().await.unwrap();
 }

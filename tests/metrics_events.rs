@@ -40,10 +40,9 @@ async fn every_pool_metric_is_recorded_under_its_opentelemetry_name() {
             .iter()
             .find(|(key, _, _, _)| {
                 key.key().name() == name
-                    && key
-                        .key()
-                        .labels()
-                        .any(|l| l.key() == "pool.name" && l.value() == "cache")
+                    && key.key().labels().any(|l| {
+                        l.key() == "db.client.connection.pool.name" && l.value() == "cache"
+                    })
             })
             .map(|(_, _, _, v)| v)
             .unwrap_or_else(|| panic!("no {name}"))
