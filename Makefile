@@ -18,6 +18,7 @@ test: deps
 	$(CARGO) run --quiet --example topologies --features testkit
 	$(CARGO) run --quiet --example service_registry --features testkit
 	$(CARGO) run --quiet --example config_watch --features testkit
+	$(CARGO) run --quiet --example telemetry --features testkit,metrics
 	CARGO="$(CARGO)" bash scripts/check-demo-config-error
 	$(CARGO) test --all-features --all-targets
 	$(CARGO) test --all-features --doc

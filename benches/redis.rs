@@ -1,6 +1,6 @@
 //! Redis through connhub next to what a user would pick instead, in the same run, against
 //! a redis-server started by the testkit: checkout cost at one task, and GET throughput at
-//! 1, 16 and 64 tasks with pools of 16.
+//! 1, 16, 64 and 512 tasks with pools of 16.
 //!
 //! `make bench` (or `cargo bench --features testkit --bench redis`).
 
@@ -97,7 +97,7 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    for tasks in [1usize, 16, 64] {
+    for tasks in [1usize, 16, 64, 512] {
         let mut g = c.benchmark_group(format!("GET, {tasks} tasks, pool {POOL}"));
         g.warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(5))
@@ -122,6 +122,10 @@ fn benches(c: &mut Criterion) {
         case!("connhub get()", |cl| {
             let mut c = cl.connhub.get().await.expect("checkout");
             let _: String = c.get(KEY).await.expect("GET");
+        });
+        case!("connhub pool as a connection", |cl| {
+            let mut c = cl.connhub.clone();
+            let _: String = AsyncCommands::get(&mut c, KEY).await.expect("GET");
         });
         case!("connhub multiplexed()", |cl| {
             let mut c = cl.connhub.multiplexed().await.expect("multiplexed");

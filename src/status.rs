@@ -205,4 +205,7 @@ pub struct Status {
     pub last_connect_error: Option<String>,
     /// Reconnect attempts made since the connector was last healthy.
     pub reconnect_attempts: u32,
+    /// Commands sent again after their connection was lost, because that could not apply
+    /// them twice (Redis: commands on the pool itself, see `command_retries`).
+    pub retried_commands: u64,
 }

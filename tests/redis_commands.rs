@@ -228,13 +228,13 @@ async fn a_request_cut_short_retires_its_connection() {
         assert_eq!(v, "cancel");
     }
 
-    // Timed out by command_timeout (500ms here).
+    // Timed out by command_timeout (500ms here): a plain command on a frozen server. (A
+    // blocking command is bounded by its own timeout instead: `BLPOP k 0` waits.)
     {
         let mut conn = pool.get().await.unwrap();
-        let e = conn
-            .blpop::<_, Option<(String, String)>>("empty", 0.0)
-            .await
-            .unwrap_err();
+        server.pause().unwrap();
+        let e = conn.get::<_, Option<String>>("after").await.unwrap_err();
+        server.resume().unwrap();
         assert!(e.is_timeout(), "{e}");
         assert!(conn.is_broken());
     }

@@ -58,6 +58,13 @@ pub struct RedisConfig {
     /// [`Error::Timeout`](crate::Error::Timeout) instead of hanging it. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Option<Duration>,
+    /// How many times a command sent on the pool itself (a [`RedisPool`](crate::RedisPool)
+    /// used as a connection) is sent again after its connection was lost, when that
+    /// cannot apply it twice: it is read-only (the server's own `COMMAND INFO` says so),
+    /// or it went through [`RedisPool::idempotent`](crate::RedisPool::idempotent). A
+    /// write that may have reached the server is never sent again. Default `1`; `0` turns
+    /// retries off.
+    pub command_retries: u32,
     /// Shared connections behind [`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
     /// opened on first use. Default `1`: one socket pipelines deepest; more help only when one connection saturates.
     pub multiplexed_connections: u32,
@@ -88,6 +95,7 @@ impl Default for RedisConfig {
             max_idle_time: Some(Duration::from_secs(300)),
             max_lifetime: Some(Duration::from_secs(1800)),
             command_timeout: Some(Duration::from_secs(5)),
+            command_retries: 1,
             multiplexed_connections: 1,
             client_name: None,
             tls: TlsConfig::default(),

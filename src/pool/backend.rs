@@ -110,6 +110,12 @@ pub trait Backend: Send + Sync + 'static {
         let _ = manager;
     }
 
+    /// Commands this backend sent again after their connection was lost, for
+    /// [`Status::retried_commands`](crate::Status::retried_commands). Default: 0.
+    fn retried_commands(&self) -> u64 {
+        0
+    }
+
     /// Where the backend reports connections their server closed, so the health engine
     /// checks at once instead of at the next `health_check_interval`: a server that
     /// dies while nobody calls is seen down within moments. Called once, when the pool is

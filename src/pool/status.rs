@@ -44,6 +44,7 @@ impl<M: Bb8Manager> Inner<M> {
             last_error: h.last_error().map(|e| e.to_string()),
             last_connect_error: h.last_connect_error().map(|e| e.to_string()),
             reconnect_attempts: h.reconnect_attempts(),
+            retried_commands: self.parts.backend.retried_commands(),
         }
     }
 }

@@ -5,10 +5,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::route::{self, Block};
 
 /// The redis crate's connection underneath.
 #[derive(Clone)]
@@ -20,6 +23,8 @@ pub(super) enum Link {
 }
 
 impl Link {
+    /// Sends `cmd`; its reply is bounded by the connection's response timeout
+    /// (`command_timeout`).
     pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Node(c) => c.send_packed_command(cmd).await,
@@ -27,7 +32,8 @@ impl Link {
         }
     }
 
-    async fn send_pipeline(
+    /// Sends a pipeline; its replies are bounded by the connection's response timeout.
+    pub(super) async fn send_pipeline(
         &mut self,
         cmd: &Pipeline,
         offset: usize,
@@ -36,6 +42,26 @@ impl Link {
         match self {
             Link::Node(c) => c.send_packed_commands(cmd, offset, count).await,
             Link::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+        }
+    }
+
+    /// Sends a blocking command, its reply bounded by `limit` (none: it may block until
+    /// something arrives) instead of `usual`, the response timeout it goes back to. On one
+    /// server only: a cluster connection keeps its own response timeout for every command.
+    async fn send_blocking(
+        &mut self,
+        cmd: &Cmd,
+        limit: Option<Duration>,
+        usual: Option<Duration>,
+    ) -> RedisResult<Value> {
+        match self {
+            Link::Node(c) => {
+                c.set_response_timeout(limit.unwrap_or(FOREVER));
+                let r = c.send_packed_command(cmd).await;
+                c.set_response_timeout(usual.unwrap_or(FOREVER));
+                r
+            }
+            Link::Cluster(c) => c.req_packed_command(cmd).await,
         }
     }
 
@@ -85,11 +111,21 @@ pub(super) enum Watch {
 pub(super) struct ConnMeta {
     pub(super) broken: Arc<AtomicBool>,
     pub(super) watch: Watch,
+    /// How long a command that does not block may wait for its reply.
+    pub(super) command_timeout: Option<Duration>,
 }
 
 impl ConnMeta {
-    pub(super) fn new(broken: Arc<AtomicBool>, watch: Watch) -> Arc<Self> {
-        Arc::new(ConnMeta { broken, watch })
+    pub(super) fn new(
+        broken: Arc<AtomicBool>,
+        watch: Watch,
+        command_timeout: Option<Duration>,
+    ) -> Arc<Self> {
+        Arc::new(ConnMeta {
+            broken,
+            watch,
+            command_timeout,
+        })
     }
 
     pub(super) fn is_broken(&self) -> bool {
@@ -102,7 +138,7 @@ impl ConnMeta {
     /// timed out (a hung server: the next checkout opens a fresh connection instead,
     /// which is what tells the health engine the server is gone), or, on a sentinel's
     /// master, was refused as `READONLY` (the server is a replica now).
-    fn observe<T>(&self, r: &RedisResult<T>) {
+    pub(super) fn observe<T>(&self, r: &RedisResult<T>) {
         let Err(e) = r else { return };
         let broken = match self.watch {
             Watch::Cluster => e.is_timeout(),
@@ -120,6 +156,9 @@ impl ConnMeta {
         }
     }
 }
+
+/// A response timeout that never comes: the crate takes a duration, not "none".
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn connection_failed(e: &redis::RedisError) -> bool {
     e.is_connection_dropped() || e.is_timeout() || (e.is_unrecoverable_error() && e.is_io_error())
@@ -239,7 +278,14 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let mut unfinished = Unfinished::new(&self.meta);
-            let r = self.inner.send(cmd).await;
+            let usual = self.meta.command_timeout;
+            let r = match route::classify(cmd).1 {
+                Block::No => self.inner.send(cmd).await,
+                block => {
+                    let limit = block.limit(usual);
+                    self.inner.send_blocking(cmd, limit, usual).await
+                }
+            };
             unfinished.done = true;
             self.meta.observe(&r);
             r

@@ -12,20 +12,25 @@
 //! a caller seeing it. Unlike bb8-redis, a checkout sends no `PING`: the round trip
 //! belongs to the health engine.
 
+mod commands;
 mod connection;
+mod route;
 mod sentinel;
 mod subscription;
+mod telemetry;
 mod topology;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
 
+pub use commands::Idempotent;
 use connection::{ConnMeta, Link};
 pub use connection::{RedisConnection, SharedRedisConnection};
 pub use subscription::{Subscription, SubscriptionItem, Topics};
+use telemetry::Telemetry;
 use topology::Topology;
 
 use super::classify::{self, Class, Site};
@@ -67,7 +72,7 @@ struct ManagerInner {
     max_retries: u32,
     tls: bool,
     connect_timeout: Duration,
-    command_timeout: Duration,
+    command_timeout: Option<Duration>,
     /// Sent with `CLIENT SETNAME` on every new connection.
     client_name: Option<String>,
     /// The connections behind [`RedisPool::multiplexed`].
@@ -77,6 +82,16 @@ struct ManagerInner {
     reached: AtomicBool,
     /// Told when the server closes a connection (the crate's `Disconnection` push).
     losses: LossSignal,
+    /// The database index selected on every connection.
+    db: u32,
+    /// How many times a command on the pool itself is sent again when that is safe.
+    command_retries: u32,
+    /// Which commands the server flags read-only, learned as they are needed.
+    readonly: commands::ReadOnly,
+    /// Commands sent again after a lost connection.
+    retried: AtomicU64,
+    /// Spans and duration samples of commands on the pool itself.
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for RedisConnectionManager {
@@ -95,6 +110,9 @@ impl RedisConnectionManager {
         config.validate(&format!("redis.{name}"), &mut errors);
         errors.into_result()?;
         let (topology, tls) = Topology::build(name, config)?;
+        let telemetry = Telemetry::new(name.into(), config.db, topology.server());
+        // `command_timeout` is the crate's response timeout; a blocking command on a
+        // checkout lifts it for its own call (`RedisConnection`).
         let async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connector.connect_timeout))
             .set_response_timeout(config.command_timeout);
@@ -106,7 +124,7 @@ impl RedisConnectionManager {
                 max_retries: config.max_retries,
                 tls,
                 connect_timeout: config.connector.connect_timeout,
-                command_timeout: config.command_timeout.unwrap_or(Duration::MAX),
+                command_timeout: config.command_timeout,
                 client_name: config.client_name.clone(),
                 shared: Shared::new(
                     config.multiplexed_connections,
@@ -114,6 +132,11 @@ impl RedisConnectionManager {
                 ),
                 reached: AtomicBool::new(false),
                 losses: LossSignal::new(),
+                db: config.db,
+                command_retries: config.command_retries,
+                readonly: commands::ReadOnly::default(),
+                retried: AtomicU64::new(0),
+                telemetry,
             }),
         })
     }
@@ -170,8 +193,8 @@ impl RedisConnectionManager {
             let connect = async {
                 let (mut link, watch) = m.topology.connect(&config).await?;
                 if let Some(name) = &m.client_name {
-                    link.send(redis::cmd("CLIENT").arg("SETNAME").arg(name))
-                        .await?;
+                    let setname = redis::cmd("CLIENT").arg("SETNAME").arg(name).clone();
+                    link.send(&setname).await?;
                 }
                 Ok((link, watch))
             };
@@ -182,7 +205,8 @@ impl RedisConnectionManager {
                 Ok((link, watch)) => {
                     m.reached.store(true, Ordering::Relaxed);
                     tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.topology.endpoint(), "connected");
-                    return Ok((link, ConnMeta::new(broken, watch)));
+                    let limit = m.command_timeout;
+                    return Ok((link, ConnMeta::new(broken, watch, limit)));
                 }
                 Err(e) => {
                     let err = self.classify(e);
@@ -302,13 +326,18 @@ impl Backend for RedisConnectionManager {
     fn loss_signal(&self) -> Option<LossSignal> {
         Some(self.inner.losses.clone())
     }
+
+    fn retried_commands(&self) -> u64 {
+        self.inner.retried.load(Ordering::Relaxed)
+    }
 }
 
 /// The health check of a Redis connection: `PING` to a server; for a cluster, `CLUSTER
 /// INFO` on one of its nodes, which must say `cluster_state:ok` (a cluster that lost a
 /// shard refuses every command, as its nodes do).
 async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Result<()> {
-    let fail = |what, e| classify(&m.name, &m.topology.endpoint(), what, m.command_timeout, e);
+    let limit = m.command_timeout.unwrap_or(Duration::MAX);
+    let fail = |what, e| classify(&m.name, &m.topology.endpoint(), what, limit, e);
     if !m.topology.is_cluster() {
         let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
         return pong.map(drop).map_err(|e| fail(Step::check("PING"), e));

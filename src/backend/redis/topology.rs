@@ -84,6 +84,15 @@ impl Topology {
         Ok((Topology::Single { client, endpoint }, tls))
     }
 
+    /// The single server's `host:port`; `None` for Sentinel (the master moves) and
+    /// Cluster (each command goes to its node).
+    pub(super) fn server(&self) -> Option<&str> {
+        match self {
+            Topology::Single { endpoint, .. } => Some(endpoint),
+            Topology::Sentinel(_) | Topology::Cluster { .. } => None,
+        }
+    }
+
     /// Where it connects, for status; a sentinel's current master once known.
     pub(super) fn endpoint(&self) -> String {
         match self {

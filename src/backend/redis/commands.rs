@@ -1,0 +1,351 @@
+//! A [`RedisPool`] is itself a connection, as the redis crate's `ConnectionManager` is:
+//! `Clone` and [`redis::aio::ConnectionLike`], so [`redis::AsyncCommands`],
+//! `redis::cmd(..).query_async` and pipelines work on it directly.
+//!
+//! - Plain commands and pipelines (`atomic()` ones too) go over the connector's shared
+//!   multiplexed connection, the fastest path; a blocking command takes a pooled
+//!   connection for that call; a command that changes a connection's state is refused
+//!   (the table is in `route.rs` and the README).
+//! - Fail-fast, health and reload apply exactly as for `get()`.
+//! - **Retried only when safe.** A command whose connection was lost under it is sent
+//!   again on a fresh connection (up to `command_retries` times) when that cannot apply
+//!   it twice: the server's own `COMMAND INFO` flags it `readonly`, or it was sent through
+//!   [`RedisPool::idempotent`]. A write that may have reached the server is not sent
+//!   again: its error says it may have been applied. Retries are counted in
+//!   [`Status::retried_commands`](crate::Status::retried_commands) and the
+//!   `connhub.commands.retried` counter, and logged at debug level.
+//! - Every command and pipeline gets a span and a duration sample under OpenTelemetry's
+//!   database names (`telemetry.rs`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tracing::Instrument;
+
+use super::route::{self, Path};
+use super::telemetry::Op;
+use super::{RedisConnectionManager, RedisPool, SharedRedisConnection};
+
+/// A [`RedisPool`] whose commands are all safe to send twice: on a lost connection they
+/// are retried like read-only ones. Get one with [`RedisPool::idempotent`].
+///
+/// ```no_run
+/// # async fn demo(pool: connhub::RedisPool) -> redis::RedisResult<()> {
+/// use connhub::redis::AsyncCommands;
+/// // SET to a fixed value applies the same way twice.
+/// let mut cache = pool.idempotent();
+/// let _: () = cache.set("feature:x", "on").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Idempotent {
+    pool: RedisPool,
+}
+
+impl RedisPool {
+    /// This pool as a connection whose commands may be sent twice: after a lost
+    /// connection they are retried whether they write or not. For commands that apply
+    /// the same way twice (`SET k v`, `DEL k`, `HSET k f v`), never for `INCR`, `LPUSH`
+    /// and the like.
+    pub fn idempotent(&self) -> Idempotent {
+        Idempotent { pool: self.clone() }
+    }
+}
+
+/// What the server said of each command's flags (`readonly` or not), by upper-case name.
+#[derive(Debug, Default)]
+pub(super) struct ReadOnly(Mutex<HashMap<Box<[u8]>, bool>>);
+
+impl ReadOnly {
+    fn known(&self, name: &[u8]) -> Option<bool> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&*name.to_ascii_uppercase()).copied()
+    }
+
+    fn learn(&self, name: &[u8], readonly: bool) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(name.to_ascii_uppercase().into(), readonly);
+    }
+}
+
+/// True when `COMMAND INFO`'s reply flags the command `readonly`.
+fn flagged_readonly(info: &Value) -> bool {
+    let Value::Array(commands) = info else {
+        return false;
+    };
+    let Some(Value::Array(fields)) = commands.first() else {
+        return false;
+    };
+    let flags = match fields.get(2) {
+        Some(Value::Array(f) | Value::Set(f)) => f,
+        _ => return false,
+    };
+    flags.iter().any(|f| match f {
+        Value::SimpleString(s) => s.eq_ignore_ascii_case("readonly"),
+        Value::BulkString(b) => b.eq_ignore_ascii_case(b"readonly"),
+        _ => false,
+    })
+}
+
+/// A connhub error (down, closed, timed out waiting) as the redis crate's error, the
+/// connhub error kept as its source.
+fn unavailable(e: crate::Error) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, e))
+}
+
+/// True when the connection was lost under the request (not a timeout: the server may
+/// still be working on it).
+fn lost(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+/// The error of a write whose connection was lost after it may have been sent.
+fn maybe_applied(e: RedisError) -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "the connection was lost after the command may have reached the server; it may \
+         have been applied, so it was not sent again",
+        e.to_string(),
+    ))
+}
+
+/// What a command or pipeline is, for the retry rule.
+#[derive(Clone, Copy)]
+enum Sent<'a> {
+    Command(&'a Cmd),
+    Pipeline(&'a Pipeline, usize, usize),
+}
+
+/// What came back for a [`Sent`].
+enum Reply {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Sent<'_> {
+    /// Sends it on `c`, bounded by `command_timeout` (longer for a blocking command).
+    async fn on(self, c: &mut SharedRedisConnection) -> RedisResult<Reply> {
+        let r = match self {
+            Sent::Command(cmd) => c.inner.send(cmd).await.map(Reply::One),
+            Sent::Pipeline(p, offset, count) => c
+                .inner
+                .send_pipeline(p, offset, count)
+                .await
+                .map(Reply::Many),
+        };
+        c.meta.observe(&r);
+        r
+    }
+}
+
+impl RedisConnectionManager {
+    /// True when every command in `sent` is read-only, as the server says; asked on
+    /// `conn` the first time a command is seen. `false` when the server cannot say.
+    async fn readonly(&self, conn: &mut SharedRedisConnection, sent: Sent<'_>) -> bool {
+        let names: Vec<&[u8]> = match sent {
+            Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
+            Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
+        };
+        if names.is_empty() {
+            return false;
+        }
+        let m = &*self.inner;
+        for name in names {
+            let readonly = match m.readonly.known(name) {
+                Some(r) => r,
+                None => {
+                    let ask = redis::cmd("COMMAND").arg("INFO").arg(name).clone();
+                    match conn.inner.send(&ask).await {
+                        Ok(info) => {
+                            let r = flagged_readonly(&info);
+                            m.readonly.learn(name, r);
+                            r
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            };
+            if !readonly {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Sends `sent` on the shared connection; after a lost connection, again on a fresh one
+/// when that is safe (`any` is true for an [`Idempotent`] handle). The retry is boxed:
+/// this future is kept inside every command's, and stays small.
+async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
+    let mut conn = pool.multiplexed().await.map_err(unavailable)?;
+    match sent.on(&mut conn).await {
+        Err(e) if lost(&e) => Box::pin(retried(pool, sent, any, e)).await,
+        r => r,
+    }
+}
+
+/// After `sent` met a lost connection (`e`): sends it again, up to `command_retries`
+/// times, when that cannot apply it twice.
+async fn retried(pool: &RedisPool, sent: Sent<'_>, any: bool, e: RedisError) -> RedisResult<Reply> {
+    let mut e = e;
+    let mut retries = 0;
+    loop {
+        let this = pool.current();
+        let m = this.manager();
+        if retries >= m.inner.command_retries {
+            return Err(e);
+        }
+        // The lost connection was retired (its error marked it broken): this one is fresh.
+        let mut fresh = pool.multiplexed().await.map_err(|_| e.clone())?;
+        if !any && !m.readonly(&mut fresh, sent).await {
+            return Err(maybe_applied(e));
+        }
+        retries += 1;
+        m.inner.retried.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "connhub.commands.retried",
+            "db.client.connection.pool.name" => this.name().to_owned()
+        )
+        .increment(1);
+        tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "connection lost under a command that is safe to send again; retrying");
+        match sent.on(&mut fresh).await {
+            Err(again) if lost(&again) => e = again,
+            r => return r,
+        }
+    }
+}
+
+/// Sends one command on the pool.
+async fn command(pool: &RedisPool, cmd: &Cmd, any: bool) -> RedisResult<Value> {
+    let name = route::name(cmd).unwrap_or_default();
+    let this = pool.current();
+    let telemetry = &this.manager().inner.telemetry;
+    let call = async {
+        match route::classify(cmd).0 {
+            Path::Shared => match shared(pool, Sent::Command(cmd), any).await? {
+                Reply::One(v) => Ok(v),
+                Reply::Many(v) => Ok(Value::Array(v)),
+            },
+            // Boxed: a checkout's future is kept out of every plain command's.
+            Path::Own => Box::pin(own(pool, cmd)).await,
+            Path::Refused(name) => Err(RedisError::from((
+                ErrorKind::Client,
+                "this command changes the state of the connection it is sent on, which the \
+                 pool shares; send it on a connection of your own (`pool.get()`)",
+                name.to_owned(),
+            ))),
+        }
+    };
+    let op = Op::Command(name);
+    let started = telemetry.start(&op);
+    let r = call.instrument(started.span.clone()).await;
+    telemetry.finish(started, &op, &r);
+    r
+}
+
+/// Sends a blocking command on a pooled connection of its own.
+async fn own(pool: &RedisPool, cmd: &Cmd) -> RedisResult<Value> {
+    let mut conn = pool.get().await.map_err(unavailable)?;
+    conn.req_packed_command(cmd).await
+}
+
+/// Sends a pipeline on the pool's shared connection.
+async fn pipeline(
+    pool: &RedisPool,
+    pipe: &Pipeline,
+    offset: usize,
+    count: usize,
+    any: bool,
+) -> RedisResult<Vec<Value>> {
+    let this = pool.current();
+    let telemetry = &this.manager().inner.telemetry;
+    let op = Op::Pipeline {
+        len: pipe.len(),
+        atomic: pipe.is_transaction(),
+    };
+    let started = telemetry.start(&op);
+    let call = async {
+        match shared(pool, Sent::Pipeline(pipe, offset, count), any).await? {
+            Reply::Many(v) => Ok(v),
+            Reply::One(v) => Ok(vec![v]),
+        }
+    };
+    let r = call.instrument(started.span.clone()).await;
+    telemetry.finish(started, &op, &r);
+    r
+}
+
+/// Commands on the pool itself: see the [module](self) for the paths and the retry rule.
+impl ConnectionLike for RedisPool {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(command(self, cmd, false))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(pipeline(self, pipe, offset, count, false))
+    }
+
+    fn get_db(&self) -> i64 {
+        i64::from(self.current().manager().inner.db)
+    }
+}
+
+impl ConnectionLike for Idempotent {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(command(&self.pool, cmd, true))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(pipeline(&self.pool, pipe, offset, count, true))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.pool.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::flagged_readonly;
+
+    #[test]
+    fn readonly_is_read_from_command_info_flags() {
+        let info = |flags: Vec<Value>, set: bool| {
+            let flags = if set {
+                Value::Set(flags)
+            } else {
+                Value::Array(flags)
+            };
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"get".to_vec()),
+                Value::Int(2),
+                flags,
+            ])])
+        };
+        let readonly = vec![
+            Value::SimpleString("readonly".into()),
+            Value::SimpleString("fast".into()),
+        ];
+        let write = vec![Value::SimpleString("write".into())];
+        assert!(flagged_readonly(&info(readonly.clone(), false)));
+        assert!(flagged_readonly(&info(readonly, true)));
+        assert!(!flagged_readonly(&info(write, false)));
+        assert!(!flagged_readonly(&Value::Array(vec![Value::Nil])));
+    }
+}

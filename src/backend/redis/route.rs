@@ -1,0 +1,255 @@
+//! What a command needs, read from its name and arguments: whether it may share the
+//! multiplexed connection, needs one of its own, or cannot be sent on the pool at all; and
+//! how long it may block, so `command_timeout` does not cut a blocking command short.
+//!
+//! | commands | on the pool itself (`RedisPool` as a connection) | bound |
+//! |---|---|---|
+//! | plain commands, pipelines, `atomic()` pipelines | the shared multiplexed connection | `command_timeout` |
+//! | `BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BZPOPMIN`, `BZPOPMAX`, `BLMPOP`, `BZMPOP`, `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF` | a pooled connection, for that call | `command_timeout` plus the command's own timeout; none when that is 0 (block forever) |
+//! | `WATCH`, `UNWATCH`, `MULTI`, `EXEC`, `DISCARD`, `SELECT`, the `SUBSCRIBE` family, `MONITOR`, `RESET`, `QUIT`, `HELLO`, `AUTH`, `READONLY`, `READWRITE`, `CLIENT REPLY` / `TRACKING` / `CACHING` / `SETNAME` / `NO-EVICT` / `NO-TOUCH` | refused: they change the connection's state for whoever uses it next; use `get()` | |
+
+use std::time::Duration;
+
+use redis::{Arg, Cmd};
+
+/// Where a command goes when it is sent on the pool itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Path {
+    /// The shared multiplexed connection.
+    Shared,
+    /// A pooled connection of its own, for the call: it blocks the connection.
+    Own,
+    /// Not on the pool: it changes the connection's state. The command's name.
+    Refused(&'static str),
+}
+
+/// How long a command may block the server's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Block {
+    /// Not at all: it answers at once.
+    No,
+    /// Up to this long (its own timeout argument).
+    For(Duration),
+    /// Until something arrives (a timeout argument of 0).
+    Forever,
+}
+
+impl Block {
+    /// The bound for the reply: `command_timeout`, plus the time the command may block.
+    pub(super) fn limit(self, command_timeout: Option<Duration>) -> Option<Duration> {
+        match self {
+            Block::No => command_timeout,
+            Block::For(d) => command_timeout.map(|t| t.saturating_add(d)),
+            Block::Forever => None,
+        }
+    }
+}
+
+/// The command's name (its first argument), as sent.
+pub(super) fn name(cmd: &Cmd) -> Option<&[u8]> {
+    match cmd.args_iter().next()? {
+        Arg::Simple(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// The command's arguments, its name first (a cursor left out).
+fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|a| match a {
+        Arg::Simple(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// Seconds as the blocking list and sorted-set commands take them (`1.5`).
+fn seconds(arg: Option<&[u8]>) -> Block {
+    let secs = arg
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| a.parse::<f64>().ok());
+    match secs {
+        Some(0.0) => Block::Forever,
+        Some(s) if s.is_finite() && s > 0.0 => Block::For(Duration::from_secs_f64(s)),
+        // Not a timeout the server accepts: it answers with an error at once.
+        _ => Block::No,
+    }
+}
+
+/// Milliseconds, as `WAIT` and `XREAD ... BLOCK` take them.
+fn millis(arg: Option<&[u8]>) -> Block {
+    let ms = arg
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| a.parse::<u64>().ok());
+    match ms {
+        Some(0) => Block::Forever,
+        Some(ms) => Block::For(Duration::from_millis(ms)),
+        None => Block::No,
+    }
+}
+
+/// Where `cmd` goes on the pool, and how long it may block.
+pub(super) fn classify(cmd: &Cmd) -> (Path, Block) {
+    let Some(name) = name(cmd) else {
+        return (Path::Shared, Block::No);
+    };
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    // Most commands start with none of these letters: one comparison for them.
+    let first = name.first().map(u8::to_ascii_uppercase);
+    if !matches!(
+        first,
+        Some(
+            b'A' | b'B'
+                | b'C'
+                | b'D'
+                | b'E'
+                | b'H'
+                | b'M'
+                | b'P'
+                | b'Q'
+                | b'R'
+                | b'S'
+                | b'U'
+                | b'W'
+                | b'X'
+        )
+    ) {
+        return (Path::Shared, Block::No);
+    }
+    let last = || args(cmd).last();
+    let first_arg = || args(cmd).nth(1);
+    let block = if [
+        "BLPOP",
+        "BRPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BLMOVE",
+        "BRPOPLPUSH",
+    ]
+    .iter()
+    .any(|n| is(n))
+    {
+        Some(seconds(last()))
+    } else if is("BLMPOP") || is("BZMPOP") {
+        Some(seconds(first_arg()))
+    } else if is("WAIT") || is("WAITAOF") {
+        Some(millis(last()))
+    } else if is("XREAD") || is("XREADGROUP") {
+        let mut rest = args(cmd).skip(1);
+        rest.position(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+            .map(|_| millis(rest.next()))
+    } else {
+        None
+    };
+    if let Some(block) = block {
+        return (Path::Own, block);
+    }
+    const REFUSED: &[&str] = &[
+        "WATCH",
+        "UNWATCH",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "SELECT",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "MONITOR",
+        "RESET",
+        "QUIT",
+        "HELLO",
+        "AUTH",
+        "READONLY",
+        "READWRITE",
+    ];
+    if let Some(n) = REFUSED.iter().find(|n| is(n)) {
+        return (Path::Refused(n), Block::No);
+    }
+    if is("CLIENT") {
+        const STATEFUL: &[&str] = &[
+            "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
+        ];
+        if let Some(sub) = first_arg()
+            && let Some(n) = STATEFUL
+                .iter()
+                .find(|n| sub.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            return (Path::Refused(n), Block::No);
+        }
+    }
+    (Path::Shared, Block::No)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Block, Path, classify};
+
+    fn of(args: &[&str]) -> (Path, Block) {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        classify(&cmd)
+    }
+
+    #[test]
+    fn plain_commands_share_the_connection() {
+        for c in [
+            &["GET", "k"][..],
+            &["SET", "k", "v"],
+            &["INCR", "k"],
+            &["xadd", "s", "*", "f", "v"],
+        ] {
+            assert_eq!(of(c), (Path::Shared, Block::No), "{c:?}");
+        }
+        assert_eq!(
+            of(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]).0,
+            Path::Shared
+        );
+        assert_eq!(of(&["CLIENT", "LIST"]).0, Path::Shared);
+    }
+
+    #[test]
+    fn blocking_commands_take_their_own_and_their_timeout() {
+        assert_eq!(of(&["BLPOP", "q", "0"]), (Path::Own, Block::Forever));
+        assert_eq!(
+            of(&["brpop", "a", "b", "1.5"]),
+            (Path::Own, Block::For(Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            of(&["BLMPOP", "2", "2", "a", "b", "LEFT"]),
+            (Path::Own, Block::For(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            of(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "250",
+                "STREAMS",
+                "s",
+                ">"
+            ]),
+            (Path::Own, Block::For(Duration::from_millis(250)))
+        );
+        assert_eq!(of(&["WAIT", "1", "0"]), (Path::Own, Block::Forever));
+        assert_eq!(
+            Block::For(Duration::from_secs(3)).limit(Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(Block::Forever.limit(Some(Duration::from_secs(1))), None);
+    }
+
+    #[test]
+    fn stateful_commands_are_refused() {
+        assert_eq!(of(&["WATCH", "k"]).0, Path::Refused("WATCH"));
+        assert_eq!(of(&["select", "1"]).0, Path::Refused("SELECT"));
+        assert_eq!(of(&["CLIENT", "reply", "OFF"]).0, Path::Refused("REPLY"));
+        assert_eq!(of(&["SUBSCRIBE", "c"]).0, Path::Refused("SUBSCRIBE"));
+    }
+}

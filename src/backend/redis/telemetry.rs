@@ -1,0 +1,271 @@
+//! Each command sent on the pool itself, under OpenTelemetry's database-client conventions
+//! (semantic conventions 1.33+): a `tracing` span, and with the `metrics` feature the
+//! `db.client.operation.duration` histogram, in seconds.
+//!
+//! Span and histogram carry `db.system.name = "redis"`, `db.operation.name` (`GET`;
+//! `PIPELINE` or `MULTI` for a pipeline), `db.namespace` (the database index),
+//! `server.address` and `server.port` (a single server's; a cluster routes each command
+//! itself), `db.operation.batch.size` for a pipeline, and on failure `error.type` and
+//! `db.response.status_code` (the Redis error prefix, such as `WRONGTYPE`). The span's
+//! `otel.name` is the operation, which `tracing-opentelemetry` takes as the span's name.
+//! Never an argument, a key or a password. With no subscriber interested and no
+//! recorder, a command pays for one disabled-span check and, with `metrics`, a clock read
+//! and a lookup of its histogram handle.
+
+use std::sync::Arc;
+
+use redis::{RedisResult, Value};
+use tracing::field::Empty;
+
+/// What every span and sample of one connector carries.
+#[derive(Debug)]
+pub(super) struct Telemetry {
+    /// The connector's name.
+    pool: Arc<str>,
+    /// `db.namespace`: the database index.
+    db: String,
+    /// `server.address` and `server.port`, for a single server.
+    server: Option<(String, u16)>,
+    #[cfg(feature = "metrics")]
+    histograms: meters::Histograms,
+}
+
+/// The operation a span and a sample are named by.
+pub(super) enum Op<'a> {
+    /// One command, by its name as sent.
+    Command(&'a [u8]),
+    /// A pipeline of this many commands; `atomic` for `MULTI` / `EXEC`.
+    Pipeline { len: usize, atomic: bool },
+}
+
+impl Op<'_> {
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Op::Command(name) => String::from_utf8_lossy(name),
+            Op::Pipeline { atomic: true, .. } => "MULTI".into(),
+            Op::Pipeline { atomic: false, .. } => "PIPELINE".into(),
+        }
+    }
+
+    fn batch(&self) -> Option<usize> {
+        match self {
+            Op::Pipeline { len, .. } if *len > 1 => Some(*len),
+            _ => None,
+        }
+    }
+}
+
+/// `error.type`: the Redis error prefix, or what kind of failure it was.
+fn error_type(e: &redis::RedisError) -> &str {
+    if let Some(code) = e.code() {
+        return code;
+    }
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connection_dropped() || e.is_io_error() {
+        "connection_lost"
+    } else {
+        "client"
+    }
+}
+
+/// How a call failed: `error.type`, and the Redis error prefix when the server said it.
+pub(super) struct Failure<'a> {
+    kind: &'a str,
+    code: Option<&'a str>,
+}
+
+/// A call's outcome, as telemetry reads it.
+pub(super) trait Outcome {
+    /// How it failed, if it did: an error, or (for one command) the server's error reply.
+    fn failure(&self) -> Option<Failure<'_>>;
+}
+
+impl Outcome for RedisResult<Value> {
+    fn failure(&self) -> Option<Failure<'_>> {
+        match self {
+            Err(e) => Some(Failure {
+                kind: error_type(e),
+                code: e.code(),
+            }),
+            Ok(Value::ServerError(s)) => Some(Failure {
+                kind: s.code(),
+                code: Some(s.code()),
+            }),
+            Ok(_) => None,
+        }
+    }
+}
+
+impl Outcome for RedisResult<Vec<Value>> {
+    fn failure(&self) -> Option<Failure<'_>> {
+        let e = self.as_ref().err()?;
+        Some(Failure {
+            kind: error_type(e),
+            code: e.code(),
+        })
+    }
+}
+
+impl Telemetry {
+    /// For the connector `pool` on database `db`; `server` is the single server's
+    /// `host:port`, `None` for a cluster or Sentinel.
+    pub(super) fn new(pool: Arc<str>, db: u32, server: Option<&str>) -> Self {
+        let server = server.and_then(|s| {
+            let (host, port) = s.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_owned(), port.parse().ok()?))
+        });
+        Telemetry {
+            #[cfg(feature = "metrics")]
+            histograms: meters::Histograms::new(&pool, db, server.as_ref()),
+            pool,
+            db: db.to_string(),
+            server,
+        }
+    }
+
+    /// Opens the operation's span and starts its clock; the call then runs inside
+    /// [`Started::span`] and ends with [`finish`](Telemetry::finish). (Not an async
+    /// wrapper taking the call: an async fn keeps its argument apart from what it makes
+    /// of it, and a command's future would be twice its size.)
+    pub(super) fn start(&self, op: &Op<'_>) -> Started {
+        let span = tracing::info_span!(
+            "redis.command",
+            otel.name = Empty,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = Empty,
+            db.namespace = Empty,
+            db.client.connection.pool.name = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            db.operation.batch.size = op.batch(),
+            error.type = Empty,
+            db.response.status_code = Empty,
+        );
+        if !span.is_disabled() {
+            let name = op.name();
+            span.record("otel.name", &*name);
+            span.record("db.operation.name", &*name);
+            span.record("db.namespace", self.db.as_str());
+            span.record("db.client.connection.pool.name", &*self.pool);
+            if let Some((host, port)) = &self.server {
+                span.record("server.address", host.as_str());
+                span.record("server.port", port);
+            }
+        }
+        Started {
+            span,
+            #[cfg(feature = "metrics")]
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Records how the operation ended: on its span, and in its histogram.
+    pub(super) fn finish<R: Outcome>(&self, started: Started, op: &Op<'_>, r: &R) {
+        let failure = r.failure();
+        if !started.span.is_disabled()
+            && let Some(f) = &failure
+        {
+            started.span.record("error.type", f.kind);
+            if let Some(code) = f.code {
+                started.span.record("db.response.status_code", code);
+            }
+        }
+        #[cfg(feature = "metrics")]
+        self.histograms
+            .observe(op, failure.as_ref(), started.at.elapsed());
+        #[cfg(not(feature = "metrics"))]
+        let _ = op;
+    }
+}
+
+/// An operation under way: its span, and when it started.
+pub(super) struct Started {
+    pub(super) span: tracing::Span,
+    #[cfg(feature = "metrics")]
+    at: std::time::Instant,
+}
+
+#[cfg(feature = "metrics")]
+mod meters {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use metrics::{Histogram, Label};
+
+    use super::{Failure, Op};
+
+    /// The histogram name OpenTelemetry gives a database client's operations.
+    const NAME: &str = "db.client.operation.duration";
+
+    /// The connector's `db.client.operation.duration` handles, one per operation name,
+    /// made on first use (install the recorder before the first command).
+    #[derive(Debug)]
+    pub(super) struct Histograms {
+        labels: Vec<Label>,
+        /// By operation name: a short list, scanned (a service sends a few dozen commands
+        /// at most, and comparing short names beats hashing them).
+        ok: ArcSwap<Vec<(Box<[u8]>, Histogram)>>,
+        adding: Mutex<()>,
+    }
+
+    impl Histograms {
+        pub(super) fn new(pool: &str, db: u32, server: Option<&(String, u16)>) -> Self {
+            let mut labels = vec![
+                Label::new("db.system.name", "redis"),
+                Label::new("db.namespace", db.to_string()),
+                Label::new("db.client.connection.pool.name", pool.to_owned()),
+            ];
+            if let Some((host, port)) = server {
+                labels.push(Label::new("server.address", host.clone()));
+                labels.push(Label::new("server.port", port.to_string()));
+            }
+            Histograms {
+                labels,
+                ok: ArcSwap::default(),
+                adding: Mutex::new(()),
+            }
+        }
+
+        fn labels(&self, op: &str, failure: Option<&Failure<'_>>) -> Vec<Label> {
+            let mut labels = self.labels.clone();
+            labels.push(Label::new("db.operation.name", op.to_owned()));
+            if let Some(f) = failure {
+                labels.push(Label::new("error.type", f.kind.to_owned()));
+                if let Some(code) = f.code {
+                    labels.push(Label::new("db.response.status_code", code.to_owned()));
+                }
+            }
+            labels
+        }
+
+        pub(super) fn observe(&self, op: &Op<'_>, failure: Option<&Failure<'_>>, took: Duration) {
+            let secs = took.as_secs_f64();
+            if failure.is_some() {
+                // Failures are rare: no handle kept for them.
+                metrics::histogram!(NAME, self.labels(&op.name(), failure)).record(secs);
+                return;
+            }
+            let key: &[u8] = match op {
+                Op::Command(name) => name,
+                Op::Pipeline { atomic: true, .. } => b"MULTI",
+                Op::Pipeline { atomic: false, .. } => b"PIPELINE",
+            };
+            if let Some((_, h)) = self.ok.load().iter().find(|(k, _)| **k == *key) {
+                h.record(secs);
+                return;
+            }
+            let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+            let h = metrics::histogram!(NAME, self.labels(&op.name(), None));
+            h.record(secs);
+            let mut more = Vec::clone(&self.ok.load());
+            if !more.iter().any(|(k, _)| **k == *key) {
+                more.push((key.into(), h));
+                self.ok.store(Arc::new(more));
+            }
+        }
+    }
+}

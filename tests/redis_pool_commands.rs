@@ -1,0 +1,284 @@
+//! A `RedisPool` used as a connection, with default settings on a 2-worker runtime:
+//! commands and pipelines on it, blocking commands with their own timeouts, stateful ones
+//! refused, and the retry rule under `CLIENT KILL`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use connhub::redis::AsyncCommands;
+use connhub::testkit::RedisServer;
+use connhub::{Manager, RedisConfig, RedisPool};
+
+async fn pool(server: &RedisServer, config: impl FnOnce(&mut RedisConfig)) -> (Manager, RedisPool) {
+    let manager = Manager::new();
+    let mut c = server.config();
+    config(&mut c);
+    let pool = manager.add_redis("cache", c).await.unwrap();
+    (manager, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_pipelines_go_straight_on_the_pool() {
+    let server = RedisServer::start().unwrap();
+    let (manager, pool) = pool(&server, |_| {}).await;
+    let mut cache = manager.redis("cache").unwrap();
+    let _: () = cache.set("k", "v").await.unwrap();
+    // `get()` on a pool is the checkout: the command is called by its trait path.
+    let v: Option<String> = AsyncCommands::get(&mut cache, "k").await.unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+    let n: i64 = connhub::redis::cmd("INCRBY")
+        .arg("n")
+        .arg(5)
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    let (a, b): (i64, i64) = connhub::redis::pipe()
+        .atomic()
+        .incr("n", 1)
+        .incr("n", 1)
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!((a, b), (6, 7));
+    let (x,): (String,) = connhub::redis::pipe()
+        .get("k")
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!(x, "v");
+    // A server error is the server's, untouched.
+    let wrong: Result<i64, _> = cache.incr("k", 1).await;
+    assert!(wrong.is_err());
+    // Stateful commands are refused, saying what to use instead.
+    let watch: Result<(), _> = connhub::redis::cmd("WATCH")
+        .arg("k")
+        .query_async(&mut cache)
+        .await;
+    let e = watch.unwrap_err().to_string();
+    assert!(e.contains("WATCH") && e.contains("get()"), "{e}");
+    // No checkout was used for plain commands.
+    assert_eq!(pool.status().pool.gets, 0);
+    manager.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_waits_past_command_timeout_as_long_as_it_asks() {
+    let server = RedisServer::start().unwrap();
+    let (manager, mut cache) = pool(&server, |c| {
+        c.command_timeout = Some(Duration::from_secs(1));
+    })
+    .await;
+    let mut pusher = cache.clone();
+    let push = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _: i64 = pusher.rpush("q", "job").await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let got: Option<(String, String)> = cache.blpop("q", 0.0).await.unwrap();
+    assert_eq!(got, Some(("q".into(), "job".into())));
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    push.await.unwrap();
+    // Its own timeout passes: Redis answers nil, which is no error.
+    let none: Option<(String, String)> = cache.blpop("q", 1.0).await.unwrap();
+    assert_eq!(none, None);
+    // The same on a checkout.
+    let mut conn = cache.get().await.unwrap();
+    let none: Option<(String, String)> = conn.blpop("q", 1.5).await.unwrap();
+    assert_eq!(none, None);
+    drop(conn);
+    // A plain command is still bounded by command_timeout: a frozen server fails it.
+    server.pause().unwrap();
+    let started = std::time::Instant::now();
+    let frozen: Result<Option<String>, _> = AsyncCommands::get(&mut cache, "k").await;
+    server.resume().unwrap();
+    assert!(frozen.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    manager.close().await.unwrap();
+}
+
+/// What the callers saw while the server killed every client connection now and then.
+#[derive(Default)]
+struct Seen {
+    gets_ok: AtomicU64,
+    gets_failed: AtomicU64,
+    incrs_ok: AtomicU64,
+    incrs_failed: AtomicU64,
+    incrs_said_maybe: AtomicU64,
+    first_get_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Seen {
+    fn report(&self, who: &str, counter: i64) {
+        println!(
+            "{who}: GET {} ok, {} failed; INCR {} acknowledged, {} failed ({} saying they may \
+             have been applied); counter {counter}",
+            self.gets_ok.load(Ordering::Relaxed),
+            self.gets_failed.load(Ordering::Relaxed),
+            self.incrs_ok.load(Ordering::Relaxed),
+            self.incrs_failed.load(Ordering::Relaxed),
+            self.incrs_said_maybe.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// 16 tasks `GET` and 16 `INCR` through `conn` for 3 s while `CLIENT KILL TYPE normal`
+/// runs every 200 ms; returns what they saw and the counter's final value.
+async fn under_client_kill<C>(server: &RedisServer, conn: C) -> (Arc<Seen>, i64)
+where
+    C: connhub::redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let admin = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = admin.set("counter", 0).await.unwrap();
+    let _: () = admin.set("value", "x").await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (mut conn, seen, stop) = (conn.clone(), seen.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if i % 2 == 0 {
+                    match conn.get::<_, Option<String>>("value").await {
+                        Ok(_) => seen.gets_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            seen.first_get_failure
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(e.to_string());
+                            seen.gets_failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                } else {
+                    match conn.incr::<_, _, i64>("counter", 1).await {
+                        Ok(_) => seen.incrs_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            if e.to_string().contains("may have been applied") {
+                                seen.incrs_said_maybe.fetch_add(1, Ordering::Relaxed);
+                            }
+                            seen.incrs_failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+                // Callers that retry without sleeping.
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let killer = async {
+        // The admin connection is killed too; a fresh one each time.
+        let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                let _: Result<i64, _> = connhub::redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query_async(&mut c)
+                    .await;
+            }
+        }
+    };
+    killer.await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let counter: i64 = c.get("counter").await.unwrap();
+    (seen, counter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_fail_no_read_and_apply_no_write_twice() {
+    let server = RedisServer::start().unwrap();
+    let (manager, cache) = pool(&server, |_| {}).await;
+    let (seen, counter) = under_client_kill(&server, cache.clone()).await;
+    seen.report("connhub RedisPool", counter);
+    let gets_failed = seen.gets_failed.load(Ordering::Relaxed);
+    assert_eq!(
+        gets_failed,
+        0,
+        "first: {:?}",
+        seen.first_get_failure.lock().unwrap()
+    );
+    assert!(seen.gets_ok.load(Ordering::Relaxed) > 1000);
+    let acked = i64::try_from(seen.incrs_ok.load(Ordering::Relaxed)).unwrap();
+    let failed = i64::try_from(seen.incrs_failed.load(Ordering::Relaxed)).unwrap();
+    assert!(
+        acked <= counter && counter <= acked + failed,
+        "counter {counter}, acknowledged {acked}, failed {failed}: an INCR applied twice"
+    );
+    assert_eq!(
+        seen.incrs_said_maybe.load(Ordering::Relaxed),
+        seen.incrs_failed.load(Ordering::Relaxed),
+        "every failed INCR says it may have been applied"
+    );
+    let status = cache.status();
+    assert!(status.retried_commands > 0, "{status:?}");
+    assert_eq!(status.state, connhub::State::Healthy);
+    manager.close().await.unwrap();
+
+    // The redis crate's ConnectionManager in the same run, for the report.
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let cm = client.get_connection_manager().await.unwrap();
+    let (seen, counter) = under_client_kill(&server, cm).await;
+    seen.report("redis ConnectionManager", counter);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_writes_are_retried_and_retries_can_be_turned_off() {
+    let server = RedisServer::start().unwrap();
+    let (manager, cache) = pool(&server, |c| c.command_retries = 0).await;
+    let (seen, _) = under_client_kill(&server, cache.clone()).await;
+    assert!(
+        seen.gets_failed.load(Ordering::Relaxed) > 0,
+        "with command_retries: 0, a read on a killed connection fails"
+    );
+    assert_eq!(cache.status().retried_commands, 0);
+    manager.close().await.unwrap();
+
+    let (manager, cache) = pool(&server, |_| {}).await;
+    let mut idempotent = cache.idempotent();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if idempotent.set::<_, _, ()>("flag", "on").await.is_err() {
+                    failed += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+            failed
+        })
+    };
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: Result<i64, _> = connhub::redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut c)
+            .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(writer.await.unwrap(), 0, "an idempotent SET is sent again");
+    assert!(cache.status().retried_commands > 0);
+    manager.close().await.unwrap();
+}
