@@ -279,7 +279,9 @@ async fn pipeline(
     r
 }
 
-/// Commands on the pool itself: see the [module](self) for the paths and the retry rule.
+/// Commands on the pool itself: plain ones and pipelines on the shared connection,
+/// blocking ones on a checkout of their own, stateful ones refused; a read-only one is sent
+/// again after a lost connection (as is any through [`RedisPool::idempotent`]).
 impl ConnectionLike for RedisPool {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(command(self, cmd, false))
