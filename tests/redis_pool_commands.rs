@@ -127,6 +127,25 @@ impl Seen {
     }
 }
 
+/// `CLIENT KILL TYPE normal` every 200 ms, `times` times, each from a fresh connection
+/// (the one before was killed too).
+async fn kill_clients_every_200ms(server: &RedisServer, times: u32) {
+    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    for _ in 0..times {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let _: Result<i64, _> = connhub::redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .arg("SKIPME")
+                .arg("yes")
+                .query_async(&mut c)
+                .await;
+        }
+    }
+}
+
 /// 16 tasks `GET` and 16 `INCR` through `conn` for 3 s while `CLIENT KILL TYPE normal`
 /// runs every 200 ms; returns what they saw and the counter's final value.
 async fn under_client_kill<C>(server: &RedisServer, conn: C) -> (Arc<Seen>, i64)
@@ -171,24 +190,7 @@ where
             }
         }));
     }
-    let killer = async {
-        // The admin connection is killed too; a fresh one each time.
-        let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
-        for _ in 0..15 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let _: Result<i64, _> = connhub::redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .arg("SKIPME")
-                    .arg("yes")
-                    .query_async(&mut c)
-                    .await;
-            }
-        }
-    };
-    killer.await;
+    kill_clients_every_200ms(server, 15).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -264,19 +266,7 @@ async fn idempotent_writes_are_retried_and_retries_can_be_turned_off() {
             failed
         })
     };
-    let client = connhub::redis::Client::open(format!("redis://{}", server.addr())).unwrap();
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let _: Result<i64, _> = connhub::redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query_async(&mut c)
-            .await;
-    }
+    kill_clients_every_200ms(&server, 5).await;
     stop.store(true, Ordering::Relaxed);
     assert_eq!(writer.await.unwrap(), 0, "an idempotent SET is sent again");
     assert!(cache.status().retried_commands > 0);
