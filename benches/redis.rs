@@ -1,4 +1,5 @@
-//! Redis through connhub next to what a user would pick instead, in the same run, against
+//! Redis through connhub next to what a user would pick instead (bb8-redis, deadpool-redis,
+//! a raw redis-rs connection, fred), in the same run, against
 //! a redis-server started by the testkit: checkout cost at one task, and GET throughput at
 //! 1, 16, 64 and 512 tasks with pools of 16.
 //!
@@ -23,6 +24,7 @@ struct Clients {
     bb8_no_ping: bb8::Pool<bb8_redis::RedisConnectionManager>,
     deadpool: deadpool_redis::Pool,
     raw: connhub::redis::aio::MultiplexedConnection,
+    fred: fred::prelude::Client,
     _manager: connhub::Manager,
 }
 
@@ -57,12 +59,21 @@ async fn clients(server: &RedisServer) -> Clients {
         .await
         .expect("raw connection");
     let _: () = raw.set(KEY, "value").await.expect("SET");
+    let fred = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&format!("redis://{}", server.addr())).expect("url"),
+    )
+    .build()
+    .expect("fred client");
+    fred::prelude::ClientLike::init(&fred)
+        .await
+        .expect("fred connects");
     Clients {
         connhub,
         bb8_redis,
         bb8_no_ping,
         deadpool,
         raw,
+        fred,
         _manager: manager,
     }
 }
@@ -146,6 +157,11 @@ fn benches(c: &mut Criterion) {
         case!("raw multiplexed connection", |cl| {
             let mut c = cl.raw.clone();
             let _: String = c.get(KEY).await.expect("GET");
+        });
+        case!("fred", |cl| {
+            let _: String = fred::prelude::KeysInterface::get(&cl.fred, KEY)
+                .await
+                .expect("GET");
         });
         g.finish();
     }

@@ -1,6 +1,6 @@
 //! Redis GET throughput through connhub (a checkout, the pool itself as a connection, the
-//! shared `multiplexed()` handle) next to bb8-redis, deadpool-redis and one raw
-//! multiplexed connection, measured in interleaved rounds: each round runs every client
+//! shared `multiplexed()` handle) next to bb8-redis, deadpool-redis, one raw multiplexed
+//! connection and fred, measured in interleaved rounds: each round runs every client
 //! for two seconds in turn, and the table shows each client's median round. On a shared
 //! or noisy machine this gives steadier ratios than running each client once.
 //!
@@ -126,7 +126,20 @@ async fn main() -> Result<(), BoxError> {
             })
         })
     };
-    let clients: [(&str, Call); 6] = [
+    // fred: one client (its own multiplexed connection), auto-pipelining by default.
+    let fred = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&format!(
+        "redis://{addr}"
+    ))?)
+    .build()?;
+    fred::prelude::ClientLike::init(&fred).await?;
+    let fred_call: Call = Arc::new(move || {
+        let fred = fred.clone();
+        Box::pin(async move {
+            let _: String = fred::prelude::KeysInterface::get(&fred, KEY).await?;
+            Ok(())
+        })
+    });
+    let clients: [(&str, Call); 7] = [
         ("connhub get()", call!(pool.clone(), |p| p.get().await?)),
         ("connhub pool as connection", as_connection),
         (
@@ -136,6 +149,7 @@ async fn main() -> Result<(), BoxError> {
         ("bb8-redis", call!(bb8_redis, |p| p.get().await?)),
         ("deadpool-redis", call!(deadpool, |p| p.get().await?)),
         ("raw multiplexed connection", call!(raw, |c| c)),
+        ("fred", fred_call),
     ];
     let mut results = vec![Vec::with_capacity(rounds); clients.len()];
     for r in 1..=rounds {
@@ -162,11 +176,12 @@ async fn main() -> Result<(), BoxError> {
         println!("| {name:<26} | {m:>8.0} |");
     }
     println!(
-        "\nget() / bb8-redis {:.2}×, get() / deadpool-redis {:.2}×, pool as connection / raw {:.2}×, multiplexed() / raw {:.2}×",
+        "\nget() / bb8-redis {:.2}×, get() / deadpool-redis {:.2}×, pool as connection / raw {:.2}×, multiplexed() / raw {:.2}×, pool as connection / fred {:.2}×",
         median[0] / median[3],
         median[0] / median[4],
         median[1] / median[5],
         median[2] / median[5],
+        median[1] / median[6],
     );
     manager.close().await?;
     Ok(())
