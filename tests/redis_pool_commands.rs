@@ -248,6 +248,11 @@ async fn idempotent_writes_are_retried_and_retries_can_be_turned_off() {
         "with command_retries: 0, a read on a killed connection fails"
     );
     assert_eq!(cache.status().retried_commands, 0);
+    assert_eq!(
+        seen.incrs_said_maybe.load(Ordering::Relaxed),
+        seen.incrs_failed.load(Ordering::Relaxed),
+        "with retries off too, every failed INCR says it may have been applied"
+    );
     manager.close().await.unwrap();
 
     let (manager, cache) = pool(&server, |_| {}).await;

@@ -143,8 +143,9 @@ impl Sent<'_> {
 
 impl RedisConnectionManager {
     /// True when every command in `sent` is read-only, as the server says; asked on
-    /// `conn` the first time a command is seen. `false` when the server cannot say.
-    async fn readonly(&self, conn: &mut SharedRedisConnection, sent: Sent<'_>) -> bool {
+    /// `conn` the first time a command is seen. `false` when the server cannot say (or
+    /// there is no connection to ask on and it was never asked).
+    async fn readonly(&self, mut conn: Option<&mut SharedRedisConnection>, sent: Sent<'_>) -> bool {
         let names: Vec<&[u8]> = match sent {
             Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
             Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
@@ -157,6 +158,9 @@ impl RedisConnectionManager {
             let readonly = match m.readonly.known(name) {
                 Some(r) => r,
                 None => {
+                    let Some(conn) = conn.as_deref_mut() else {
+                        return false;
+                    };
                     let ask = redis::cmd("COMMAND").arg("INFO").arg(name).clone();
                     match conn.inner.send(&ask).await {
                         Ok(info) => {
@@ -188,21 +192,22 @@ async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Repl
 }
 
 /// After `sent` met a lost connection (`e`): sends it again, up to `command_retries`
-/// times, when that cannot apply it twice.
+/// times, when that cannot apply it twice. A command that is not known to be safe to send
+/// twice fails saying it may have been applied, whether retries are on or not.
 async fn retried(pool: &RedisPool, sent: Sent<'_>, any: bool, e: RedisError) -> RedisResult<Reply> {
     let mut e = e;
     let mut retries = 0;
     loop {
         let this = pool.current();
         let m = this.manager();
-        if retries >= m.inner.command_retries {
-            return Err(e);
-        }
         // The lost connection was retired (its error marked it broken): this one is fresh.
-        let mut fresh = pool.multiplexed().await.map_err(|_| e.clone())?;
-        if !any && !m.readonly(&mut fresh, sent).await {
+        let mut fresh = pool.multiplexed().await.ok();
+        if !any && !m.readonly(fresh.as_mut(), sent).await {
             return Err(maybe_applied(e));
         }
+        let Some(mut fresh) = fresh.filter(|_| retries < m.inner.command_retries) else {
+            return Err(e);
+        };
         retries += 1;
         m.inner.retried.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
