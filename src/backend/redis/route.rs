@@ -86,99 +86,79 @@ fn millis(arg: Option<&[u8]>) -> Block {
     }
 }
 
-/// Where `cmd` goes on the pool, and how long it may block.
+/// Commands that change the state of the connection they are sent on.
+const REFUSED: &[&str] = &[
+    "WATCH",
+    "UNWATCH",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "SELECT",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "RESET",
+    "QUIT",
+    "HELLO",
+    "AUTH",
+    "READONLY",
+    "READWRITE",
+];
+
+/// `CLIENT` subcommands that change the state of the connection.
+const STATEFUL_CLIENT: &[&str] = &[
+    "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
+];
+
+/// `name` in `list`, ignoring case, as the list spells it.
+fn find(list: &[&'static str], name: &[u8]) -> Option<&'static str> {
+    list.iter()
+        .copied()
+        .find(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Where `cmd` goes on the pool, and how long it may block. On every command's path: the
+/// name is upper-cased on the stack and matched once.
 pub(super) fn classify(cmd: &Cmd) -> (Path, Block) {
+    let shared = (Path::Shared, Block::No);
     let Some(name) = name(cmd) else {
-        return (Path::Shared, Block::No);
+        return shared;
     };
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    // Most commands start with none of these letters: one comparison for them.
-    let first = name.first().map(u8::to_ascii_uppercase);
-    if !matches!(
-        first,
-        Some(
-            b'A' | b'B'
-                | b'C'
-                | b'D'
-                | b'E'
-                | b'H'
-                | b'M'
-                | b'P'
-                | b'Q'
-                | b'R'
-                | b'S'
-                | b'U'
-                | b'W'
-                | b'X'
-        )
-    ) {
-        return (Path::Shared, Block::No);
-    }
+    // No command this looks for is longer.
+    let mut upper = [0u8; 12];
+    let Some(upper) = upper.get_mut(..name.len()) else {
+        return shared;
+    };
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
     let last = || args(cmd).last();
     let first_arg = || args(cmd).nth(1);
-    let block = if [
-        "BLPOP",
-        "BRPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BLMOVE",
-        "BRPOPLPUSH",
-    ]
-    .iter()
-    .any(|n| is(n))
-    {
-        Some(seconds(last()))
-    } else if is("BLMPOP") || is("BZMPOP") {
-        Some(seconds(first_arg()))
-    } else if is("WAIT") || is("WAITAOF") {
-        Some(millis(last()))
-    } else if is("XREAD") || is("XREADGROUP") {
-        let mut rest = args(cmd).skip(1);
-        rest.position(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-            .map(|_| millis(rest.next()))
-    } else {
-        None
-    };
-    if let Some(block) = block {
-        return (Path::Own, block);
-    }
-    const REFUSED: &[&str] = &[
-        "WATCH",
-        "UNWATCH",
-        "MULTI",
-        "EXEC",
-        "DISCARD",
-        "SELECT",
-        "SUBSCRIBE",
-        "PSUBSCRIBE",
-        "SSUBSCRIBE",
-        "UNSUBSCRIBE",
-        "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE",
-        "MONITOR",
-        "RESET",
-        "QUIT",
-        "HELLO",
-        "AUTH",
-        "READONLY",
-        "READWRITE",
-    ];
-    if let Some(n) = REFUSED.iter().find(|n| is(n)) {
-        return (Path::Refused(n), Block::No);
-    }
-    if is("CLIENT") {
-        const STATEFUL: &[&str] = &[
-            "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
-        ];
-        if let Some(sub) = first_arg()
-            && let Some(n) = STATEFUL
-                .iter()
-                .find(|n| sub.eq_ignore_ascii_case(n.as_bytes()))
-        {
-            return (Path::Refused(n), Block::No);
+    match &*upper {
+        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BLMOVE" | b"BRPOPLPUSH" => {
+            (Path::Own, seconds(last()))
         }
+        b"BLMPOP" | b"BZMPOP" => (Path::Own, seconds(first_arg())),
+        b"WAIT" | b"WAITAOF" => (Path::Own, millis(last())),
+        b"XREAD" | b"XREADGROUP" => {
+            let mut rest = args(cmd).skip(1);
+            match rest.position(|a| a.eq_ignore_ascii_case(b"BLOCK")) {
+                Some(_) => (Path::Own, millis(rest.next())),
+                None => shared,
+            }
+        }
+        b"CLIENT" => match first_arg().and_then(|sub| find(STATEFUL_CLIENT, sub)) {
+            Some(sub) => (Path::Refused(sub), Block::No),
+            None => shared,
+        },
+        other => match find(REFUSED, other) {
+            Some(n) => (Path::Refused(n), Block::No),
+            None => shared,
+        },
     }
-    (Path::Shared, Block::No)
 }
 
 #[cfg(test)]
@@ -251,5 +231,9 @@ mod tests {
         assert_eq!(of(&["select", "1"]).0, Path::Refused("SELECT"));
         assert_eq!(of(&["CLIENT", "reply", "OFF"]).0, Path::Refused("REPLY"));
         assert_eq!(of(&["SUBSCRIBE", "c"]).0, Path::Refused("SUBSCRIBE"));
+        // The longest names still fit the upper-case buffer.
+        assert_eq!(of(&["punsubscribe"]).0, Path::Refused("PUNSUBSCRIBE"));
+        assert_eq!(of(&["SUNSUBSCRIBE"]).0, Path::Refused("SUNSUBSCRIBE"));
+        assert_eq!(of(&["SOMEVERYLONGCOMMAND", "x"]).0, Path::Shared);
     }
 }
