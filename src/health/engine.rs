@@ -27,6 +27,10 @@ pub(crate) struct Life {
     live: AtomicU32,
     /// The start of the pool's clock ([`Life::now_ms`]).
     born: Instant,
+    /// How many callers may hold a connection at once. Here, where every connection can
+    /// reach it, so a checked-out connection gives its turn back through the reference
+    /// to the pool's life it already holds.
+    pub(crate) turns: Turns,
 }
 
 /// The stamp of a connection retired by hand ([`Life::is_current`] never matches it).
@@ -41,6 +45,12 @@ impl Live {
         life.live.fetch_add(1, Ordering::Relaxed);
         Live(life.clone())
     }
+
+    /// The life of the pool the connection belongs to.
+    #[inline]
+    pub(crate) fn life(&self) -> &Arc<Life> {
+        &self.0
+    }
 }
 
 impl Drop for Live {
@@ -50,16 +60,18 @@ impl Drop for Live {
 }
 
 impl Life {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pool_size: u32) -> Self {
         Life {
             epoch: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             live: AtomicU32::new(0),
             born: Instant::now(),
+            turns: Turns::new(pool_size),
         }
     }
 
     /// The epoch new connections are stamped with (never [`RETIRED`]).
+    #[inline]
     pub(crate) fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -72,6 +84,7 @@ impl Life {
     }
 
     /// True when a connection stamped `epoch` may still be handed out.
+    #[inline]
     pub(crate) fn is_current(&self, epoch: u32) -> bool {
         !self.closed.load(Ordering::Acquire) && self.epoch() == epoch
     }
@@ -121,8 +134,6 @@ pub(crate) struct Health {
     pub(crate) kind: Kind,
     pub(crate) config: ConnectorConfig,
     pub(crate) life: Arc<Life>,
-    /// How many callers may hold a connection at once.
-    pub(crate) turns: Arc<Turns>,
     machine: Mutex<Machine>,
     /// The machine's state, readable without the lock (every checkout reads it).
     state: AtomicU8,
@@ -177,8 +188,7 @@ impl Health {
             name,
             kind,
             config,
-            life: Arc::new(Life::new()),
-            turns: Arc::new(Turns::new(pool_size)),
+            life: Arc::new(Life::new(pool_size)),
             state: AtomicU8::new(machine.state().to_u8()),
             machine: Mutex::new(machine),
             trial_due: AtomicU64::new(NEVER),
@@ -193,6 +203,7 @@ impl Health {
         }
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -250,7 +261,7 @@ impl Health {
             }
             // Turns held when the limit dropped come back above it: take them out.
             None if matches!(input, Input::ConnectFailed(_) | Input::Tick) => {
-                self.turns.rebalance();
+                self.life.turns.rebalance();
             }
             None => {}
         }
@@ -302,18 +313,18 @@ impl Health {
         let (name, kind) = (&self.name, &self.kind);
         match resize {
             Resize::Limited(n) => {
-                self.turns.allow(n);
+                self.life.turns.allow(n);
                 let error = error.map(ToString::to_string).unwrap_or_default();
                 tracing::warn!(connector = %name, %kind, limit = n, %error, "the server refuses more connections while the pool's own work: the pool stops at {n}, callers wait their turn, and growth is retried with backoff");
             }
             Resize::Changed(n) => {
-                self.turns.allow(n);
+                self.life.turns.allow(n);
                 tracing::debug!(connector = %name, %kind, limit = n, "pool size limit changed");
             }
             Resize::Lifted => {
-                self.turns.allow_all();
+                self.life.turns.allow_all();
                 if state == State::Healthy {
-                    tracing::info!(connector = %name, %kind, size = self.turns.allowed(), "the server accepts connections again: the pool may grow to its size");
+                    tracing::info!(connector = %name, %kind, size = self.life.turns.allowed(), "the server accepts connections again: the pool may grow to its size");
                 }
             }
         }

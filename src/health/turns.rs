@@ -1,10 +1,18 @@
 //! [`Turns`]: how many callers may hold a connection at once. One turn per connection the
-//! pool may hold, handed out first come, first served by a FIFO semaphore; the engine
-//! lowers the count while the server refuses more connections (its connection cap), so
-//! callers wait their turn on the connections it accepted instead of asking it for more,
-//! and raises it again as the pool grows back.
+//! pool may hold, handed out first come, first served; the engine lowers the count while
+//! the server refuses more connections (its connection cap), so callers wait their turn on
+//! the connections it accepted instead of asking it for more, and raises it again as the
+//! pool grows back.
+//!
+//! Free turns sit in one of two places. While nobody waits they are *spare*: an atomic
+//! count, so taking one and giving it back are one atomic operation each, the same cost
+//! as bb8's own bookkeeping. Callers that find none wait in line in a FIFO semaphore; a
+//! turn given back while someone waits goes to the semaphore, which hands it to the first
+//! in line. A caller counts itself among the waiters before it looks at the spare turns
+//! one last time, and a turn is counted spare before its giver looks for waiters
+//! (sequentially consistent on both sides), so either the caller sees the turn or the
+//! giver sees the caller: no turn stays spare while someone waits for it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
@@ -12,6 +20,12 @@ use tokio::sync::{Notify, Semaphore, TryAcquireError};
 /// The pool's turns.
 #[derive(Debug)]
 pub(crate) struct Turns {
+    /// Free turns while nobody waits, or'ed with [`SPARE_CLOSED`] once closed.
+    spare: AtomicU32,
+    /// Callers in [`take`](Turns::take): while any, a turn given back goes to the line.
+    waiters: AtomicU32,
+    /// The line, first come, first served, and the free turns given back while it was
+    /// not empty.
     semaphore: Semaphore,
     /// The pool's size: turns when nothing limits it.
     size: u32,
@@ -28,11 +42,27 @@ pub(crate) struct Turns {
 /// `withhold` once the turns are closed: every turn coming back says so.
 const CLOSED: u32 = u32::MAX;
 
-/// One caller's turn; given back (or kept out, under a lowered limit) when dropped.
-#[derive(Debug)]
-pub(crate) struct Turn(Arc<Turns>);
+/// The bit set in `spare` once the turns are closed.
+const SPARE_CLOSED: u32 = 1 << 31;
 
-impl Drop for Turn {
+/// One caller's turn while it checks out; given back (or kept out, under a lowered limit)
+/// when dropped, or [handed over](Turn::hand_over) to the connection it got.
+#[derive(Debug)]
+pub(crate) struct Turn<'a>(&'a Turns);
+
+impl Turn<'_> {
+    /// The checkout is done: its connection holds the turn from now on, and gives it back
+    /// with [`Turns::give_back`] (it reaches the turns through the pool's [`Life`], which
+    /// it holds), so a checkout costs no reference count of its own.
+    ///
+    /// [`Life`]: super::Life
+    #[inline]
+    pub(crate) fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.give_back();
     }
@@ -42,11 +72,29 @@ impl Drop for Turn {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
+/// Counts a caller among the waiters while it lives (a cancelled wait included).
+struct Waiter<'a>(&'a AtomicU32);
+
+impl<'a> Waiter<'a> {
+    fn count(waiters: &'a AtomicU32) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Waiter(waiters)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Turns {
     pub(crate) fn new(size: u32) -> Self {
-        let size = size.max(1);
+        let size = size.clamp(1, SPARE_CLOSED - 1);
         Turns {
-            semaphore: Semaphore::new(usize::try_from(size).unwrap_or(usize::MAX)),
+            spare: AtomicU32::new(size),
+            waiters: AtomicU32::new(0),
+            semaphore: Semaphore::new(0),
             size,
             withhold: AtomicU32::new(0),
             withheld: AtomicU32::new(0),
@@ -54,13 +102,23 @@ impl Turns {
         }
     }
 
-    /// A turn if one is free now. `Err(Closed)` once closed, `Ok(None)` when none is free.
+    /// A turn if one is free now and nobody is waiting for one. `Err(Closed)` once
+    /// closed, `Ok(None)` when none is free.
     #[inline]
-    pub(crate) fn try_take(this: &Arc<Self>) -> Result<Option<Turn>, Closed> {
-        match this.semaphore.try_acquire() {
+    pub(crate) fn try_take(&self) -> Result<Option<Turn<'_>>, Closed> {
+        // Nobody in line: a spare turn is the caller's. Otherwise the semaphore decides,
+        // and it serves the line first.
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            match self.take_spare() {
+                Ok(true) => return Ok(Some(Turn(self))),
+                Ok(false) => {}
+                Err(Closed) => return Err(Closed),
+            }
+        }
+        match self.semaphore.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                Ok(Some(Turn(this.clone())))
+                Ok(Some(Turn(self)))
             }
             Err(TryAcquireError::NoPermits) => Ok(None),
             Err(TryAcquireError::Closed) => Err(Closed),
@@ -68,14 +126,62 @@ impl Turns {
     }
 
     /// The next turn, in arrival order.
-    pub(crate) async fn take(this: &Arc<Self>) -> Result<Turn, Closed> {
-        let permit = this.semaphore.acquire().await.map_err(|_| Closed)?;
+    pub(crate) async fn take(&self) -> Result<Turn<'_>, Closed> {
+        let _waiting = Waiter::count(&self.waiters);
+        // Counted first: a turn given back from now on goes to the line. One given back
+        // before may still be spare; it is this caller's.
+        if self.take_spare()? {
+            return Ok(Turn(self));
+        }
+        let permit = self.semaphore.acquire().await.map_err(|_| Closed)?;
         permit.forget();
-        Ok(Turn(this.clone()))
+        Ok(Turn(self))
     }
 
+    /// Takes one spare turn: `Ok(false)` when there is none.
     #[inline]
-    fn give_back(&self) {
+    fn take_spare(&self) -> Result<bool, Closed> {
+        let mut n = self.spare.load(Ordering::SeqCst);
+        loop {
+            if n & SPARE_CLOSED != 0 {
+                return Err(Closed);
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            match self
+                .spare
+                .compare_exchange_weak(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(true),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Puts a free turn back in circulation: spare while nobody waits, else to the line.
+    #[inline]
+    fn release(&self) {
+        let before = self.spare.fetch_add(1, Ordering::SeqCst);
+        if before & SPARE_CLOSED != 0 {
+            return;
+        }
+        // Someone may have counted itself in line after its last look at the spare
+        // turns: move one turn over to the line for it (unless another caller took it).
+        if self.waiters.load(Ordering::SeqCst) > 0 && matches!(self.take_spare(), Ok(true)) {
+            self.semaphore.add_permits(1);
+        }
+    }
+
+    /// True while a caller waits in line for a turn.
+    #[inline]
+    pub(crate) fn in_line(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// Gives a turn back: to the next caller, or kept out under a lowered limit.
+    #[inline]
+    pub(crate) fn give_back(&self) {
         let withhold = self.withhold.load(Ordering::Relaxed);
         if withhold == CLOSED {
             self.returned.notify_waiters();
@@ -96,7 +202,21 @@ impl Turns {
                 }
             }
         }
-        self.semaphore.add_permits(1);
+        self.release();
+    }
+
+    /// A free turn taken out of circulation without waiting, spare or from the semaphore.
+    fn take_free(&self) -> bool {
+        if matches!(self.take_spare(), Ok(true)) {
+            return true;
+        }
+        match self.semaphore.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Allows `n` turns at once (between one and the pool's size) from now on; nothing
@@ -121,7 +241,7 @@ impl Turns {
             .saturating_sub(self.withhold.load(Ordering::Acquire))
     }
 
-    /// Brings the semaphore in line with what is allowed: takes out free turns above the
+    /// Brings the free turns in line with what is allowed: takes out free turns above the
     /// limit (turns in use are kept out as they come back), or gives back the ones a
     /// raised limit frees.
     pub(crate) fn rebalance(&self) {
@@ -132,10 +252,9 @@ impl Turns {
             let want = self.withhold.load(Ordering::Acquire);
             let held = self.withheld.load(Ordering::Acquire);
             if held < want {
-                let Ok(permit) = self.semaphore.try_acquire() else {
+                if !self.take_free() {
                     return;
-                };
-                permit.forget();
+                }
                 self.withheld.fetch_add(1, Ordering::AcqRel);
             } else if held > want {
                 if self
@@ -143,7 +262,7 @@ impl Turns {
                     .compare_exchange(held, held - 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.semaphore.add_permits(1);
+                    self.release();
                 }
             } else {
                 return;
@@ -155,6 +274,7 @@ impl Turns {
     /// back from now on wakes [`returned`](Turns::returned).
     pub(crate) fn close(&self) {
         self.withhold.store(CLOSED, Ordering::Release);
+        self.spare.fetch_or(SPARE_CLOSED, Ordering::SeqCst);
         self.semaphore.close();
     }
 
@@ -168,11 +288,13 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
-    use super::Turns;
+    use super::{SPARE_CLOSED, Turns};
 
     fn free(turns: &Turns) -> usize {
-        turns.semaphore.available_permits()
+        let spare = turns.spare.load(Ordering::SeqCst) & !SPARE_CLOSED;
+        turns.semaphore.available_permits() + spare as usize
     }
 
     #[test]
@@ -222,5 +344,99 @@ mod tests {
             .expect("the drain is told at once");
         turns.allow(1);
         assert!(Turns::try_take(&turns).is_err(), "closed: no turn again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_given_back_goes_to_the_line_before_a_newcomer() {
+        let turns = Arc::new(Turns::new(1));
+        let held = Turns::try_take(&turns).unwrap().unwrap();
+        let (t1, t2) = (turns.clone(), turns.clone());
+        let first = tokio::spawn(async move { Turns::take(&t1).await.map(|_t| 1) });
+        tokio::task::yield_now().await;
+        let second = tokio::spawn(async move { Turns::take(&t2).await.map(|_t| 2) });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(
+            Turns::try_take(&turns).unwrap().is_none(),
+            "a newcomer does not take the turn from the line"
+        );
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert_eq!(free(&turns), 1, "and it comes back when the line is done");
+        assert!(Turns::try_take(&turns).unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_leaves_the_turn_for_the_next_caller() {
+        let turns = Arc::new(Turns::new(1));
+        let held = Turns::try_take(&turns).unwrap().unwrap();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(1), Turns::take(&turns));
+        assert!(wait.await.is_err(), "no turn is free");
+        drop(held);
+        assert!(Turns::try_take(&turns).unwrap().is_some());
+    }
+
+    /// The two orders of the race between a caller about to wait and a turn given back.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_given_back_as_a_caller_gets_in_line_is_not_left_spare() {
+        let turns = Arc::new(Turns::new(1));
+        let held = Turns::try_take(&turns).unwrap().unwrap();
+        assert!(Turns::try_take(&turns).unwrap().is_none());
+        // Given back after the caller found none free, before it counted itself in line:
+        // the turn is spare, and the caller takes it on its way in.
+        drop(held);
+        let turn = tokio::time::timeout(std::time::Duration::from_secs(1), Turns::take(&turns))
+            .await
+            .expect("the spare turn is the waiting caller's");
+        // Counted in line before the turn came back: the giver hands it to the line.
+        let waiting = super::Waiter::count(&turns.waiters);
+        drop(turn.unwrap());
+        assert_eq!(turns.spare.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            turns.semaphore.available_permits(),
+            1,
+            "in the line's hands"
+        );
+        drop(waiting);
+        assert!(Turns::try_take(&turns).unwrap().is_some());
+    }
+
+    /// Many more callers than turns on two workers, each taking a turn (without waiting
+    /// when one is free) and giving it back: never more turns out than allowed, and
+    /// nobody left waiting for a turn that sits spare.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_race_between_the_spare_count_and_the_line_without_loss() {
+        use std::sync::atomic::AtomicUsize;
+        const SIZE: u32 = 2;
+        let turns = Arc::new(Turns::new(SIZE));
+        let out = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (turns, out, most) = (turns.clone(), out.clone(), most.clone());
+                tokio::spawn(async move {
+                    for n in 0..2_000u32 {
+                        let turn = match Turns::try_take(&turns).unwrap() {
+                            Some(t) => t,
+                            None => Turns::take(&turns).await.unwrap(),
+                        };
+                        let now = out.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        if (n + i) % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        out.fetch_sub(1, Ordering::SeqCst);
+                        drop(turn);
+                    }
+                })
+            })
+            .collect();
+        let all = futures_util::future::try_join_all(tasks);
+        tokio::time::timeout(std::time::Duration::from_secs(60), all)
+            .await
+            .expect("no caller is left waiting while a turn is free")
+            .unwrap();
+        assert!(most.load(Ordering::SeqCst) <= SIZE as usize);
+        assert_eq!(free(&turns), SIZE as usize, "every turn is back");
     }
 }

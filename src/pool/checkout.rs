@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{Bb8Manager, Fault, Inner, Pool, PooledConnection, Tracked};
 use crate::connector::BoxFuture;
 use crate::error::{Error, Origin, Result, TimeoutKind};
-use crate::health::{Turn, Turns};
+use crate::health::Turn;
 use crate::status::State;
 
 /// Counts a caller waiting in line for a turn while it lives.
@@ -70,7 +70,7 @@ impl<M: Bb8Manager> Pool<M> {
             if self.admit().is_err() {
                 break 'decide Box::pin(self.slow(at));
             }
-            let Ok(Some(turn)) = Turns::try_take(&inner.turns) else {
+            let Ok(Some(turn)) = inner.turns().try_take() else {
                 break 'decide Box::pin(self.waited(None, at));
             };
             let start = Since::now();
@@ -97,7 +97,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// meanwhile.
     async fn waited(
         &self,
-        turn: Option<Turn>,
+        turn: Option<Turn<'_>>,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
         match self.checkout(turn, Instant::now(), at).await {
@@ -113,7 +113,7 @@ impl<M: Bb8Manager> Pool<M> {
     fn handed_out(
         &self,
         mut conn: bb8::PooledConnection<'static, Tracked<M>>,
-        turn: Turn,
+        turn: Turn<'_>,
         start: Since,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
@@ -151,7 +151,7 @@ impl<M: Bb8Manager> Pool<M> {
     /// `connect_timeout` of `start`, refused as soon as the connector goes down.
     async fn checkout(
         &self,
-        turn: Option<Turn>,
+        turn: Option<Turn<'_>>,
         start: Instant,
         at: &'static Location<'static>,
     ) -> Result<PooledConnection<M>> {
@@ -167,7 +167,7 @@ impl<M: Bb8Manager> Pool<M> {
                 Some(t) => t,
                 None => {
                     let _counted = Waiting::count(&inner.waiting);
-                    let turn = Turns::take(&inner.turns).await;
+                    let turn = inner.turns().take().await;
                     turn.map_err(|_closed| h.closed())?
                 }
             };

@@ -22,10 +22,10 @@ impl<M: Bb8Manager> Pool<M> {
             return Ok(());
         }
         h.apply(Input::Close, None);
-        inner.turns.close();
+        inner.turns().close();
         let deadline = Instant::now() + h.config.drain_timeout;
         loop {
-            let returned = inner.turns.returned();
+            let returned = inner.turns().returned();
             let s = inner.bb8.state();
             if s.connections <= s.idle_connections {
                 break;

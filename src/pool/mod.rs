@@ -71,8 +71,6 @@ pub(crate) struct Inner<M: Bb8Manager> {
     bb8: bb8::Pool<Tracked<M>>,
     parts: Arc<Parts<M>>,
     health: Arc<Health>,
-    /// One turn per connection, handed out in arrival order.
-    turns: Arc<Turns>,
     waiting: AtomicUsize,
     /// Connections the health checks opened and gave to the pool.
     added: std::sync::atomic::AtomicU64,
@@ -82,6 +80,15 @@ pub(crate) struct Inner<M: Bb8Manager> {
     leaks: Option<Arc<Leaks>>,
     /// The pool that replaced this one on a reload: handles to this one follow it.
     successor: OnceLock<Pool<M>>,
+}
+
+impl<M: Bb8Manager> Inner<M> {
+    /// One turn per connection, handed out in arrival order; kept in the pool's
+    /// [`Life`](crate::health::Life), where its connections give them back.
+    #[inline]
+    fn turns(&self) -> &Turns {
+        &self.health.life.turns
+    }
 }
 
 impl<M: Bb8Manager> Clone for Pool<M> {
@@ -204,7 +211,6 @@ impl<M: Bb8Manager> Pool<M> {
             inner: Arc::new(Inner {
                 bb8,
                 parts,
-                turns: health.turns.clone(),
                 health,
                 waiting: AtomicUsize::new(0),
                 added: std::sync::atomic::AtomicU64::new(0),
@@ -219,7 +225,7 @@ impl<M: Bb8Manager> Pool<M> {
                 && let Err(e) = health::run_trial(h, &*pool.inner, probe).await
             {
                 h.apply(Input::Close, Some(&e));
-                pool.inner.turns.close();
+                pool.inner.turns().close();
                 return Err(e);
             }
         }

@@ -59,7 +59,7 @@ pub(crate) struct Stamped<C> {
     /// [`VOUCHED_FOR`] of that, a checkout skips the manager's `is_valid` round trip.
     vouched: u32,
     /// Counts it among the pool's connections while it exists.
-    _live: Live,
+    live: Live,
     /// Why its `on_connect` hook failed: the caller that gets it is told, and it is
     /// dropped.
     hook_failed: Option<Box<Error>>,
@@ -71,9 +71,15 @@ impl<C> Stamped<C> {
             conn,
             epoch,
             vouched: life.now_ms(),
-            _live: Live::new(life),
+            live: Live::new(life),
             hook_failed: None,
         }
+    }
+
+    /// The life of the pool it belongs to, where the pool's turns are.
+    #[inline]
+    pub(crate) fn life(&self) -> &Arc<crate::health::Life> {
+        self.live.life()
     }
 
     /// Marks it for dropping when it goes back to the pool.
@@ -211,7 +217,9 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
             Some(false) => Ok(()),
             None if conn.vouched_for(&self.parts.life) => Ok(()),
             None => {
-                let checked = self.parts.manager.is_valid(&mut conn.conn).await;
+                // Boxed: bb8 keeps this future in every checkout's, and most checkouts
+                // never get here (connhub's own backends never do).
+                let checked = Box::pin(self.parts.manager.is_valid(&mut conn.conn)).await;
                 // Known broken from now on, so bb8 counts it once, as broken, when it
                 // drops it (it counts a failed validation apart, before).
                 checked.map_err(|e| {
