@@ -93,6 +93,19 @@ impl<C: Clone + Send + Sync + 'static> Shared<C> {
         Box::pin(self.open_slot(&|| pool.admit(), slot, open, &take)).await
     }
 
+    /// What `take` makes of the next shared connection, if one is open and the pool admits
+    /// callers now: [`get`](Shared::get) without an await, for callers that keep their
+    /// own future small and box `get` for when this says `None`.
+    #[inline]
+    pub(crate) fn now<M: Bb8Manager, R>(
+        &self,
+        pool: &Pool<M>,
+        take: impl Fn(&C) -> R,
+    ) -> Option<R> {
+        pool.admit().ok()?;
+        self.current(self.slot(), &take)
+    }
+
     /// [`get`](Shared::get) with no admission: for a backend's own connect, whose caller
     /// (bb8) reports failures to the health engine itself.
     pub(crate) async fn get_or_open<R, F>(

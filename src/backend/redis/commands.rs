@@ -126,13 +126,15 @@ enum Reply {
 }
 
 impl Sent<'_> {
-    /// Sends it on `c`, bounded by `command_timeout` (longer for a blocking command).
+    /// Sends it on `c`, bounded by `command_timeout`, and marks `c` broken if the
+    /// connection failed under it. The crate's own boxed request future is awaited here,
+    /// so this future stays a few words.
     async fn on(self, c: &mut SharedRedisConnection) -> RedisResult<Reply> {
         let r = match self {
-            Sent::Command(cmd) => c.inner.send(cmd).await.map(Reply::One),
+            Sent::Command(cmd) => c.inner.request(cmd).await.map(Reply::One),
             Sent::Pipeline(p, offset, count) => c
                 .inner
-                .send_pipeline(p, offset, count)
+                .request_pipeline(p, offset, count)
                 .await
                 .map(Reply::Many),
         };
@@ -184,8 +186,29 @@ impl RedisConnectionManager {
 /// when that is safe (`any` is true for an [`Idempotent`] handle). The retry is boxed:
 /// this future is kept inside every command's, and stays small.
 async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
-    let mut conn = pool.multiplexed().await.map_err(unavailable)?;
-    match sent.on(&mut conn).await {
+    let this = pool.current();
+    let open = this
+        .manager()
+        .inner
+        .shared
+        .now(this, SharedRedisConnection::clone);
+    let mut conn = match open {
+        Some(conn) => conn,
+        // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
+        // of every command's future.
+        None => Box::pin(pool.multiplexed()).await.map_err(unavailable)?,
+    };
+    // `Sent::on`, written out: one layer less on every command's path.
+    let r = match sent {
+        Sent::Command(cmd) => conn.inner.request(cmd).await.map(Reply::One),
+        Sent::Pipeline(p, offset, count) => conn
+            .inner
+            .request_pipeline(p, offset, count)
+            .await
+            .map(Reply::Many),
+    };
+    conn.meta.observe(&r);
+    match r {
         Err(e) if lost(&e) => Box::pin(retried(pool, sent, any, e)).await,
         r => r,
     }
@@ -247,7 +270,12 @@ async fn command(pool: &RedisPool, cmd: &Cmd, any: bool) -> RedisResult<Value> {
     };
     let op = Op::Command(name);
     let started = telemetry.start(&op);
-    let r = call.instrument(started.span.clone()).await;
+    // Traced, the call runs inside its span (boxed: a subscriber costs far more than
+    // that); otherwise as it is, with no wrapper to enter and leave on every poll.
+    let r = match started.span() {
+        Some(span) => Box::pin(call.instrument(span)).await,
+        None => call.await,
+    };
     telemetry.finish(started, &op, &r);
     r
 }
@@ -279,7 +307,10 @@ async fn pipeline(
             Reply::One(v) => Ok(vec![v]),
         }
     };
-    let r = call.instrument(started.span.clone()).await;
+    let r = match started.span() {
+        Some(span) => Box::pin(call.instrument(span)).await,
+        None => call.await,
+    };
     telemetry.finish(started, &op, &r);
     r
 }
@@ -330,6 +361,22 @@ mod tests {
     use redis::Value;
 
     use super::flagged_readonly;
+
+    /// Every command on the pool allocates its future: it must not hold the redis crate's
+    /// request future (over a kilobyte) inline, on top of the crate's own boxed one.
+    #[tokio::test]
+    async fn a_command_future_holds_no_request_future_inline() {
+        let mut config = crate::RedisConfig::default();
+        config.connector.lazy_connect = true;
+        let manager = crate::Manager::new();
+        let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
+        let cmd = redis::cmd("GET");
+        let size = size_of_val(&super::command(&pool, &cmd, false));
+        assert!(size <= 768, "a command's future is {size} bytes");
+        let pipe = redis::pipe();
+        let size = size_of_val(&super::pipeline(&pool, &pipe, 0, 0, false));
+        assert!(size <= 768, "a pipeline's future is {size} bytes");
+    }
 
     #[test]
     fn readonly_is_read_from_command_info_flags() {

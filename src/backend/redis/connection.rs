@@ -45,6 +45,29 @@ impl Link {
         }
     }
 
+    /// [`send`](Link::send) as the crate's own boxed future, for a caller that would
+    /// otherwise hold the crate's request future (over a kilobyte) inside its own: the
+    /// pool's commands, whose future is itself boxed per command.
+    pub(super) fn request<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Node(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    /// [`send_pipeline`](Link::send_pipeline) as the crate's own boxed future.
+    pub(super) fn request_pipeline<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
     /// Sends a blocking command, its reply bounded by `limit` (none: it may block until
     /// something arrives) instead of `usual`, the response timeout it goes back to. On one
     /// server only: a cluster connection keeps its own response timeout for every command.

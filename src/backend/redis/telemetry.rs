@@ -9,8 +9,8 @@
 //! `db.response.status_code` (the Redis error prefix, such as `WRONGTYPE`). The span's
 //! `otel.name` is the operation, which `tracing-opentelemetry` takes as the span's name.
 //! Never an argument, a key or a password. With no subscriber interested and no
-//! recorder, a command pays for one disabled-span check and, with `metrics`, a clock read
-//! and a lookup of its histogram handle.
+//! recorder, a command pays for one level check and, with `metrics`, a clock read and a
+//! lookup of its histogram handle.
 
 use std::sync::Arc;
 
@@ -130,6 +130,16 @@ impl Telemetry {
     /// wrapper taking the call: an async fn keeps its argument apart from what it makes
     /// of it, and a command's future would be twice its size.)
     pub(super) fn start(&self, op: &Op<'_>) -> Started {
+        // No subscriber takes info spans: no span at all, not even the disabled one the
+        // macro would build (with `tracing`'s `log` feature on and no subscriber set, that
+        // one is formatted for the `log` crate on every call).
+        if !tracing::level_enabled!(tracing::Level::INFO) {
+            return Started {
+                span: tracing::Span::none(),
+                #[cfg(feature = "metrics")]
+                at: std::time::Instant::now(),
+            };
+        }
         let span = tracing::info_span!(
             "redis.command",
             otel.name = Empty,
@@ -183,9 +193,16 @@ impl Telemetry {
 
 /// An operation under way: its span, and when it started.
 pub(super) struct Started {
-    pub(super) span: tracing::Span,
+    span: tracing::Span,
     #[cfg(feature = "metrics")]
     at: std::time::Instant,
+}
+
+impl Started {
+    /// The span to run the call in; `None` when no subscriber takes it.
+    pub(super) fn span(&self) -> Option<tracing::Span> {
+        (!self.span.is_disabled()).then(|| self.span.clone())
+    }
 }
 
 #[cfg(feature = "metrics")]
