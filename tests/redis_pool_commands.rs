@@ -88,7 +88,9 @@ async fn a_blocking_command_waits_past_command_timeout_as_long_as_it_asks() {
     let none: Option<(String, String)> = conn.blpop("q", 1.5).await.unwrap();
     assert_eq!(none, None);
     drop(conn);
-    // A plain command is still bounded by command_timeout: a frozen server fails it.
+    // A plain command is still bounded by command_timeout: a frozen server fails it, and
+    // the shared connection it timed out on is retired.
+    let shared = cache.multiplexed().await.unwrap();
     server.pause().unwrap();
     let started = std::time::Instant::now();
     let frozen: Result<Option<String>, _> = AsyncCommands::get(&mut cache, "k").await;
@@ -99,6 +101,12 @@ async fn a_blocking_command_waits_past_command_timeout_as_long_as_it_asks() {
         "{:?}",
         started.elapsed()
     );
+    assert!(
+        shared.is_broken(),
+        "the timed-out connection is not used again"
+    );
+    let after: Option<String> = AsyncCommands::get(&mut cache, "k").await.unwrap();
+    assert_eq!(after, None);
     manager.close().await.unwrap();
 }
 

@@ -106,6 +106,15 @@ impl<C: Clone + Send + Sync + 'static> Shared<C> {
         self.current(self.slot(), &take)
     }
 
+    /// Calls `f` on each shared connection open now.
+    pub(crate) fn each(&self, f: impl Fn(&C)) {
+        for slot in &self.slots {
+            if let Some(c) = slot.conn.load().as_deref() {
+                f(c);
+            }
+        }
+    }
+
     /// [`get`](Shared::get) with no admission: for a backend's own connect, whose caller
     /// (bb8) reports failures to the health engine itself.
     pub(crate) async fn get_or_open<R, F>(

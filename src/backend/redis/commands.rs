@@ -187,27 +187,35 @@ impl RedisConnectionManager {
 /// this future is kept inside every command's, and stays small.
 async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
     let this = pool.current();
-    let open = this
-        .manager()
-        .inner
-        .shared
-        .now(this, SharedRedisConnection::clone);
-    let mut conn = match open {
-        Some(conn) => conn,
+    let shared = &this.manager().inner.shared;
+    // The link alone, and which connection it is: no count is taken on the connection's
+    // state, which every caller shares; a failure finds the connection again below.
+    let open = shared.now(this, |c| (c.inner.clone(), c.meta.id));
+    let (mut link, id) = match open {
+        Some(open) => open,
         // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
         // of every command's future.
-        None => Box::pin(pool.multiplexed()).await.map_err(unavailable)?,
+        None => {
+            let SharedRedisConnection { inner, meta } =
+                Box::pin(pool.multiplexed()).await.map_err(unavailable)?;
+            (inner, meta.id)
+        }
     };
     // `Sent::on`, written out: one layer less on every command's path.
     let r = match sent {
-        Sent::Command(cmd) => conn.inner.request(cmd).await.map(Reply::One),
-        Sent::Pipeline(p, offset, count) => conn
-            .inner
+        Sent::Command(cmd) => link.request(cmd).await.map(Reply::One),
+        Sent::Pipeline(p, offset, count) => link
             .request_pipeline(p, offset, count)
             .await
             .map(Reply::Many),
     };
-    conn.meta.observe(&r);
+    if r.is_err() {
+        shared.each(|c| {
+            if c.meta.id == id {
+                c.meta.observe(&r);
+            }
+        });
+    }
     match r {
         Err(e) if lost(&e) => Box::pin(retried(pool, sent, any, e)).await,
         r => r,

@@ -132,6 +132,8 @@ pub(super) enum Watch {
 /// What a connection knows about itself; shared by the clones of a shared connection.
 #[derive(Debug)]
 pub(super) struct ConnMeta {
+    /// Tells this connection apart from every other one the process opened.
+    pub(super) id: u64,
     pub(super) broken: Arc<AtomicBool>,
     pub(super) watch: Watch,
     /// How long a command that does not block may wait for its reply.
@@ -144,7 +146,9 @@ impl ConnMeta {
         watch: Watch,
         command_timeout: Option<Duration>,
     ) -> Arc<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         Arc::new(ConnMeta {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             broken,
             watch,
             command_timeout,
