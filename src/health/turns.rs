@@ -176,7 +176,13 @@ impl Turns {
     /// True while a caller waits in line for a turn.
     #[inline]
     pub(crate) fn in_line(&self) -> bool {
-        self.waiters.load(Ordering::SeqCst) > 0
+        self.waiting() > 0
+    }
+
+    /// Callers waiting in line for a turn now.
+    #[inline]
+    pub(crate) fn waiting(&self) -> u32 {
+        self.waiters.load(Ordering::SeqCst)
     }
 
     /// Gives a turn back: to the next caller, or kept out under a lowered limit.

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::panic::Location;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -15,22 +15,6 @@ use crate::connector::BoxFuture;
 use crate::error::{Error, Origin, Result, TimeoutKind};
 use crate::health::Turn;
 use crate::status::State;
-
-/// Counts a caller waiting in line for a turn while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn count(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(waiting)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 impl<M: Bb8Manager> Pool<M> {
     /// Checks out a connection.
@@ -165,11 +149,7 @@ impl<M: Bb8Manager> Pool<M> {
         let wait = async {
             let turn = match turn {
                 Some(t) => t,
-                None => {
-                    let _counted = Waiting::count(&inner.waiting);
-                    let turn = inner.turns().take().await;
-                    turn.map_err(|_closed| h.closed())?
-                }
+                None => inner.turns().take().await.map_err(|_closed| h.closed())?,
             };
             in_line.store(false, Ordering::Relaxed);
             // bb8 validates every connection it hands out through the adapter (epoch,
@@ -184,7 +164,7 @@ impl<M: Bb8Manager> Pool<M> {
                 #[cfg(feature = "metrics")]
                 inner.parts.meters.timed_out();
                 Err(if in_line.load(Ordering::Relaxed) {
-                    self.exhausted(limit, inner.waiting.load(Ordering::Relaxed))
+                    self.exhausted(limit, inner.turns().waiting())
                 } else {
                     self.run_error(bb8::RunError::TimedOut)
                 })
@@ -193,7 +173,7 @@ impl<M: Bb8Manager> Pool<M> {
         }
     }
 
-    fn exhausted(&self, after: Duration, waiting: usize) -> Error {
+    fn exhausted(&self, after: Duration, waiting: u32) -> Error {
         let h = &*self.inner.health;
         let s = self.inner.bb8.state();
         Error::Timeout {

@@ -37,7 +37,6 @@ pub(crate) mod streams;
 mod succession;
 mod tracked;
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -71,7 +70,6 @@ pub(crate) struct Inner<M: Bb8Manager> {
     bb8: bb8::Pool<Tracked<M>>,
     parts: Arc<Parts<M>>,
     health: Arc<Health>,
-    waiting: AtomicUsize,
     /// Connections the health checks opened and gave to the pool.
     added: std::sync::atomic::AtomicU64,
     /// Leases, watches and subscriptions open now.
@@ -212,7 +210,6 @@ impl<M: Bb8Manager> Pool<M> {
                 bb8,
                 parts,
                 health,
-                waiting: AtomicUsize::new(0),
                 added: std::sync::atomic::AtomicU64::new(0),
                 streams: Arc::default(),
                 leaks,

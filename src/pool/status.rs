@@ -1,7 +1,5 @@
 //! A pool's [`Status`]: its connector's state and last check, and bb8's counters.
 
-use std::sync::atomic::Ordering;
-
 use super::{Bb8Manager, Inner};
 use crate::status::{PoolCounts, Status};
 
@@ -21,7 +19,7 @@ impl<M: Bb8Manager> Inner<M> {
                 max_size: self.bb8.config().max_size,
                 limit: h.limit(),
                 min_idle: self.bb8.config().min_idle.unwrap_or(0),
-                pending: u32::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+                pending: self.turns().waiting(),
                 connections: s.connections,
                 idle: s.idle_connections,
                 in_use: s.connections.saturating_sub(s.idle_connections),
