@@ -254,3 +254,37 @@ async fn a_connection_cap_is_not_an_outage_for_a_plain_bb8_manager() {
         .unwrap();
     capped_run(&server, manager, pool, "add_pool(bb8-redis)").await;
 }
+
+/// At the cap, the pool's own connections fill the server, so the shared connection that
+/// commands on the pool itself use cannot be opened: they go on the pool's connections
+/// instead, and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_the_pool_itself_use_its_own_connections_at_the_cap() {
+    let server = capped();
+    let manager = Manager::new();
+    let mut cfg = server.config();
+    cfg.pool_size = POOL;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    // Checkouts grow the pool until the server refuses one more.
+    let filled = through(&pool).await;
+    assert_eq!(filled.failed, 0, "{:?}", filled.first_error);
+    assert!(pool.status().pool.limit.is_some(), "{:?}", pool.status());
+    let commands = load({
+        let pool = pool.clone();
+        move |_| {
+            let mut pool = pool.clone();
+            async move {
+                let v: Option<String> = AsyncCommands::get(&mut pool, "k")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                drop(v);
+                Ok(())
+            }
+        }
+    })
+    .await;
+    assert_eq!(commands.failed, 0, "{:?}", commands.first_error);
+    assert!(commands.ok > 100, "{commands:?}");
+    assert_eq!(pool.status().state, State::Healthy);
+    manager.close().await.unwrap();
+}

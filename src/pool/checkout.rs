@@ -188,6 +188,12 @@ impl<M: Bb8Manager> Pool<M> {
         }
     }
 
+    /// True while the server refuses more connections than the pool holds (its
+    /// connection cap): the pool stays at what it has, `status().pool.limit`.
+    pub(crate) fn limited(&self) -> bool {
+        self.inner.health.limit().is_some()
+    }
+
     /// Refuses a checkout when the pool is closed, or down with `fail_fast`.
     pub(crate) fn admit(&self) -> Result<()> {
         let h = &*self.inner.health;

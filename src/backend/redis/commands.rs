@@ -3,7 +3,8 @@
 //! `redis::cmd(..).query_async` and pipelines work on it directly.
 //!
 //! - Plain commands and pipelines (`atomic()` ones too) go over the connector's shared
-//!   multiplexed connection, the fastest path; a blocking command takes a pooled
+//!   multiplexed connection, the fastest path (at a server's connection cap, which the
+//!   pool's own connections fill, over one of those instead); a blocking command takes a pooled
 //!   connection for that call; a command that changes a connection's state is refused
 //!   (the table is in `route.rs` and the README).
 //! - Fail-fast, health and reload apply exactly as for `get()`.
@@ -195,11 +196,16 @@ async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Repl
         Some(open) => open,
         // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
         // of every command's future.
-        None => {
-            let SharedRedisConnection { inner, meta } =
-                Box::pin(pool.multiplexed()).await.map_err(unavailable)?;
-            (inner, meta.id)
-        }
+        // The server takes no more connections than the pool holds: no shared one to
+        // open, so this call goes on one of the pool's own.
+        None if this.limited() => return Box::pin(on_checkout(pool, sent)).await,
+        None => match Box::pin(pool.multiplexed()).await {
+            Ok(SharedRedisConnection { inner, meta }) => (inner, meta.id),
+            // The connector is up, but the server took no further connection (it reached
+            // its cap just now): this call goes on one of the pool's own instead.
+            Err(_) if pool.admit().is_ok() => return Box::pin(on_checkout(pool, sent)).await,
+            Err(e) => return Err(unavailable(e)),
+        },
     };
     // `Sent::on`, written out: one layer less on every command's path.
     let r = match sent {
@@ -286,6 +292,18 @@ async fn command(pool: &RedisPool, cmd: &Cmd, any: bool) -> RedisResult<Value> {
     };
     telemetry.finish(started, &op, &r);
     r
+}
+
+/// Sends `sent` on a pooled connection, for when no shared connection could be opened.
+async fn on_checkout(pool: &RedisPool, sent: Sent<'_>) -> RedisResult<Reply> {
+    let mut conn = pool.get().await.map_err(unavailable)?;
+    match sent {
+        Sent::Command(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
+        Sent::Pipeline(p, offset, count) => conn
+            .req_packed_commands(p, offset, count)
+            .await
+            .map(Reply::Many),
+    }
 }
 
 /// Sends a blocking command on a pooled connection of its own.
