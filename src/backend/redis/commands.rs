@@ -4,9 +4,9 @@
 //!
 //! - Plain commands and pipelines (`atomic()` ones too) go over the connector's shared
 //!   multiplexed connection, the fastest path (at a server's connection cap, which the
-//!   pool's own connections fill, over one of those instead); a blocking command takes a pooled
-//!   connection for that call; a command that changes a connection's state is refused
-//!   (the table is in `route.rs` and the README).
+//!   pool's own connections fill, over one of those instead); a blocking command takes
+//!   a pooled connection for that call; a command that changes a connection's state is
+//!   refused (the table is in `route.rs` and the README).
 //! - Fail-fast, health and reload apply exactly as for `get()`.
 //! - **Retried only when safe.** A command whose connection was lost under it is sent
 //!   again on a fresh connection (up to `command_retries` times) when that cannot apply
@@ -194,11 +194,11 @@ async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Repl
     let open = shared.now(this, |c| (c.inner.clone(), c.meta.id));
     let (mut link, id) = match open {
         Some(open) => open,
-        // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
-        // of every command's future.
         // The server takes no more connections than the pool holds: no shared one to
         // open, so this call goes on one of the pool's own.
         None if this.limited() => return Box::pin(on_checkout(pool, sent)).await,
+        // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
+        // of every command's future.
         None => match Box::pin(pool.multiplexed()).await {
             Ok(SharedRedisConnection { inner, meta }) => (inner, meta.id),
             // The connector is up, but the server took no further connection (it reached
