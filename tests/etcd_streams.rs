@@ -153,14 +153,28 @@ async fn count_to(pool: EtcdPool, key: &'static str, n: u32, pace: Duration) {
     }
 }
 
-/// The values the watch delivers, until `n` or a `Compacted` item.
+/// The values the watch delivers, until `n` or a `Compacted` item. Each event must come
+/// once, in order: its revision is above the last one's. A value written twice in a row
+/// is counted once: [`count_to`] sends a put again when its reply was lost, and the first
+/// one may have been applied (two changes, two revisions, one value).
 async fn collect(watch: &mut connhub::backend::etcd::Watch, n: u32) -> (Vec<u32>, Option<i64>) {
     let mut seen = Vec::new();
+    let mut last_revision = 0;
     while seen.last() != Some(&n) {
         match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
             Ok(Some(WatchItem::Event(ev))) => {
-                let v = ev.kv().and_then(|kv| kv.value_str().ok()).unwrap_or("?");
-                seen.push(v.parse().unwrap_or(0));
+                let kv = ev.kv();
+                let revision = kv.map_or(0, |kv| kv.mod_revision());
+                assert!(
+                    revision > last_revision,
+                    "after {seen:?}: revision {revision} delivered after {last_revision}"
+                );
+                last_revision = revision;
+                let v = kv.and_then(|kv| kv.value_str().ok()).unwrap_or("?");
+                let v = v.parse().unwrap_or(0);
+                if seen.last() != Some(&v) {
+                    seen.push(v);
+                }
             }
             Ok(Some(WatchItem::Compacted { revision })) => return (seen, Some(revision)),
             other => panic!("after {seen:?}: {other:?}"),
