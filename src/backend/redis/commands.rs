@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use tracing::Instrument;
 
 use super::route::{self, Path};
 use super::telemetry::Op;
@@ -284,12 +283,7 @@ async fn command(pool: &RedisPool, cmd: &Cmd, any: bool) -> RedisResult<Value> {
     };
     let op = Op::Command(name);
     let started = telemetry.start(&op);
-    // Traced, the call runs inside its span (boxed: a subscriber costs far more than
-    // that); otherwise as it is, with no wrapper to enter and leave on every poll.
-    let r = match started.span() {
-        Some(span) => Box::pin(call.instrument(span)).await,
-        None => call.await,
-    };
+    let r = started.run(call).await;
     telemetry.finish(started, &op, &r);
     r
 }
@@ -333,10 +327,7 @@ async fn pipeline(
             Reply::One(v) => Ok(vec![v]),
         }
     };
-    let r = match started.span() {
-        Some(span) => Box::pin(call.instrument(span)).await,
-        None => call.await,
-    };
+    let r = started.run(call).await;
     telemetry.finish(started, &op, &r);
     r
 }

@@ -12,10 +12,13 @@
 //! recorder, a command pays for one level check and, with `metrics`, a clock read and a
 //! lookup of its histogram handle.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use redis::{RedisResult, Value};
 use tracing::field::Empty;
+use tracing::instrument::{Instrument, Instrumented};
 
 /// What every span and sample of one connector carries.
 #[derive(Debug)]
@@ -199,9 +202,18 @@ pub(super) struct Started {
 }
 
 impl Started {
-    /// The span to run the call in; `None` when no subscriber takes it.
-    pub(super) fn span(&self) -> Option<tracing::Span> {
-        (!self.span.is_disabled()).then(|| self.span.clone())
+    /// `call`, run inside the span when a subscriber takes it (boxed: a subscriber costs
+    /// far more than that), or as it is, with no wrapper to enter and leave on every poll.
+    /// Not an async fn: one would keep `call` twice in its future.
+    pub(super) fn run<F: std::future::Future>(
+        &self,
+        call: F,
+    ) -> Either<Pin<Box<Instrumented<F>>>, F> {
+        if self.span.is_disabled() {
+            Either::Right(call)
+        } else {
+            Either::Left(Box::pin(call.instrument(self.span.clone())))
+        }
     }
 }
 
