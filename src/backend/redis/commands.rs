@@ -22,11 +22,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use futures_util::TryFutureExt;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tracing::Instrument;
 
 use super::route::{self, Path};
-use super::telemetry::Op;
+use super::telemetry::{Failure, Op, Outcome};
 use super::{RedisConnectionManager, RedisPool, SharedRedisConnection};
 
 /// A [`RedisPool`] whose commands are all safe to send twice: on a lost connection they
@@ -125,6 +127,32 @@ enum Reply {
     Many(Vec<Value>),
 }
 
+impl Reply {
+    fn one(self) -> Value {
+        match self {
+            Reply::One(v) => v,
+            Reply::Many(v) => Value::Array(v),
+        }
+    }
+
+    fn many(self) -> Vec<Value> {
+        match self {
+            Reply::Many(v) => v,
+            Reply::One(v) => vec![v],
+        }
+    }
+}
+
+impl Outcome for RedisResult<Reply> {
+    fn failure(&self) -> Option<Failure<'_>> {
+        match self {
+            Ok(Reply::One(Value::ServerError(s))) => Some(Failure::server(s)),
+            Ok(_) => None,
+            Err(e) => Some(Failure::error(e)),
+        }
+    }
+}
+
 impl Sent<'_> {
     /// Sends it on `c`, bounded by `command_timeout`, and marks `c` broken if the
     /// connection failed under it. The crate's own boxed request future is awaited here,
@@ -182,31 +210,34 @@ impl RedisConnectionManager {
     }
 }
 
-/// Sends `sent` on the shared connection; after a lost connection, again on a fresh one
-/// when that is safe (`any` is true for an [`Idempotent`] handle). The retry is boxed:
-/// this future is kept inside every command's, and stays small.
-async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
+/// Sends `sent` where `path` says: on the shared connection (the fast path, written out
+/// flat, so this future stays a few words and moves cheaply), on a pooled connection of its
+/// own, or nowhere. Everything off the fast path is boxed.
+async fn send(pool: &RedisPool, sent: Sent<'_>, path: Path, any: bool) -> RedisResult<Reply> {
+    match path {
+        Path::Shared => {}
+        // Boxed: a checkout's future is kept out of every plain command's.
+        Path::Own => return Box::pin(on_checkout(pool, sent)).await,
+        Path::Refused(name) => {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "this command changes the state of the connection it is sent on, which the \
+                 pool shares; send it on a connection of your own (`pool.get()`)",
+                name.to_owned(),
+            )));
+        }
+    }
     let this = pool.current();
-    let shared = &this.manager().inner.shared;
     // The link alone, and which connection it is: no count is taken on the connection's
-    // state, which every caller shares; a failure finds the connection again below.
-    let open = shared.now(this, |c| (c.inner.clone(), c.meta.id));
-    let (mut link, id) = match open {
-        Some(open) => open,
-        // The server takes no more connections than the pool holds: no shared one to
-        // open, so this call goes on one of the pool's own.
-        None if this.limited() => return Box::pin(on_checkout(pool, sent)).await,
-        // Not open yet, or refused: opening (and refusing, which may yield) is boxed, out
-        // of every command's future.
-        None => match Box::pin(pool.multiplexed()).await {
-            Ok(SharedRedisConnection { inner, meta }) => (inner, meta.id),
-            // The connector is up, but the server took no further connection (it reached
-            // its cap just now): this call goes on one of the pool's own instead.
-            Err(_) if pool.admit().is_ok() => return Box::pin(on_checkout(pool, sent)).await,
-            Err(e) => return Err(unavailable(e)),
-        },
+    // state, which every caller shares; a failure finds the connection again by its id.
+    let open = this
+        .manager()
+        .inner
+        .shared
+        .now(this, |c| (c.inner.clone(), c.meta.id));
+    let Some((mut link, id)) = open else {
+        return Box::pin(unopened(pool, sent, any)).await;
     };
-    // `Sent::on`, written out: one layer less on every command's path.
     let r = match sent {
         Sent::Command(cmd) => link.request(cmd).await.map(Reply::One),
         Sent::Pipeline(p, offset, count) => link
@@ -214,15 +245,50 @@ async fn shared(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Repl
             .await
             .map(Reply::Many),
     };
-    if r.is_err() {
-        shared.each(|c| {
-            if c.meta.id == id {
-                c.meta.observe(&r);
-            }
-        });
-    }
     match r {
-        Err(e) if lost(&e) => Box::pin(retried(pool, sent, any, e)).await,
+        Err(e) => Box::pin(failed(pool, sent, any, id, e)).await,
+        ok => ok,
+    }
+}
+
+/// No shared connection open (or the pool refuses callers now): opens one and sends
+/// `sent` on it, or on one of the pool's own connections when the server takes no more.
+async fn unopened(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
+    // The server takes no more connections than the pool holds: no shared one to open,
+    // so this call goes on one of the pool's own.
+    if pool.current().limited() {
+        return on_checkout(pool, sent).await;
+    }
+    let mut conn = match pool.multiplexed().await {
+        Ok(conn) => conn,
+        // The connector is up, but the server took no further connection (it reached
+        // its cap just now): this call goes on one of the pool's own instead.
+        Err(_) if pool.admit().is_ok() => return on_checkout(pool, sent).await,
+        Err(e) => return Err(unavailable(e)),
+    };
+    match sent.on(&mut conn).await {
+        Err(e) if lost(&e) => retried(pool, sent, any, e).await,
+        r => r,
+    }
+}
+
+/// `sent` failed on the shared connection `id`: marks that connection broken if the
+/// failure broke it, and sends `sent` again when it was lost and that is safe.
+async fn failed(
+    pool: &RedisPool,
+    sent: Sent<'_>,
+    any: bool,
+    id: u64,
+    e: RedisError,
+) -> RedisResult<Reply> {
+    let r = Err(e);
+    pool.current().manager().inner.shared.each(|c| {
+        if c.meta.id == id {
+            c.meta.observe(&r);
+        }
+    });
+    match r {
+        Err(e) if lost(&e) => retried(pool, sent, any, e).await,
         r => r,
     }
 }
@@ -260,35 +326,8 @@ async fn retried(pool: &RedisPool, sent: Sent<'_>, any: bool, e: RedisError) -> 
     }
 }
 
-/// Sends one command on the pool.
-async fn command(pool: &RedisPool, cmd: &Cmd, any: bool) -> RedisResult<Value> {
-    let name = route::name(cmd).unwrap_or_default();
-    let this = pool.current();
-    let telemetry = &this.manager().inner.telemetry;
-    let call = async {
-        match route::classify(cmd).0 {
-            Path::Shared => match shared(pool, Sent::Command(cmd), any).await? {
-                Reply::One(v) => Ok(v),
-                Reply::Many(v) => Ok(Value::Array(v)),
-            },
-            // Boxed: a checkout's future is kept out of every plain command's.
-            Path::Own => Box::pin(own(pool, cmd)).await,
-            Path::Refused(name) => Err(RedisError::from((
-                ErrorKind::Client,
-                "this command changes the state of the connection it is sent on, which the \
-                 pool shares; send it on a connection of your own (`pool.get()`)",
-                name.to_owned(),
-            ))),
-        }
-    };
-    let op = Op::Command(name);
-    let started = telemetry.start(&op);
-    let r = started.run(call).await;
-    telemetry.finish(started, &op, &r);
-    r
-}
-
-/// Sends `sent` on a pooled connection, for when no shared connection could be opened.
+/// Sends `sent` on a pooled connection: a blocking command (whose timeout the connection
+/// fits to it), or any call when no shared connection could be opened.
 async fn on_checkout(pool: &RedisPool, sent: Sent<'_>) -> RedisResult<Reply> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     match sent {
@@ -300,36 +339,48 @@ async fn on_checkout(pool: &RedisPool, sent: Sent<'_>) -> RedisResult<Reply> {
     }
 }
 
-/// Sends a blocking command on a pooled connection of its own.
-async fn own(pool: &RedisPool, cmd: &Cmd) -> RedisResult<Value> {
-    let mut conn = pool.get().await.map_err(unavailable)?;
-    conn.req_packed_command(cmd).await
+/// Sends `sent` under its operation's span (when a subscriber takes it) and duration
+/// sample.
+async fn measured(
+    pool: &RedisPool,
+    op: Op<'_>,
+    sent: Sent<'_>,
+    path: Path,
+    any: bool,
+) -> RedisResult<Reply> {
+    let telemetry = &pool.current().manager().inner.telemetry;
+    let started = telemetry.start(&op);
+    // Each branch makes its own call, so neither is built once and moved into the other.
+    let r = match started.span() {
+        // Boxed: a subscriber costs far more than that.
+        Some(span) => Box::pin(send(pool, sent, path, any).instrument(span.clone())).await,
+        None => send(pool, sent, path, any).await,
+    };
+    telemetry.finish(started, &op, &r);
+    r
+}
+
+/// Sends one command on the pool.
+fn command<'a>(pool: &'a RedisPool, cmd: &'a Cmd, any: bool) -> RedisFuture<'a, Value> {
+    let op = Op::Command(route::name(cmd).unwrap_or_default());
+    let (path, _) = route::classify(cmd);
+    Box::pin(measured(pool, op, Sent::Command(cmd), path, any).map_ok(Reply::one))
 }
 
 /// Sends a pipeline on the pool's shared connection.
-async fn pipeline(
-    pool: &RedisPool,
-    pipe: &Pipeline,
+fn pipeline<'a>(
+    pool: &'a RedisPool,
+    pipe: &'a Pipeline,
     offset: usize,
     count: usize,
     any: bool,
-) -> RedisResult<Vec<Value>> {
-    let this = pool.current();
-    let telemetry = &this.manager().inner.telemetry;
+) -> RedisFuture<'a, Vec<Value>> {
     let op = Op::Pipeline {
         len: pipe.len(),
         atomic: pipe.is_transaction(),
     };
-    let started = telemetry.start(&op);
-    let call = async {
-        match shared(pool, Sent::Pipeline(pipe, offset, count), any).await? {
-            Reply::Many(v) => Ok(v),
-            Reply::One(v) => Ok(vec![v]),
-        }
-    };
-    let r = started.run(call).await;
-    telemetry.finish(started, &op, &r);
-    r
+    let sent = Sent::Pipeline(pipe, offset, count);
+    Box::pin(measured(pool, op, sent, Path::Shared, any).map_ok(Reply::many))
 }
 
 /// Commands on the pool itself: plain ones and pipelines on the shared connection,
@@ -337,7 +388,7 @@ async fn pipeline(
 /// again after a lost connection (as is any through [`RedisPool::idempotent`]).
 impl ConnectionLike for RedisPool {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(command(self, cmd, false))
+        command(self, cmd, false)
     }
 
     fn req_packed_commands<'a>(
@@ -346,7 +397,7 @@ impl ConnectionLike for RedisPool {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(pipeline(self, pipe, offset, count, false))
+        pipeline(self, pipe, offset, count, false)
     }
 
     fn get_db(&self) -> i64 {
@@ -356,7 +407,7 @@ impl ConnectionLike for RedisPool {
 
 impl ConnectionLike for Idempotent {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(command(&self.pool, cmd, true))
+        command(&self.pool, cmd, true)
     }
 
     fn req_packed_commands<'a>(
@@ -365,7 +416,7 @@ impl ConnectionLike for Idempotent {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(pipeline(&self.pool, pipe, offset, count, true))
+        pipeline(&self.pool, pipe, offset, count, true)
     }
 
     fn get_db(&self) -> i64 {
@@ -378,9 +429,12 @@ mod tests {
     use redis::Value;
 
     use super::flagged_readonly;
+    use crate::backend::redis::route::Path;
+    use crate::backend::redis::telemetry::Op;
 
-    /// Every command on the pool allocates its future: it must not hold the redis crate's
-    /// request future (over a kilobyte) inline, on top of the crate's own boxed one.
+    /// Every command on the pool allocates its future, and moves it while it is built: it
+    /// must not hold the redis crate's request future (over a kilobyte) inline, on top of
+    /// the crate's own boxed one, nor the futures of the paths off the shared connection.
     #[tokio::test]
     async fn a_command_future_holds_no_request_future_inline() {
         let mut config = crate::RedisConfig::default();
@@ -388,11 +442,10 @@ mod tests {
         let manager = crate::Manager::new();
         let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
         let cmd = redis::cmd("GET");
-        let size = size_of_val(&super::command(&pool, &cmd, false));
-        assert!(size <= 768, "a command's future is {size} bytes");
-        let pipe = redis::pipe();
-        let size = size_of_val(&super::pipeline(&pool, &pipe, 0, 0, false));
-        assert!(size <= 768, "a pipeline's future is {size} bytes");
+        let sent = super::Sent::Command(&cmd);
+        let call = super::measured(&pool, Op::Command(b"GET"), sent, Path::Shared, false);
+        let size = size_of_val(&call);
+        assert!(size <= 512, "a command's future is {size} bytes");
     }
 
     #[test]

@@ -86,39 +86,44 @@ fn millis(arg: Option<&[u8]>) -> Block {
     }
 }
 
-/// Commands that change the state of the connection they are sent on.
-const REFUSED: &[&str] = &[
-    "WATCH",
-    "UNWATCH",
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "SELECT",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "SSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "PUNSUBSCRIBE",
-    "SUNSUBSCRIBE",
-    "MONITOR",
-    "RESET",
-    "QUIT",
-    "HELLO",
-    "AUTH",
-    "READONLY",
-    "READWRITE",
-];
+/// The command's name as this module spells it, when it changes the state of the
+/// connection it is sent on. `upper` is upper-case. A `match`, not a list to search: it
+/// runs on every command, and compiles to a few comparisons.
+fn stateful(upper: &[u8]) -> Option<&'static str> {
+    Some(match upper {
+        b"WATCH" => "WATCH",
+        b"UNWATCH" => "UNWATCH",
+        b"MULTI" => "MULTI",
+        b"EXEC" => "EXEC",
+        b"DISCARD" => "DISCARD",
+        b"SELECT" => "SELECT",
+        b"SUBSCRIBE" => "SUBSCRIBE",
+        b"PSUBSCRIBE" => "PSUBSCRIBE",
+        b"SSUBSCRIBE" => "SSUBSCRIBE",
+        b"UNSUBSCRIBE" => "UNSUBSCRIBE",
+        b"PUNSUBSCRIBE" => "PUNSUBSCRIBE",
+        b"SUNSUBSCRIBE" => "SUNSUBSCRIBE",
+        b"MONITOR" => "MONITOR",
+        b"RESET" => "RESET",
+        b"QUIT" => "QUIT",
+        b"HELLO" => "HELLO",
+        b"AUTH" => "AUTH",
+        b"READONLY" => "READONLY",
+        b"READWRITE" => "READWRITE",
+        _ => return None,
+    })
+}
 
-/// `CLIENT` subcommands that change the state of the connection.
-const STATEFUL_CLIENT: &[&str] = &[
-    "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
-];
-
-/// `name` in `list`, ignoring case, as the list spells it.
-fn find(list: &[&'static str], name: &[u8]) -> Option<&'static str> {
-    list.iter()
+/// The `CLIENT` subcommand as this module spells it, when it changes the state of the
+/// connection.
+fn stateful_client(sub: &[u8]) -> Option<&'static str> {
+    const STATEFUL: &[&str] = &[
+        "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
+    ];
+    STATEFUL
+        .iter()
         .copied()
-        .find(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        .find(|n| sub.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Where `cmd` goes on the pool, and how long it may block. On every command's path: the
@@ -150,11 +155,11 @@ pub(super) fn classify(cmd: &Cmd) -> (Path, Block) {
                 None => shared,
             }
         }
-        b"CLIENT" => match first_arg().and_then(|sub| find(STATEFUL_CLIENT, sub)) {
+        b"CLIENT" => match first_arg().and_then(stateful_client) {
             Some(sub) => (Path::Refused(sub), Block::No),
             None => shared,
         },
-        other => match find(REFUSED, other) {
+        other => match stateful(other) {
             Some(n) => (Path::Refused(n), Block::No),
             None => shared,
         },
@@ -235,5 +240,38 @@ mod tests {
         assert_eq!(of(&["punsubscribe"]).0, Path::Refused("PUNSUBSCRIBE"));
         assert_eq!(of(&["SUNSUBSCRIBE"]).0, Path::Refused("SUNSUBSCRIBE"));
         assert_eq!(of(&["SOMEVERYLONGCOMMAND", "x"]).0, Path::Shared);
+    }
+
+    #[test]
+    fn every_stateful_command_in_the_table_is_refused_in_any_case() {
+        for name in [
+            "WATCH",
+            "UNWATCH",
+            "MULTI",
+            "EXEC",
+            "DISCARD",
+            "SELECT",
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "SSUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE",
+            "SUNSUBSCRIBE",
+            "MONITOR",
+            "RESET",
+            "QUIT",
+            "HELLO",
+            "AUTH",
+            "READONLY",
+            "READWRITE",
+        ] {
+            assert_eq!(of(&[name]).0, Path::Refused(name));
+            assert_eq!(of(&[&name.to_lowercase()]).0, Path::Refused(name));
+        }
+        for sub in [
+            "REPLY", "TRACKING", "CACHING", "SETNAME", "NO-EVICT", "NO-TOUCH",
+        ] {
+            assert_eq!(of(&["client", &sub.to_lowercase()]).0, Path::Refused(sub));
+        }
     }
 }

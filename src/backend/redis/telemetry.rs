@@ -12,13 +12,9 @@
 //! recorder, a command pays for one level check and, with `metrics`, a clock read and a
 //! lookup of its histogram handle.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::future::Either;
-use redis::{RedisResult, Value};
 use tracing::field::Empty;
-use tracing::instrument::{Instrument, Instrumented};
 
 /// What every span and sample of one connector carries.
 #[derive(Debug)]
@@ -78,36 +74,28 @@ pub(super) struct Failure<'a> {
     code: Option<&'a str>,
 }
 
-/// A call's outcome, as telemetry reads it.
-pub(super) trait Outcome {
-    /// How it failed, if it did: an error, or (for one command) the server's error reply.
-    fn failure(&self) -> Option<Failure<'_>>;
-}
+impl<'a> Failure<'a> {
+    /// A call that failed with `e`.
+    pub(super) fn error(e: &'a redis::RedisError) -> Self {
+        Failure {
+            kind: error_type(e),
+            code: e.code(),
+        }
+    }
 
-impl Outcome for RedisResult<Value> {
-    fn failure(&self) -> Option<Failure<'_>> {
-        match self {
-            Err(e) => Some(Failure {
-                kind: error_type(e),
-                code: e.code(),
-            }),
-            Ok(Value::ServerError(s)) => Some(Failure {
-                kind: s.code(),
-                code: Some(s.code()),
-            }),
-            Ok(_) => None,
+    /// A command the server answered with an error reply.
+    pub(super) fn server(e: &'a redis::ServerError) -> Self {
+        Failure {
+            kind: e.code(),
+            code: Some(e.code()),
         }
     }
 }
 
-impl Outcome for RedisResult<Vec<Value>> {
-    fn failure(&self) -> Option<Failure<'_>> {
-        let e = self.as_ref().err()?;
-        Some(Failure {
-            kind: error_type(e),
-            code: e.code(),
-        })
-    }
+/// A call's outcome, as telemetry reads it.
+pub(super) trait Outcome {
+    /// How it failed, if it did: an error, or (for one command) the server's error reply.
+    fn failure(&self) -> Option<Failure<'_>>;
 }
 
 impl Telemetry {
@@ -202,18 +190,11 @@ pub(super) struct Started {
 }
 
 impl Started {
-    /// `call`, run inside the span when a subscriber takes it (boxed: a subscriber costs
-    /// far more than that), or as it is, with no wrapper to enter and leave on every poll.
-    /// Not an async fn: one would keep `call` twice in its future.
-    pub(super) fn run<F: std::future::Future>(
-        &self,
-        call: F,
-    ) -> Either<Pin<Box<Instrumented<F>>>, F> {
-        if self.span.is_disabled() {
-            Either::Right(call)
-        } else {
-            Either::Left(Box::pin(call.instrument(self.span.clone())))
-        }
+    /// The operation's span, when a subscriber takes it: the call runs inside it. `None`
+    /// otherwise, so the call runs as it is, with no wrapper to enter and leave on every
+    /// poll.
+    pub(super) fn span(&self) -> Option<&tracing::Span> {
+        (!self.span.is_disabled()).then_some(&self.span)
     }
 }
 
