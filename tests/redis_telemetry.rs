@@ -86,6 +86,15 @@ async fn each_command_has_a_span_and_a_duration_sample_with_no_argument() {
         .unwrap();
     let wrong: Result<i64, _> = cache.incr("user:42", 1).await;
     assert!(wrong.is_err());
+    // A transaction with a command the server refuses: the other command is applied, and
+    // the operation is a failure.
+    let wrong: Result<((), i64), _> = connhub::redis::pipe()
+        .atomic()
+        .set("m", "text")
+        .incr("m", 1)
+        .query_async(&mut cache)
+        .await;
+    assert!(wrong.is_err());
 
     let all = spans.0.lock().unwrap().clone();
     let ops: Vec<_> = all
@@ -111,6 +120,9 @@ async fn each_command_has_a_span_and_a_duration_sample_with_no_argument() {
     assert!(!op("GET").contains_key("error.type"));
     assert_eq!(op("INCRBY")["error.type"], "ERR");
     assert_eq!(op("INCRBY")["db.response.status_code"], "ERR");
+    assert_eq!(op("MULTI")["db.operation.batch.size"], "2");
+    assert_eq!(op("MULTI")["error.type"], "ERR");
+    assert!(!op("PIPELINE").contains_key("error.type"));
     let printed = format!("{all:?}");
     for secret in ["user:42", "private-value", "s3cret-pass"] {
         assert!(!printed.contains(secret), "{secret} in a span: {printed}");
@@ -152,6 +164,8 @@ async fn each_command_has_a_span_and_a_duration_sample_with_no_argument() {
     }
     let (failed, _) = sample("INCRBY", true);
     assert_eq!(failed["error.type"], "ERR");
+    let (failed, _) = sample("MULTI", true);
+    assert_eq!(failed["db.response.status_code"], "ERR");
     let printed = format!("{samples:?}");
     for secret in ["user:42", "private-value", "s3cret-pass"] {
         assert!(!printed.contains(secret), "{secret} in a metric: {printed}");

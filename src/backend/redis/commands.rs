@@ -92,6 +92,19 @@ fn flagged_readonly(info: &Value) -> bool {
     })
 }
 
+/// The first error reply among `replies`, or one level inside them (a transaction's are
+/// inside `EXEC`'s).
+fn first_error(replies: &[Value]) -> Option<&redis::ServerError> {
+    replies.iter().find_map(|v| match v {
+        Value::ServerError(s) => Some(s),
+        Value::Array(inner) => inner.iter().find_map(|v| match v {
+            Value::ServerError(s) => Some(s),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// A connhub error (down, closed, timed out waiting) as the redis crate's error, the
 /// connhub error kept as its source.
 fn unavailable(e: crate::Error) -> RedisError {
@@ -144,10 +157,13 @@ impl Reply {
 }
 
 impl Outcome for RedisResult<Reply> {
+    /// An error, or the server's first error reply: a command's own, or one inside a
+    /// pipeline's replies (a transaction's are inside `EXEC`'s).
     fn failure(&self) -> Option<Failure<'_>> {
         match self {
             Ok(Reply::One(Value::ServerError(s))) => Some(Failure::server(s)),
-            Ok(_) => None,
+            Ok(Reply::One(_)) => None,
+            Ok(Reply::Many(v)) => first_error(v).map(Failure::server),
             Err(e) => Some(Failure::error(e)),
         }
     }

@@ -6,10 +6,11 @@
 //! `PIPELINE` or `MULTI` for a pipeline), `db.namespace` (the database index),
 //! `server.address` and `server.port` (a single server's; a cluster routes each command
 //! itself), `db.operation.batch.size` for a pipeline, and on failure `error.type` and
-//! `db.response.status_code` (the Redis error prefix, such as `WRONGTYPE`). The span's
+//! `db.response.status_code` (the Redis error prefix, such as `WRONGTYPE`; a pipeline
+//! fails with the first error reply among its commands'). The span's
 //! `otel.name` is the operation, which `tracing-opentelemetry` takes as the span's name.
 //! Never an argument, a key or a password. With no subscriber interested and no
-//! recorder, a command pays for one level check and, with `metrics`, a clock read and a
+//! recorder, a command pays for one level check and, with `metrics`, two clock reads and a
 //! lookup of its histogram handle.
 
 use std::sync::Arc;
