@@ -133,6 +133,15 @@ pub(super) fn classify(cmd: &Cmd) -> (Path, Block) {
     let Some(name) = name(cmd) else {
         return shared;
     };
+    // Most commands start with none of the letters the ones below start with: one look
+    // sends them on (`GET`, `INCR`, `LPUSH`, `ZADD`, ...).
+    match name.first().map(u8::to_ascii_uppercase) {
+        Some(
+            b'A' | b'B' | b'C' | b'D' | b'E' | b'H' | b'M' | b'P' | b'Q' | b'R' | b'S' | b'U'
+            | b'W' | b'X',
+        ) => {}
+        _ => return shared,
+    }
     // No command this looks for is longer.
     let mut upper = [0u8; 12];
     let Some(upper) = upper.get_mut(..name.len()) else {

@@ -127,7 +127,7 @@ impl Telemetry {
         // one is formatted for the `log` crate on every call).
         if !tracing::level_enabled!(tracing::Level::INFO) {
             return Started {
-                span: tracing::Span::none(),
+                span: None,
                 #[cfg(feature = "metrics")]
                 at: std::time::Instant::now(),
             };
@@ -146,7 +146,8 @@ impl Telemetry {
             error.type = Empty,
             db.response.status_code = Empty,
         );
-        if !span.is_disabled() {
+        let span = (!span.is_disabled()).then_some(span);
+        if let Some(span) = &span {
             let name = op.name();
             span.record("otel.name", &*name);
             span.record("db.operation.name", &*name);
@@ -166,13 +167,16 @@ impl Telemetry {
 
     /// Records how the operation ended: on its span, and in its histogram.
     pub(super) fn finish<R: Outcome>(&self, started: Started, op: &Op<'_>, r: &R) {
+        // Nothing to record on: not even a look at the outcome.
+        #[cfg(not(feature = "metrics"))]
+        if started.span.is_none() {
+            return;
+        }
         let failure = r.failure();
-        if !started.span.is_disabled()
-            && let Some(f) = &failure
-        {
-            started.span.record("error.type", f.kind);
+        if let (Some(span), Some(f)) = (&started.span, &failure) {
+            span.record("error.type", f.kind);
             if let Some(code) = f.code {
-                started.span.record("db.response.status_code", code);
+                span.record("db.response.status_code", code);
             }
         }
         #[cfg(feature = "metrics")]
@@ -185,7 +189,8 @@ impl Telemetry {
 
 /// An operation under way: its span, and when it started.
 pub(super) struct Started {
-    span: tracing::Span,
+    /// `None` when no subscriber takes it.
+    span: Option<tracing::Span>,
     #[cfg(feature = "metrics")]
     at: std::time::Instant,
 }
@@ -195,7 +200,7 @@ impl Started {
     /// otherwise, so the call runs as it is, with no wrapper to enter and leave on every
     /// poll.
     pub(super) fn span(&self) -> Option<&tracing::Span> {
-        (!self.span.is_disabled()).then_some(&self.span)
+        self.span.as_ref()
     }
 }
 
