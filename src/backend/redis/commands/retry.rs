@@ -1,0 +1,174 @@
+//! The retry rule for commands on the pool: a command whose connection was lost under it
+//! is sent again on a fresh connection (up to `command_retries` times) only when that
+//! cannot apply it twice: the server's own `COMMAND INFO` flags it `readonly`, or it was
+//! sent through [`RedisPool::idempotent`](crate::RedisPool::idempotent). A write that may
+//! have reached the server is not sent again: its error says it may have been applied.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use redis::{ErrorKind, RedisError, RedisResult, Value};
+
+use super::{Reply, Sent};
+use crate::backend::redis::{RedisConnectionManager, RedisPool, SharedRedisConnection, route};
+
+/// What the server said of each command's flags (`readonly` or not), by upper-case name.
+#[derive(Debug, Default)]
+pub(in crate::backend::redis) struct ReadOnly(Mutex<HashMap<Box<[u8]>, bool>>);
+
+impl ReadOnly {
+    fn known(&self, name: &[u8]) -> Option<bool> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&*name.to_ascii_uppercase()).copied()
+    }
+
+    fn learn(&self, name: &[u8], readonly: bool) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(name.to_ascii_uppercase().into(), readonly);
+    }
+}
+
+/// True when `COMMAND INFO`'s reply flags the command `readonly`.
+fn flagged_readonly(info: &Value) -> bool {
+    let Value::Array(commands) = info else {
+        return false;
+    };
+    let Some(Value::Array(fields)) = commands.first() else {
+        return false;
+    };
+    let flags = match fields.get(2) {
+        Some(Value::Array(f) | Value::Set(f)) => f,
+        _ => return false,
+    };
+    flags.iter().any(|f| match f {
+        Value::SimpleString(s) => s.eq_ignore_ascii_case("readonly"),
+        Value::BulkString(b) => b.eq_ignore_ascii_case(b"readonly"),
+        _ => false,
+    })
+}
+
+/// True when the connection was lost under the request (not a timeout: the server may
+/// still be working on it).
+pub(super) fn lost(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+/// The error of a write whose connection was lost after it may have been sent.
+fn maybe_applied(e: RedisError) -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "the connection was lost after the command may have reached the server; it may \
+         have been applied, so it was not sent again",
+        e.to_string(),
+    ))
+}
+
+impl RedisConnectionManager {
+    /// True when every command in `sent` is read-only, as the server says; asked on
+    /// `conn` the first time a command is seen. `false` when the server cannot say (or
+    /// there is no connection to ask on and it was never asked).
+    async fn readonly(&self, mut conn: Option<&mut SharedRedisConnection>, sent: Sent<'_>) -> bool {
+        let names: Vec<&[u8]> = match sent {
+            Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
+            Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
+        };
+        if names.is_empty() {
+            return false;
+        }
+        let m = &*self.inner;
+        for name in names {
+            let readonly = match m.readonly.known(name) {
+                Some(r) => r,
+                None => {
+                    let Some(conn) = conn.as_deref_mut() else {
+                        return false;
+                    };
+                    let ask = redis::cmd("COMMAND").arg("INFO").arg(name).clone();
+                    match conn.inner.send(&ask).await {
+                        Ok(info) => {
+                            let r = flagged_readonly(&info);
+                            m.readonly.learn(name, r);
+                            r
+                        }
+                        Err(_) => return false,
+                    }
+                }
+            };
+            if !readonly {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// After `sent` met a lost connection (`e`): sends it again, up to `command_retries`
+/// times, when that cannot apply it twice. A command that is not known to be safe to send
+/// twice fails saying it may have been applied, whether retries are on or not.
+pub(super) async fn retried(
+    pool: &RedisPool,
+    sent: Sent<'_>,
+    any: bool,
+    e: RedisError,
+) -> RedisResult<Reply> {
+    let mut e = e;
+    let mut retries = 0;
+    loop {
+        let this = pool.current();
+        let m = this.manager();
+        // The lost connection was retired (its error marked it broken): this one is fresh.
+        let mut fresh = pool.multiplexed().await.ok();
+        if !any && !m.readonly(fresh.as_mut(), sent).await {
+            return Err(maybe_applied(e));
+        }
+        let Some(mut fresh) = fresh.filter(|_| retries < m.inner.command_retries) else {
+            return Err(e);
+        };
+        retries += 1;
+        m.inner.retried.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "connhub.commands.retried",
+            "db.client.connection.pool.name" => this.name().to_owned()
+        )
+        .increment(1);
+        tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "connection lost under a command that is safe to send again; retrying");
+        match sent.on(&mut fresh).await {
+            Err(again) if lost(&again) => e = again,
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::flagged_readonly;
+
+    #[test]
+    fn readonly_is_read_from_command_info_flags() {
+        let info = |flags: Vec<Value>, set: bool| {
+            let flags = if set {
+                Value::Set(flags)
+            } else {
+                Value::Array(flags)
+            };
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"get".to_vec()),
+                Value::Int(2),
+                flags,
+            ])])
+        };
+        let readonly = vec![
+            Value::SimpleString("readonly".into()),
+            Value::SimpleString("fast".into()),
+        ];
+        let write = vec![Value::SimpleString("write".into())];
+        assert!(flagged_readonly(&info(readonly.clone(), false)));
+        assert!(flagged_readonly(&info(readonly, true)));
+        assert!(!flagged_readonly(&info(write, false)));
+        assert!(!flagged_readonly(&Value::Array(vec![Value::Nil])));
+    }
+}
