@@ -285,3 +285,80 @@ async fn idempotent_writes_are_retried_and_retries_can_be_turned_off() {
     assert!(cache.status().retried_commands > 0);
     manager.close().await.unwrap();
 }
+
+/// Commands the pool sends on a pooled connection of their own follow the same rule: a
+/// blocking read (`XREAD ... BLOCK`) whose connection is killed is sent again on another
+/// checkout; a blocking pop (a write) is not, and says it may have been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_a_checkout_of_their_own_follow_the_retry_rule() {
+    let server = RedisServer::start().unwrap();
+    let (manager, cache) = pool(&server, |_| {}).await;
+    let mut admin = cache.clone();
+    let _: String = admin.xadd("s", "*", &[("f", "v")]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads_ok, pops_failed, pops_said_maybe) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (mut cache, stop) = (cache.clone(), stop.clone());
+        let (reads_ok, pops_failed, said) = (
+            reads_ok.clone(),
+            pops_failed.clone(),
+            pops_said_maybe.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut first_failure = None;
+            while !stop.load(Ordering::Relaxed) {
+                if i % 2 == 0 {
+                    // Answers at once: the stream has an entry after 0.
+                    let read: Result<connhub::redis::Value, _> = connhub::redis::cmd("XREAD")
+                        .arg("BLOCK")
+                        .arg(1000)
+                        .arg("STREAMS")
+                        .arg("s")
+                        .arg(0)
+                        .query_async(&mut cache)
+                        .await;
+                    match read {
+                        Ok(_) => {
+                            reads_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            first_failure.get_or_insert(e.to_string());
+                        }
+                    }
+                } else {
+                    let _: Result<(), _> = cache.rpush("q", "x").await;
+                    let popped: Result<Option<(String, String)>, _> = cache.blpop("q", 1.0).await;
+                    if let Err(e) = popped {
+                        pops_failed.fetch_add(1, Ordering::Relaxed);
+                        if e.to_string().contains("may have been applied") {
+                            said.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            first_failure
+        }));
+    }
+    kill_clients_every_200ms(&server, 15).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            None,
+            "a blocking read on a killed connection failed"
+        );
+    }
+    assert!(reads_ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(
+        pops_said_maybe.load(Ordering::Relaxed),
+        pops_failed.load(Ordering::Relaxed),
+        "every failed BLPOP says it may have been applied"
+    );
+    assert!(cache.status().retried_commands > 0, "{:?}", cache.status());
+    manager.close().await.unwrap();
+}

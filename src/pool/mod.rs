@@ -19,13 +19,15 @@
 //!
 //! One idea a file: building the pool and its handle here; `checkout` (admission, the
 //! fast path, the wait in line, refusals), `sink` (bb8's error sink), `probe` (the health
-//! engine's trials), `status`, `close` (close and drain), `succession` (reload), and
-//! `connector` (the object-safe view the manager keeps).
+//! engine's trials), `dedicated` (a connection opened for one caller, outside the pool's
+//! count), `status`, `close` (close and drain), `succession` (reload), and `connector`
+//! (the object-safe view the manager keeps).
 
 mod backend;
 mod checkout;
 mod close;
 mod connector;
+mod dedicated;
 mod guard;
 mod hook;
 mod leak;
@@ -44,6 +46,7 @@ use tokio::sync::broadcast;
 
 pub(crate) use backend::Plain;
 pub use backend::{Backend, Bb8Manager, ConnectionOf, ErrorOf};
+pub(crate) use dedicated::Dedicated;
 pub use guard::PooledConnection;
 pub(crate) use hook::AnyHook;
 pub use hook::{HookError, OnConnect};

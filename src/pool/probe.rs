@@ -3,7 +3,6 @@
 //! connection to grow a limited pool back.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -39,24 +38,14 @@ impl<M: Bb8Manager> Inner<M> {
                     }
                 }
             }
-            let mut conn = match self.bb8.dedicated_connection().await {
-                Ok(c) => c,
-                Err(Fault::Connect(e) | Fault::Invalid(e)) => {
-                    return Err(parts.backend.classify(&h.name, e));
-                }
-                Err(Fault::Retired) => return Err(h.closed()),
-            };
+            let mut conn = self.open_dedicated().await?;
             parts
                 .backend
                 .probe(&parts.manager, &mut conn)
                 .await
                 .map_err(|e| parts.backend.classify(&h.name, e))?;
             // The proven connection serves the next checkout; a full pool just drops it.
-            if self.bb8.add(conn).is_ok() {
-                // bb8 counts only the connections it opens itself.
-                self.added
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.adopt(conn);
             Ok(())
         };
         self.timed(check).await
@@ -118,20 +107,9 @@ impl<M: Bb8Manager> Inner<M> {
     /// One more connection for a limited pool: opened fresh and pooled if the server
     /// takes it. Bounded by `connect_timeout`.
     async fn grow(&self) -> Result<Duration> {
-        let h = &*self.health;
-        let limit = h.config.connect_timeout;
         let start = Instant::now();
-        let conn = match tokio::time::timeout(limit, self.bb8.dedicated_connection()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(Fault::Connect(e) | Fault::Invalid(e))) => {
-                return Err(self.parts.backend.classify(&h.name, e));
-            }
-            Ok(Err(Fault::Retired)) => return Err(h.closed()),
-            Err(_) => return Err(h.timeout(TimeoutKind::Connect, limit)),
-        };
-        if self.bb8.add(conn).is_ok() {
-            self.added.fetch_add(1, Ordering::Relaxed);
-        }
+        let conn = self.open_dedicated().await?;
+        self.adopt(conn);
         Ok(start.elapsed())
     }
 }

@@ -24,8 +24,8 @@ use tracing::Instrument;
 
 use super::route::{self, Path};
 use super::telemetry::{Failure, Op, Outcome};
-use super::{RedisPool, SharedRedisConnection};
-use retry::{lost, retried};
+use super::{RedisConnection, RedisPool, SharedRedisConnection};
+use retry::{Via, lost, retried};
 
 pub(super) use retry::ReadOnly;
 
@@ -120,7 +120,7 @@ impl Sent<'_> {
     /// Sends it on `c`, bounded by `command_timeout`, and marks `c` broken if the
     /// connection failed under it. The crate's own boxed request future is awaited here,
     /// so this future stays a few words.
-    async fn on(self, c: &mut SharedRedisConnection) -> RedisResult<Reply> {
+    async fn on_shared(self, c: &mut SharedRedisConnection) -> RedisResult<Reply> {
         let r = match self {
             Sent::Command(cmd) => c.inner.request(cmd).await.map(Reply::One),
             Sent::Pipeline(p, offset, count) => c
@@ -132,6 +132,18 @@ impl Sent<'_> {
         c.meta.observe(&r);
         r
     }
+
+    /// Sends it on a connection of its own, `c`, which fits a blocking command's timeout
+    /// to it and marks itself broken if the connection failed under it.
+    async fn on_own(self, c: &mut RedisConnection) -> RedisResult<Reply> {
+        match self {
+            Sent::Command(cmd) => c.req_packed_command(cmd).await.map(Reply::One),
+            Sent::Pipeline(p, offset, count) => c
+                .req_packed_commands(p, offset, count)
+                .await
+                .map(Reply::Many),
+        }
+    }
 }
 
 /// Sends `sent` where `path` says: on the shared connection (the fast path, written out
@@ -141,7 +153,7 @@ async fn send(pool: &RedisPool, sent: Sent<'_>, path: Path, any: bool) -> RedisR
     match path {
         Path::Shared => {}
         // Boxed: a checkout's future is kept out of every plain command's.
-        Path::Own => return Box::pin(on_checkout(pool, sent)).await,
+        Path::Own => return Box::pin(on_checkout(pool, sent, any)).await,
         Path::Refused(name) => {
             return Err(RedisError::from((
                 ErrorKind::Client,
@@ -181,17 +193,17 @@ async fn unopened(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Re
     // The server takes no more connections than the pool holds: no shared one to open,
     // so this call goes on one of the pool's own.
     if pool.current().limited() {
-        return on_checkout(pool, sent).await;
+        return on_checkout(pool, sent, any).await;
     }
     let mut conn = match pool.multiplexed().await {
         Ok(conn) => conn,
         // The connector is up, but the server took no further connection (it reached
         // its cap just now): this call goes on one of the pool's own instead.
-        Err(_) if pool.admit().is_ok() => return on_checkout(pool, sent).await,
+        Err(_) if pool.admit().is_ok() => return on_checkout(pool, sent, any).await,
         Err(e) => return Err(unavailable(e)),
     };
-    match sent.on(&mut conn).await {
-        Err(e) if lost(&e) => retried(pool, sent, any, e).await,
+    match sent.on_shared(&mut conn).await {
+        Err(e) if lost(&e) => retried(pool, sent, any, Via::Shared, e).await,
         r => r,
     }
 }
@@ -212,21 +224,22 @@ async fn failed(
         }
     });
     match r {
-        Err(e) if lost(&e) => retried(pool, sent, any, e).await,
+        Err(e) if lost(&e) => retried(pool, sent, any, Via::Shared, e).await,
         r => r,
     }
 }
 
 /// Sends `sent` on a pooled connection: a blocking command (whose timeout the connection
-/// fits to it), or any call when no shared connection could be opened.
-async fn on_checkout(pool: &RedisPool, sent: Sent<'_>) -> RedisResult<Reply> {
+/// fits to it), or any call when no shared connection could be opened. After a lost
+/// connection, again on another checkout when that is safe.
+async fn on_checkout(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
     let mut conn = pool.get().await.map_err(unavailable)?;
-    match sent {
-        Sent::Command(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
-        Sent::Pipeline(p, offset, count) => conn
-            .req_packed_commands(p, offset, count)
-            .await
-            .map(Reply::Many),
+    match sent.on_own(&mut conn).await {
+        Err(e) if lost(&e) => {
+            drop(conn);
+            retried(pool, sent, any, Via::Own, e).await
+        }
+        r => r,
     }
 }
 

@@ -11,7 +11,11 @@ use std::sync::atomic::Ordering;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
 use super::{Reply, Sent};
-use crate::backend::redis::{RedisConnectionManager, RedisPool, SharedRedisConnection, route};
+use crate::backend::redis::connection::Link;
+use crate::backend::redis::{
+    PooledRedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, route,
+};
+use crate::pool::Dedicated;
 
 /// What the server said of each command's flags (`readonly` or not), by upper-case name.
 #[derive(Debug, Default)]
@@ -68,7 +72,7 @@ impl RedisConnectionManager {
     /// True when every command in `sent` is read-only, as the server says; asked on
     /// `conn` the first time a command is seen. `false` when the server cannot say (or
     /// there is no connection to ask on and it was never asked).
-    async fn readonly(&self, mut conn: Option<&mut SharedRedisConnection>, sent: Sent<'_>) -> bool {
+    async fn readonly(&self, mut conn: Option<&mut Fresh>, sent: Sent<'_>) -> bool {
         let names: Vec<&[u8]> = match sent {
             Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
             Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
@@ -85,7 +89,7 @@ impl RedisConnectionManager {
                         return false;
                     };
                     let ask = redis::cmd("COMMAND").arg("INFO").arg(name).clone();
-                    match conn.inner.send(&ask).await {
+                    match conn.link().send(&ask).await {
                         Ok(info) => {
                             let r = flagged_readonly(&info);
                             m.readonly.learn(name, r);
@@ -103,13 +107,67 @@ impl RedisConnectionManager {
     }
 }
 
-/// After `sent` met a lost connection (`e`): sends it again, up to `command_retries`
-/// times, when that cannot apply it twice. A command that is not known to be safe to send
-/// twice fails saying it may have been applied, whether retries are on or not.
+/// Where a command that met a lost connection goes again: where it went the first time.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Via {
+    /// The shared connection (or, at a connection cap, one of the pool's own).
+    Shared,
+    /// A connection of its own: a blocking command, or any at a connection cap.
+    Own,
+}
+
+/// A connection to send a command again on.
+enum Fresh {
+    /// A shared connection opened after the lost one was retired.
+    Shared(SharedRedisConnection),
+    /// A connection opened for this call.
+    Dedicated(Dedicated<RedisConnectionManager>),
+    /// One of the pool's own, at a connection cap, where no new connection opens.
+    Pooled(PooledRedisConnection),
+}
+
+impl Fresh {
+    /// A connection of the kind `via` says, opened now (another idle one may have been
+    /// lost to the same failure); at a connection cap, one of the pool's own. `None` when
+    /// none can be had now.
+    async fn open(pool: &RedisPool, via: Via) -> Option<Fresh> {
+        let opened = match via {
+            Via::Shared => pool.multiplexed().await.map(Fresh::Shared),
+            Via::Own => pool.dedicated().await.map(Fresh::Dedicated),
+        };
+        match opened {
+            Ok(fresh) => Some(fresh),
+            Err(_) if pool.current().limited() => pool.get().await.ok().map(Fresh::Pooled),
+            Err(_) => None,
+        }
+    }
+
+    fn link(&mut self) -> &mut Link {
+        match self {
+            Fresh::Shared(c) => &mut c.inner,
+            Fresh::Dedicated(c) => &mut c.inner,
+            Fresh::Pooled(c) => &mut c.inner,
+        }
+    }
+
+    async fn send(&mut self, sent: Sent<'_>) -> RedisResult<Reply> {
+        match self {
+            Fresh::Shared(c) => sent.on_shared(c).await,
+            Fresh::Dedicated(c) => sent.on_own(c).await,
+            Fresh::Pooled(c) => sent.on_own(c).await,
+        }
+    }
+}
+
+/// After `sent` met a lost connection (`e`) on the kind of connection `via` says: sends
+/// it again on a fresh one of that kind, up to `command_retries` times, when that cannot
+/// apply it twice. A command that is not known to be safe to send twice fails saying it
+/// may have been applied, whether retries are on or not.
 pub(super) async fn retried(
     pool: &RedisPool,
     sent: Sent<'_>,
     any: bool,
+    via: Via,
     e: RedisError,
 ) -> RedisResult<Reply> {
     let mut e = e;
@@ -117,8 +175,7 @@ pub(super) async fn retried(
     loop {
         let this = pool.current();
         let m = this.manager();
-        // The lost connection was retired (its error marked it broken): this one is fresh.
-        let mut fresh = pool.multiplexed().await.ok();
+        let mut fresh = Fresh::open(pool, via).await;
         if !any && !m.readonly(fresh.as_mut(), sent).await {
             return Err(maybe_applied(e));
         }
@@ -134,7 +191,7 @@ pub(super) async fn retried(
         )
         .increment(1);
         tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "connection lost under a command that is safe to send again; retrying");
-        match sent.on(&mut fresh).await {
+        match fresh.send(sent).await {
             Err(again) if lost(&again) => e = again,
             r => return r,
         }
