@@ -231,7 +231,7 @@ async fn failed(
 
 /// Sends `sent` on a pooled connection: a blocking command (whose timeout the connection
 /// fits to it), or any call when no shared connection could be opened. After a lost
-/// connection, again on another checkout when that is safe.
+/// connection, again on one opened for the call when that is safe (`retry.rs`).
 async fn on_checkout(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     match sent.on_own(&mut conn).await {

@@ -68,15 +68,38 @@ fn maybe_applied(e: RedisError) -> RedisError {
     ))
 }
 
+/// The names of the commands in `sent`.
+fn names<'a>(sent: Sent<'a>) -> Vec<&'a [u8]> {
+    match sent {
+        Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
+        Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
+    }
+}
+
 impl RedisConnectionManager {
+    /// What is known already of whether every command in `sent` is read-only: `Some`
+    /// when that needs no question to the server, `None` when it does.
+    fn readonly_known(&self, sent: Sent<'_>) -> Option<bool> {
+        let names = names(sent);
+        if names.is_empty() {
+            return Some(false);
+        }
+        let mut all = true;
+        for name in names {
+            match self.inner.readonly.known(name) {
+                Some(false) => return Some(false),
+                Some(true) => {}
+                None => all = false,
+            }
+        }
+        all.then_some(true)
+    }
+
     /// True when every command in `sent` is read-only, as the server says; asked on
     /// `conn` the first time a command is seen. `false` when the server cannot say (or
     /// there is no connection to ask on and it was never asked).
     async fn readonly(&self, mut conn: Option<&mut Fresh>, sent: Sent<'_>) -> bool {
-        let names: Vec<&[u8]> = match sent {
-            Sent::Command(cmd) => route::name(cmd).into_iter().collect(),
-            Sent::Pipeline(p, ..) => p.cmd_iter().filter_map(route::name).collect(),
-        };
+        let names = names(sent);
         if names.is_empty() {
             return false;
         }
@@ -175,8 +198,19 @@ pub(super) async fn retried(
     loop {
         let this = pool.current();
         let m = this.manager();
+        // No connection is opened when what is known already decides.
+        let known = if any {
+            Some(true)
+        } else {
+            m.readonly_known(sent)
+        };
+        match known {
+            Some(false) => return Err(maybe_applied(e)),
+            Some(true) if retries >= m.inner.command_retries => return Err(e),
+            _ => {}
+        }
         let mut fresh = Fresh::open(pool, via).await;
-        if !any && !m.readonly(fresh.as_mut(), sent).await {
+        if known.is_none() && !m.readonly(fresh.as_mut(), sent).await {
             return Err(maybe_applied(e));
         }
         let Some(mut fresh) = fresh.filter(|_| retries < m.inner.command_retries) else {
