@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 
 use super::{Bb8Manager, Fault, Inner, Pool, tracked::Stamped};
-use crate::error::{Result, TimeoutKind};
+use crate::error::{Error, Result, TimeoutKind};
 
 /// A connection opened for one caller; it joins the pool when dropped, if the pool has
 /// room and the connection is not broken.
@@ -42,12 +42,18 @@ impl<M: Bb8Manager> Inner<M> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
         match tokio::time::timeout(limit, self.bb8.dedicated_connection()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(Fault::Connect(e) | Fault::Invalid(e))) => {
-                Err(self.parts.backend.classify(&h.name, e))
-            }
-            Ok(Err(Fault::Retired)) => Err(h.closed()),
+            Ok(opened) => opened.map_err(|f| self.open_failed(f)),
             Err(_) => Err(h.timeout(TimeoutKind::Connect, limit)),
+        }
+    }
+
+    /// Why a connection opened outside the pool's count failed, as connhub's error.
+    pub(super) fn open_failed(&self, fault: Fault<M::Error>) -> Error {
+        match fault {
+            Fault::Connect(e) | Fault::Invalid(e) => {
+                self.parts.backend.classify(&self.health.name, e)
+            }
+            Fault::Retired => self.health.closed(),
         }
     }
 

@@ -38,7 +38,12 @@ impl<M: Bb8Manager> Inner<M> {
                     }
                 }
             }
-            let mut conn = self.open_dedicated().await?;
+            // Bounded by the check's own deadline, which names the health check.
+            let mut conn = self
+                .bb8
+                .dedicated_connection()
+                .await
+                .map_err(|f| self.open_failed(f))?;
             parts
                 .backend
                 .probe(&parts.manager, &mut conn)
