@@ -129,8 +129,13 @@ fn stateful_client(sub: &[u8]) -> Option<&'static str> {
 /// Where `cmd` goes on the pool, and how long it may block. On every command's path: the
 /// name is upper-cased on the stack and matched once.
 pub(super) fn classify(cmd: &Cmd) -> (Path, Block) {
+    classify_named(cmd, name(cmd))
+}
+
+/// [`classify`], for a caller that has read the command's name already.
+pub(super) fn classify_named(cmd: &Cmd, name: Option<&[u8]>) -> (Path, Block) {
     let shared = (Path::Shared, Block::No);
-    let Some(name) = name(cmd) else {
+    let Some(name) = name else {
         return shared;
     };
     // Most commands start with none of the letters the ones below start with: one look

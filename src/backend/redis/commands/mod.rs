@@ -266,8 +266,9 @@ async fn measured(
 
 /// Sends one command on the pool.
 fn command<'a>(pool: &'a RedisPool, cmd: &'a Cmd, any: bool) -> RedisFuture<'a, Value> {
-    let op = Op::Command(route::name(cmd).unwrap_or_default());
-    let (path, _) = route::classify(cmd);
+    let name = route::name(cmd);
+    let (path, _) = route::classify_named(cmd, name);
+    let op = Op::Command(name.unwrap_or_default());
     Box::pin(measured(pool, op, Sent::Command(cmd), path, any).map_ok(Reply::one))
 }
 
