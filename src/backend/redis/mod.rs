@@ -12,8 +12,10 @@
 //! a caller seeing it. Unlike bb8-redis, a checkout sends no `PING`: the round trip
 //! belongs to the health engine.
 
+mod check;
 mod commands;
 mod connection;
+mod errors;
 mod route;
 mod sentinel;
 mod subscription;
@@ -24,19 +26,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisResult, Value};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 
+use check::check;
 pub use commands::Idempotent;
 use connection::{ConnMeta, Link};
 pub use connection::{RedisConnection, SharedRedisConnection};
+pub(crate) use errors::classify;
+use errors::invalid;
 pub use subscription::{Subscription, SubscriptionItem, Topics};
 use telemetry::Telemetry;
 use topology::Topology;
 
-use super::classify::{self, Class, Site};
 use crate::config::RedisConfig;
 use crate::connector::BoxFuture;
-use crate::error::{Error, Origin, Result, Step, TimeoutKind};
+use crate::error::{Error, Result};
 use crate::health::LossSignal;
 use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
@@ -147,27 +151,6 @@ impl RedisConnectionManager {
         self.inner.topology.endpoint()
     }
 
-    fn classify(&self, e: redis::RedisError) -> Error {
-        let m = &*self.inner;
-        let reached = m.reached.load(Ordering::Relaxed);
-        if m.tls
-            && let Some(message) = handshake_failure(&e, reached)
-        {
-            return Error::Tls {
-                origin: Origin::new(m.name.to_string(), Kind::REDIS),
-                message,
-                source: Some(Arc::new(e)),
-            };
-        }
-        classify(
-            &m.name,
-            &m.topology.endpoint(),
-            TimeoutKind::Connect,
-            m.connect_timeout,
-            e,
-        )
-    }
-
     /// Opens one connection, retrying up to `max_retries` times unless the failure is
     /// permanent. The connection's push sender marks it broken when the crate reports it
     /// closed.
@@ -218,56 +201,6 @@ impl RedisConnectionManager {
             }
         }
     }
-}
-
-fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
-    let mut errors = crate::error::ConfigErrors::default();
-    errors.push(format!("redis.{name}.{key}"), message);
-    Error::InvalidConfig(errors)
-}
-
-/// Why a TLS connection attempt failed, if TLS is the reason (see
-/// [`classify::tls_failure`]).
-fn handshake_failure(e: &redis::RedisError, reached: bool) -> Option<String> {
-    let hung_up = e.is_connection_dropped() && !e.is_connection_refusal();
-    classify::tls_failure(&format!("{e} ({e:?})"), hung_up, reached)
-}
-
-/// Sorts a redis error into connhub's kinds; `what` and `after` describe the limit a
-/// timeout reached.
-pub(crate) fn classify(
-    name: &str,
-    endpoint: &str,
-    step: impl Into<Step>,
-    after: Duration,
-    e: redis::RedisError,
-) -> Error {
-    use redis::{ErrorKind, ServerErrorKind};
-    let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
-        || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
-        || e.code()
-            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"))
-        // The cluster client wraps a node's refusal in its own error.
-        || (e.code().is_none()
-            && ["\"WRONGPASS\"", "\"NOAUTH\""]
-                .iter()
-                .any(|c| e.to_string().contains(c)));
-    let class = if auth {
-        Class::Auth(e.to_string())
-    } else if e.is_timeout() {
-        Class::Timeout
-    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
-        Class::Connect
-    } else {
-        Class::Other
-    };
-    let site = Site {
-        origin: Origin::new(name, Kind::REDIS),
-        endpoint,
-        step: step.into(),
-        after,
-    };
-    classify::error(class, site, Arc::new(e))
 }
 
 impl bb8::ManageConnection for RedisConnectionManager {
@@ -332,40 +265,6 @@ impl Backend for RedisConnectionManager {
     }
 }
 
-/// The health check of a Redis connection: `PING` to a server; for a cluster, `CLUSTER
-/// INFO` on one of its nodes, which must say `cluster_state:ok` (a cluster that lost a
-/// shard refuses every command, as its nodes do).
-async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Result<()> {
-    let limit = m.command_timeout.unwrap_or(Duration::MAX);
-    let fail = |what, e| classify(&m.name, &m.topology.endpoint(), what, limit, e);
-    if !m.topology.is_cluster() {
-        let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
-        return pong.map(drop).map_err(|e| fail(Step::check("PING"), e));
-    }
-    let info: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(conn)
-        .await
-        .map_err(|e| fail(Step::check("CLUSTER INFO"), e))?;
-    match cluster_state(&info) {
-        Some("ok") => Ok(()),
-        state => Err(fail(
-            Step::check("CLUSTER INFO"),
-            redis::RedisError::from((
-                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
-                "the cluster is not serving every slot",
-                format!("cluster_state:{}", state.unwrap_or("missing")),
-            )),
-        )),
-    }
-}
-
-/// The `cluster_state` field of a `CLUSTER INFO` reply.
-fn cluster_state(info: &str) -> Option<&str> {
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix("cluster_state:"))
-}
-
 impl RedisPool {
     /// A shared connection for commands that keep no connection state, with no exclusive
     /// checkout: many tasks send on the same socket at once and redis pipelines their
@@ -405,34 +304,5 @@ impl RedisPool {
             .shared
             .get(this, open, SharedRedisConnection::clone)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{cluster_state, handshake_failure};
-
-    #[test]
-    fn cluster_state_is_read_from_cluster_info() {
-        let info = "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\n";
-        assert_eq!(cluster_state(info), Some("fail"));
-        assert_eq!(cluster_state("cluster_state:ok\r\n"), Some("ok"));
-        assert_eq!(cluster_state(""), None);
-    }
-
-    #[test]
-    fn a_hang_up_is_a_tls_problem_only_before_the_first_connection() {
-        let reset =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(reset.is_connection_dropped());
-        // Never connected: most likely a server that wants a client certificate.
-        let first = handshake_failure(&reset, false).expect("a TLS problem");
-        assert!(first.contains("client certificate"), "{first}");
-        // Connected before: a restarting server, to retry.
-        assert_eq!(handshake_failure(&reset, true), None);
-        // A refused connection is never a TLS problem.
-        let refused =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert_eq!(handshake_failure(&refused, false), None);
     }
 }

@@ -1,0 +1,108 @@
+//! Redis errors as connhub's: a failed connection attempt sorted into its kinds (TLS,
+//! authentication, timeout, connect), and a config key refused while the connector is
+//! built.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::RedisConnectionManager;
+use crate::backend::classify::{self, Class, Site};
+use crate::error::{Error, Origin, Step, TimeoutKind};
+use crate::status::Kind;
+
+impl RedisConnectionManager {
+    /// A failed connection attempt as connhub's error: a TLS problem when the handshake
+    /// is why, else sorted by [`classify`].
+    pub(super) fn classify(&self, e: redis::RedisError) -> Error {
+        let m = &*self.inner;
+        let reached = m.reached.load(Ordering::Relaxed);
+        if m.tls
+            && let Some(message) = handshake_failure(&e, reached)
+        {
+            return Error::Tls {
+                origin: Origin::new(m.name.to_string(), Kind::REDIS),
+                message,
+                source: Some(Arc::new(e)),
+            };
+        }
+        classify(
+            &m.name,
+            &m.topology.endpoint(),
+            TimeoutKind::Connect,
+            m.connect_timeout,
+            e,
+        )
+    }
+}
+
+pub(super) fn invalid(name: &str, key: &str, message: impl Into<String>) -> Error {
+    let mut errors = crate::error::ConfigErrors::default();
+    errors.push(format!("redis.{name}.{key}"), message);
+    Error::InvalidConfig(errors)
+}
+
+/// Why a TLS connection attempt failed, if TLS is the reason (see
+/// [`classify::tls_failure`]).
+fn handshake_failure(e: &redis::RedisError, reached: bool) -> Option<String> {
+    let hung_up = e.is_connection_dropped() && !e.is_connection_refusal();
+    classify::tls_failure(&format!("{e} ({e:?})"), hung_up, reached)
+}
+
+/// Sorts a redis error into connhub's kinds; `what` and `after` describe the limit a
+/// timeout reached.
+pub(crate) fn classify(
+    name: &str,
+    endpoint: &str,
+    step: impl Into<Step>,
+    after: Duration,
+    e: redis::RedisError,
+) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
+    let auth = matches!(e.kind(), ErrorKind::AuthenticationFailed)
+        || matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || e.code()
+            .is_some_and(|c| matches!(c, "WRONGPASS" | "NOAUTH" | "NOPERM"))
+        // The cluster client wraps a node's refusal in its own error.
+        || (e.code().is_none()
+            && ["\"WRONGPASS\"", "\"NOAUTH\""]
+                .iter()
+                .any(|c| e.to_string().contains(c)));
+    let class = if auth {
+        Class::Auth(e.to_string())
+    } else if e.is_timeout() {
+        Class::Timeout
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        Class::Connect
+    } else {
+        Class::Other
+    };
+    let site = Site {
+        origin: Origin::new(name, Kind::REDIS),
+        endpoint,
+        step: step.into(),
+        after,
+    };
+    classify::error(class, site, Arc::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake_failure;
+
+    #[test]
+    fn a_hang_up_is_a_tls_problem_only_before_the_first_connection() {
+        let reset =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(reset.is_connection_dropped());
+        // Never connected: most likely a server that wants a client certificate.
+        let first = handshake_failure(&reset, false).expect("a TLS problem");
+        assert!(first.contains("client certificate"), "{first}");
+        // Connected before: a restarting server, to retry.
+        assert_eq!(handshake_failure(&reset, true), None);
+        // A refused connection is never a TLS problem.
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(handshake_failure(&refused, false), None);
+    }
+}
