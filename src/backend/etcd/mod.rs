@@ -6,7 +6,6 @@
 //! `pool_size` bounds how many requests are in flight through `get()`, handed out in
 //! arrival order. One request stuck on a dead member holds one turn, never a whole client.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,11 +13,12 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 mod channel;
+mod connection;
+mod errors;
 mod lease;
 mod members;
 mod watch;
 
-use super::classify::{self, Class, Site};
 use crate::config::{EtcdConfig, parse_etcd};
 use crate::connector::BoxFuture;
 use crate::error::{Error, Origin, Result, Step, TimeoutKind};
@@ -27,6 +27,8 @@ use crate::pool::shared::Shared;
 use crate::pool::{Backend, Pool, PooledConnection};
 use crate::status::Kind;
 use channel::Gated;
+pub use connection::EtcdConnection;
+pub(crate) use errors::classify;
 pub use lease::{Lease, LeaseEvent, Registration};
 use members::Members;
 pub use watch::{Watch, WatchItem, WatchSpec};
@@ -150,26 +152,6 @@ impl EtcdConnectionManager {
             .join(",")
     }
 
-    fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
-        let m = &*self.inner;
-        if m.tls
-            && let Some(message) = handshake_failure(&e, m.reached.load(Ordering::Relaxed))
-        {
-            return Error::Tls {
-                origin: Origin::new(m.name.to_string(), Kind::ETCD),
-                message,
-                source: Some(Arc::new(e)),
-            };
-        }
-        classify(
-            &m.name,
-            endpoint,
-            TimeoutKind::Connect,
-            m.connect_timeout,
-            e,
-        )
-    }
-
     /// The shared client, opened first if there is none (for bb8's connect: bb8 reports
     /// a failure to the health engine).
     async fn shared(&self) -> Result<Client> {
@@ -234,60 +216,6 @@ fn tls_options(name: &str, config: &EtcdConfig) -> Result<TlsOptions> {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
     Ok(tls)
-}
-
-/// Why a TLS connection attempt failed, if TLS is the reason (see
-/// [`classify::tls_failure`]). etcd-client's error says a hang-up only in its text.
-fn handshake_failure(e: &etcd_client::Error, reached: bool) -> Option<String> {
-    let text = format!("{e}");
-    let hung_up = [
-        "BrokenPipe",
-        "broken pipe",
-        "ConnectionReset",
-        "connection closed",
-        "UnexpectedEof",
-        "close_notify",
-    ]
-    .iter()
-    .any(|m| text.contains(m));
-    classify::tls_failure(&text, hung_up, reached)
-}
-
-/// Sorts an etcd error into connhub's kinds.
-pub(crate) fn classify(
-    name: &str,
-    endpoint: &str,
-    step: impl Into<Step>,
-    after: Duration,
-    e: etcd_client::Error,
-) -> Error {
-    use etcd_client::Error as E;
-    let class = match &e {
-        E::GRpcStatus(status) => {
-            let msg = status.message();
-            let auth = matches!(
-                status.code(),
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-            ) || msg.contains("authentication failed")
-                || msg.contains("auth: ")
-                || msg.contains("authentication is not enabled");
-            match status.code() {
-                _ if auth => Class::Auth(msg.to_owned()),
-                tonic::Code::Unavailable => Class::Connect,
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Class::Timeout,
-                _ => Class::Other,
-            }
-        }
-        E::TransportError(_) | E::IoError(_) => Class::Connect,
-        _ => Class::Other,
-    };
-    let site = Site {
-        origin: Origin::new(name, Kind::ETCD),
-        endpoint,
-        step: step.into(),
-        after,
-    };
-    classify::error(class, site, Arc::new(e))
 }
 
 impl bb8::ManageConnection for EtcdConnectionManager {
@@ -357,61 +285,5 @@ impl Backend for EtcdConnectionManager {
 
     fn loss_signal(&self) -> Option<LossSignal> {
         Some(self.inner.members.losses().clone())
-    }
-}
-
-/// A pooled etcd client: a clone of the connector's shared client; derefs to
-/// [`etcd_client::Client`].
-pub struct EtcdConnection {
-    client: Client,
-}
-
-impl std::fmt::Debug for EtcdConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdConnection").finish_non_exhaustive()
-    }
-}
-
-impl EtcdPool {
-    /// The shared client, with no turn taken: an `etcd_client::Client` multiplexes every
-    /// request over HTTP/2, so one client serves any number of tasks at once. Everything
-    /// on the client is safe to share (watches and lease keep-alives are streams of their
-    /// own).
-    ///
-    /// Use [`get`](crate::Pool::get) when you want the pool's fair limit on requests in
-    /// flight. Fails fast like `get()` while the connector is down. The client is opened
-    /// on first use and replaced after an outage.
-    ///
-    /// ```no_run
-    /// # async fn demo(pool: connhub::EtcdPool) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut client = pool.client().await?;
-    /// client.put("service/a", "10.0.0.1:80", None).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn client(&self) -> Result<Client> {
-        let this = self.current();
-        let open = || {
-            let (pool, manager) = (this.clone(), this.manager().clone());
-            async move { manager.open().await.map_err(|e| pool.connect_failed(e)) }
-        };
-        this.manager()
-            .inner
-            .shared
-            .get(this, open, Client::clone)
-            .await
-    }
-}
-
-impl Deref for EtcdConnection {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl DerefMut for EtcdConnection {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.client
     }
 }
