@@ -3,108 +3,18 @@
 //! step asks for: broadcast the change, retire connections, wake refused waiters, start a
 //! trial. It is the only place that changes a connector's state.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use super::life::Life;
 use super::machine::{Actions, Failure, Input, Machine, Probe, Resize, Rules};
-use super::turns::Turns;
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Origin, Step};
 use crate::status::{Event, Kind, State};
-
-/// What every connection of a pool is checked against, locally: the epoch it was made in
-/// and whether the pool is closed. Going down or closing starts a new epoch, so no
-/// connection made before is handed out again.
-#[derive(Debug)]
-pub(crate) struct Life {
-    epoch: AtomicU32,
-    closed: AtomicBool,
-    /// Connections of the pool that exist now ([`Live`] counts them).
-    live: AtomicU32,
-    /// The start of the pool's clock ([`Life::now_ms`]).
-    born: Instant,
-    /// How many callers may hold a connection at once. Here, where every connection can
-    /// reach it, so a checked-out connection gives its turn back through the reference
-    /// to the pool's life it already holds.
-    pub(crate) turns: Turns,
-}
-
-/// The stamp of a connection retired by hand ([`Life::is_current`] never matches it).
-pub(crate) const RETIRED: u32 = u32::MAX;
-
-/// Counts one connection in [`Life`] while it exists.
-#[derive(Debug)]
-pub(crate) struct Live(Arc<Life>);
-
-impl Live {
-    pub(crate) fn new(life: &Arc<Life>) -> Self {
-        life.live.fetch_add(1, Ordering::Relaxed);
-        Live(life.clone())
-    }
-
-    /// The life of the pool the connection belongs to.
-    #[inline]
-    pub(crate) fn life(&self) -> &Arc<Life> {
-        &self.0
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Life {
-    pub(crate) fn new(pool_size: u32) -> Self {
-        Life {
-            epoch: AtomicU32::new(0),
-            closed: AtomicBool::new(false),
-            live: AtomicU32::new(0),
-            born: Instant::now(),
-            turns: Turns::new(pool_size),
-        }
-    }
-
-    /// The epoch new connections are stamped with (never [`RETIRED`]).
-    #[inline]
-    pub(crate) fn epoch(&self) -> u32 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Starts a new epoch: no connection stamped before is current any more.
-    fn next_epoch(&self) {
-        if self.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1) == RETIRED {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// True when a connection stamped `epoch` may still be handed out.
-    #[inline]
-    pub(crate) fn is_current(&self, epoch: u32) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.epoch() == epoch
-    }
-
-    /// Milliseconds since the pool was made, wrapping every 49 days: a small, cheap
-    /// timestamp for each connection (compare with `wrapping_sub`).
-    pub(crate) fn now_ms(&self) -> u32 {
-        // Truncation is the wrap.
-        self.born.elapsed().as_millis() as u32
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Connections of the pool that exist now, pooled or checked out.
-    pub(crate) fn live(&self) -> u32 {
-        self.live.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Debug, Default)]
 struct Observed {
@@ -237,7 +147,7 @@ impl Health {
             if act.retire {
                 self.life.next_epoch();
                 if to == State::Closed {
-                    self.life.closed.store(true, Ordering::Release);
+                    self.life.close();
                 }
             }
             self.state.store(to.to_u8(), Ordering::Release);
