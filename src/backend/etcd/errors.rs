@@ -12,7 +12,7 @@ use crate::status::Kind;
 
 impl EtcdConnectionManager {
     /// A failed connection attempt to `endpoint` as connhub's error: a TLS problem when
-    /// the handshake is why, else sorted by [`classify`].
+    /// the handshake is why, else sorted by [`classify`](fn@classify).
     pub(super) fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
         let m = &*self.inner;
         if m.tls

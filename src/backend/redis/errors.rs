@@ -13,7 +13,7 @@ use crate::status::Kind;
 
 impl RedisConnectionManager {
     /// A failed connection attempt as connhub's error: a TLS problem when the handshake
-    /// is why, else sorted by [`classify`].
+    /// is why, else sorted by [`classify`](fn@classify).
     pub(super) fn classify(&self, e: redis::RedisError) -> Error {
         let m = &*self.inner;
         let reached = m.reached.load(Ordering::Relaxed);
