@@ -1,7 +1,9 @@
 //! One way for every backend to turn its client's error into connhub's: the backend says
 //! what kind of failure it is ([`Class`], the part only it can read), and [`error`] builds
-//! the error; [`tls_failure`] tells a TLS set-up problem from a server restarting.
+//! the error; [`tls_failure`] tells a TLS set-up problem from a server restarting, and
+//! [`connect_failure`] makes a failed connection attempt one or the other.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Cause, Error, Origin, Step};
@@ -68,4 +70,25 @@ pub(crate) fn tls_failure(text: &str, hung_up: bool, reached: bool) -> Option<St
              client certificate?): {text}"
         )
     })
+}
+
+/// A failed connection attempt: [`Error::Tls`] when `tls` says TLS is why (see
+/// [`tls_failure`]), else what `sorted` makes of `e`.
+pub(crate) fn connect_failure<E>(
+    origin: impl FnOnce() -> Origin,
+    tls: Option<String>,
+    e: E,
+    sorted: impl FnOnce(E) -> Error,
+) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tls {
+        Some(message) => Error::Tls {
+            origin: origin(),
+            message,
+            source: Some(Arc::new(e)),
+        },
+        None => sorted(e),
+    }
 }

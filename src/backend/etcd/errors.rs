@@ -15,22 +15,19 @@ impl EtcdConnectionManager {
     /// the handshake is why, else sorted by [`classify`](fn@classify).
     pub(super) fn connect_error(&self, endpoint: &str, e: etcd_client::Error) -> Error {
         let m = &*self.inner;
-        if m.tls
-            && let Some(message) = handshake_failure(&e, m.reached.load(Ordering::Relaxed))
-        {
-            return Error::Tls {
-                origin: Origin::new(m.name.to_string(), Kind::ETCD),
-                message,
-                source: Some(Arc::new(e)),
-            };
-        }
-        classify(
-            &m.name,
-            endpoint,
-            TimeoutKind::Connect,
-            m.connect_timeout,
-            e,
-        )
+        let tls = m
+            .tls
+            .then(|| handshake_failure(&e, m.reached.load(Ordering::Relaxed)));
+        let origin = || Origin::new(m.name.to_string(), Kind::ETCD);
+        classify::connect_failure(origin, tls.flatten(), e, |e| {
+            classify(
+                &m.name,
+                endpoint,
+                TimeoutKind::Connect,
+                m.connect_timeout,
+                e,
+            )
+        })
     }
 }
 

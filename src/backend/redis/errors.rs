@@ -16,23 +16,19 @@ impl RedisConnectionManager {
     /// is why, else sorted by [`classify`](fn@classify).
     pub(super) fn classify(&self, e: redis::RedisError) -> Error {
         let m = &*self.inner;
-        let reached = m.reached.load(Ordering::Relaxed);
-        if m.tls
-            && let Some(message) = handshake_failure(&e, reached)
-        {
-            return Error::Tls {
-                origin: Origin::new(m.name.to_string(), Kind::REDIS),
-                message,
-                source: Some(Arc::new(e)),
-            };
-        }
-        classify(
-            &m.name,
-            &m.topology.endpoint(),
-            TimeoutKind::Connect,
-            m.connect_timeout,
-            e,
-        )
+        let tls = m
+            .tls
+            .then(|| handshake_failure(&e, m.reached.load(Ordering::Relaxed)));
+        let origin = || Origin::new(m.name.to_string(), Kind::REDIS);
+        classify::connect_failure(origin, tls.flatten(), e, |e| {
+            classify(
+                &m.name,
+                &m.topology.endpoint(),
+                TimeoutKind::Connect,
+                m.connect_timeout,
+                e,
+            )
+        })
     }
 }
 
