@@ -100,3 +100,63 @@ async fn pool_state_and_counters_are_recorded() {
     drop(held);
     manager.close().await.unwrap();
 }
+
+/// With no `tracing` subscriber, a plain command goes the short way (no span to run
+/// under) and still leaves its `db.client.operation.duration` sample, failures with the
+/// Redis error prefix, and no argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_with_no_subscriber_still_leaves_its_duration_sample() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).unwrap();
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let mut cache = manager.add_redis("plain", server.config()).await.unwrap();
+    let _: () = cache.set("user:7", "private-value").await.unwrap();
+    for _ in 0..3 {
+        let v: Option<String> = AsyncCommands::get(&mut cache, "user:7").await.unwrap();
+        assert_eq!(v.as_deref(), Some("private-value"));
+    }
+    let wrong: Result<i64, _> = cache.incr("user:7", 1).await;
+    assert!(wrong.is_err());
+
+    let samples: Vec<(Vec<(String, String)>, usize)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "db.client.operation.duration")
+        .map(|(key, _, _, value)| {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            let count = match value {
+                DebugValue::Histogram(h) => h.len(),
+                other => panic!("not a histogram: {other:?}"),
+            };
+            (labels, count)
+        })
+        .collect();
+    let has = |labels: &[(String, String)], k: &str, v: &str| {
+        labels.iter().any(|(lk, lv)| lk == k && lv == v)
+    };
+    let gets = samples
+        .iter()
+        .find(|(l, _)| has(l, "db.operation.name", "GET"))
+        .unwrap_or_else(|| panic!("no GET sample in {samples:?}"));
+    assert_eq!(gets.1, 3, "one sample a GET: {samples:?}");
+    assert!(has(&gets.0, "db.system.name", "redis"));
+    assert!(has(&gets.0, "db.client.connection.pool.name", "plain"));
+    assert!(!gets.0.iter().any(|(k, _)| k == "error.type"));
+    let failed = samples
+        .iter()
+        .find(|(l, _)| has(l, "db.operation.name", "INCRBY"))
+        .unwrap_or_else(|| panic!("no INCRBY sample in {samples:?}"));
+    assert!(has(&failed.0, "error.type", "ERR"), "{samples:?}");
+    assert!(has(&failed.0, "db.response.status_code", "ERR"));
+    let printed = format!("{samples:?}");
+    for secret in ["user:7", "private-value"] {
+        assert!(!printed.contains(secret), "{secret} in a sample: {printed}");
+    }
+}

@@ -117,6 +117,12 @@ impl Telemetry {
         }
     }
 
+    /// True when a subscriber may take the operations' spans (info level is on).
+    #[inline]
+    pub(super) fn spans() -> bool {
+        tracing::level_enabled!(tracing::Level::INFO)
+    }
+
     /// Opens the operation's span and starts its clock; the call then runs inside
     /// [`Started::span`] and ends with [`finish`](Telemetry::finish). (Not an async
     /// wrapper taking the call: an async fn keeps its argument apart from what it makes
@@ -125,7 +131,7 @@ impl Telemetry {
         // No subscriber takes info spans: no span at all, not even the disabled one the
         // macro would build (with `tracing`'s `log` feature on and no subscriber set, that
         // one is formatted for the `log` crate on every call).
-        if !tracing::level_enabled!(tracing::Level::INFO) {
+        if !Self::spans() {
             return Started {
                 span: None,
                 #[cfg(feature = "metrics")]

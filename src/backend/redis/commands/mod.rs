@@ -23,7 +23,7 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Valu
 use tracing::Instrument;
 
 use super::route::{self, Path};
-use super::telemetry::{Failure, Op, Outcome};
+use super::telemetry::{Failure, Op, Outcome, Telemetry};
 use super::{RedisConnection, RedisPool, SharedRedisConnection};
 use retry::{Via, lost, retried};
 
@@ -146,9 +146,10 @@ impl Sent<'_> {
     }
 }
 
-/// Sends `sent` where `path` says: on the shared connection (the fast path, written out
-/// flat, so this future stays a few words and moves cheaply), on a pooled connection of its
-/// own, or nowhere. Everything off the fast path is boxed.
+/// Sends `sent` where `path` says: on the shared connection (through the crate's own
+/// boxed request, so this future stays a few words and moves cheaply), on a pooled
+/// connection of its own, or nowhere. Everything off the shared connection is boxed. (A
+/// plain command with no span to run under takes [`plain`] instead.)
 async fn send(pool: &RedisPool, sent: Sent<'_>, path: Path, any: bool) -> RedisResult<Reply> {
     match path {
         Path::Shared => {}
@@ -269,7 +270,34 @@ fn command<'a>(pool: &'a RedisPool, cmd: &'a Cmd, any: bool) -> RedisFuture<'a, 
     let name = route::name(cmd);
     let (path, _) = route::classify_named(cmd, name);
     let op = Op::Command(name.unwrap_or_default());
-    Box::pin(measured(pool, op, Sent::Command(cmd), path, any).map_ok(Reply::one))
+    match path {
+        Path::Shared if !Telemetry::spans() => Box::pin(plain(pool, op, cmd, any)),
+        _ => Box::pin(measured(pool, op, Sent::Command(cmd), path, any).map_ok(Reply::one)),
+    }
+}
+
+/// The everyday call: a plain command on the shared connection, no subscriber taking
+/// spans. One flat future, boxed once with the crate's request inside it (as a
+/// `multiplexed()` handle's command is): no second allocation, and no layers to move it
+/// through and poll it through. Everything off this path is boxed.
+async fn plain<'a>(pool: &'a RedisPool, op: Op<'a>, cmd: &'a Cmd, any: bool) -> RedisResult<Value> {
+    let this = pool.current();
+    let telemetry = &this.manager().inner.telemetry;
+    let started = telemetry.start(&op);
+    let open = this
+        .manager()
+        .inner
+        .shared
+        .now(this, |c| (c.inner.clone(), c.meta.id));
+    let r = match open {
+        Some((mut link, id)) => match link.send(cmd).await {
+            Err(e) => Box::pin(failed(pool, Sent::Command(cmd), any, id, e)).await,
+            Ok(v) => Ok(Reply::One(v)),
+        },
+        None => Box::pin(unopened(pool, Sent::Command(cmd), any)).await,
+    };
+    telemetry.finish(started, &op, &r);
+    r.map(Reply::one)
 }
 
 /// Sends a pipeline on the pool's shared connection.
@@ -334,9 +362,10 @@ mod tests {
     use crate::backend::redis::route::Path;
     use crate::backend::redis::telemetry::Op;
 
-    /// Every command on the pool allocates its future, and moves it while it is built: it
-    /// must not hold the redis crate's request future (over a kilobyte) inline, on top of
-    /// the crate's own boxed one, nor the futures of the paths off the shared connection.
+    /// A call the long way (under a span, a blocking command, a pipeline) allocates its
+    /// future and moves it while it is built: it must not hold the redis crate's request
+    /// future (over a kilobyte) inline, on top of the crate's own boxed one, nor the
+    /// futures of the paths off the shared connection.
     #[tokio::test]
     async fn a_command_future_holds_no_request_future_inline() {
         let mut config = crate::RedisConfig::default();
@@ -348,5 +377,31 @@ mod tests {
         let call = super::measured(&pool, Op::Command(b"GET"), sent, Path::Shared, false);
         let size = size_of_val(&call);
         assert!(size <= 512, "a command's future is {size} bytes");
+    }
+
+    /// The size of what `f` returns, without calling it.
+    fn output_size<A, R>(_: &impl FnOnce(A) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// A plain command's future is boxed once with the crate's request inside it: it holds
+    /// that request and a few words more, none of the futures off its path (a retry's or
+    /// an open's, several kilobytes each).
+    #[tokio::test]
+    async fn a_plain_command_future_is_its_request_and_a_few_words() {
+        let mut config = crate::RedisConfig::default();
+        config.connector.lazy_connect = true;
+        let manager = crate::Manager::new();
+        let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
+        let cmd: &'static redis::Cmd = Box::leak(Box::new(redis::cmd("GET")));
+        let request = output_size(
+            &|link: &'static mut crate::backend::redis::connection::Link| link.send(cmd),
+        );
+        let call = super::plain(&pool, Op::Command(b"GET"), cmd, false);
+        let size = size_of_val(&call);
+        assert!(
+            size <= request + 512,
+            "a plain command's future is {size} bytes, its request {request}"
+        );
     }
 }
