@@ -8,6 +8,13 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 /// A metric's name, labels and value.
 type Recorded = (String, Vec<(String, String)>, DebugValue);
 
+/// A metric's labels, as pairs of strings.
+fn labels(key: &metrics::Key) -> Vec<(String, String)> {
+    key.labels()
+        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+        .collect()
+}
+
 #[tokio::test]
 async fn pool_state_and_counters_are_recorded() {
     let server = RedisServer::start().unwrap();
@@ -28,14 +35,7 @@ async fn pool_state_and_counters_are_recorded() {
         .snapshot()
         .into_vec()
         .into_iter()
-        .map(|(key, _, _, value)| {
-            let labels = key
-                .key()
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            (key.key().name().to_owned(), labels, value)
-        })
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), labels(key.key()), value))
         .collect();
     let find = |name: &str, label: (&str, &str)| {
         values
@@ -125,17 +125,9 @@ async fn a_command_with_no_subscriber_still_leaves_its_duration_sample() {
         .into_vec()
         .into_iter()
         .filter(|(key, ..)| key.key().name() == "db.client.operation.duration")
-        .map(|(key, _, _, value)| {
-            let labels = key
-                .key()
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            let count = match value {
-                DebugValue::Histogram(h) => h.len(),
-                other => panic!("not a histogram: {other:?}"),
-            };
-            (labels, count)
+        .map(|(key, _, _, value)| match value {
+            DebugValue::Histogram(h) => (labels(key.key()), h.len()),
+            other => panic!("not a histogram: {other:?}"),
         })
         .collect();
     let has = |labels: &[(String, String)], k: &str, v: &str| {

@@ -362,16 +362,22 @@ mod tests {
     use crate::backend::redis::route::Path;
     use crate::backend::redis::telemetry::Op;
 
+    /// A pool that connects to nothing until asked: enough to size its futures.
+    async fn lazy_pool() -> (crate::Manager, crate::RedisPool) {
+        let mut config = crate::RedisConfig::default();
+        config.connector.lazy_connect = true;
+        let manager = crate::Manager::new();
+        let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
+        (manager, pool)
+    }
+
     /// A call the long way (under a span, a blocking command, a pipeline) allocates its
     /// future and moves it while it is built: it must not hold the redis crate's request
     /// future (over a kilobyte) inline, on top of the crate's own boxed one, nor the
     /// futures of the paths off the shared connection.
     #[tokio::test]
     async fn a_command_future_holds_no_request_future_inline() {
-        let mut config = crate::RedisConfig::default();
-        config.connector.lazy_connect = true;
-        let manager = crate::Manager::new();
-        let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
+        let (_manager, pool) = lazy_pool().await;
         let cmd = redis::cmd("GET");
         let sent = super::Sent::Command(&cmd);
         let call = super::measured(&pool, Op::Command(b"GET"), sent, Path::Shared, false);
@@ -389,10 +395,7 @@ mod tests {
     /// an open's, several kilobytes each).
     #[tokio::test]
     async fn a_plain_command_future_is_its_request_and_a_few_words() {
-        let mut config = crate::RedisConfig::default();
-        config.connector.lazy_connect = true;
-        let manager = crate::Manager::new();
-        let pool = manager.add_redis("sizes", config).await.expect("lazy pool");
+        let (_manager, pool) = lazy_pool().await;
         let cmd: &'static redis::Cmd = Box::leak(Box::new(redis::cmd("GET")));
         let request = output_size(
             &|link: &'static mut crate::backend::redis::connection::Link| link.send(cmd),
