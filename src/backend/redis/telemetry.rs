@@ -123,6 +123,17 @@ impl Telemetry {
         tracing::level_enabled!(tracing::Level::INFO)
     }
 
+    /// Starts an operation's clock with no span, for a caller that has found
+    /// [`spans`](Telemetry::spans) off; it ends with [`finish`](Telemetry::finish).
+    #[inline]
+    pub(super) fn unspanned() -> Started {
+        Started {
+            span: None,
+            #[cfg(feature = "metrics")]
+            at: std::time::Instant::now(),
+        }
+    }
+
     /// Opens the operation's span and starts its clock; the call then runs inside
     /// [`Started::span`] and ends with [`finish`](Telemetry::finish). (Not an async
     /// wrapper taking the call: an async fn keeps its argument apart from what it makes
@@ -132,11 +143,7 @@ impl Telemetry {
         // macro would build (with `tracing`'s `log` feature on and no subscriber set, that
         // one is formatted for the `log` crate on every call).
         if !Self::spans() {
-            return Started {
-                span: None,
-                #[cfg(feature = "metrics")]
-                at: std::time::Instant::now(),
-            };
+            return Self::unspanned();
         }
         let span = tracing::info_span!(
             "redis.command",

@@ -282,13 +282,10 @@ fn command<'a>(pool: &'a RedisPool, cmd: &'a Cmd, any: bool) -> RedisFuture<'a, 
 /// through and poll it through. Everything off this path is boxed.
 async fn plain<'a>(pool: &'a RedisPool, op: Op<'a>, cmd: &'a Cmd, any: bool) -> RedisResult<Value> {
     let this = pool.current();
-    let telemetry = &this.manager().inner.telemetry;
-    let started = telemetry.start(&op);
-    let open = this
-        .manager()
-        .inner
-        .shared
-        .now(this, |c| (c.inner.clone(), c.meta.id));
+    let inner = &this.manager().inner;
+    // `command` found no subscriber taking spans: no second look.
+    let started = Telemetry::unspanned();
+    let open = inner.shared.now(this, |c| (c.inner.clone(), c.meta.id));
     let r = match open {
         Some((mut link, id)) => match link.send(cmd).await {
             Err(e) => Box::pin(failed(pool, Sent::Command(cmd), any, id, e)).await,
@@ -296,7 +293,7 @@ async fn plain<'a>(pool: &'a RedisPool, op: Op<'a>, cmd: &'a Cmd, any: bool) -> 
         },
         None => Box::pin(unopened(pool, Sent::Command(cmd), any)).await,
     };
-    telemetry.finish(started, &op, &r);
+    inner.telemetry.finish(started, &op, &r);
     r.map(Reply::one)
 }
 
