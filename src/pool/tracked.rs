@@ -49,8 +49,9 @@ impl<M: Bb8Manager> std::fmt::Debug for Tracked<M> {
 
 /// A pooled connection with the epoch it was made in; derefs to the backend's connection.
 ///
-/// Kept small (it is moved in and out of bb8's queue on every checkout): the stamps are
-/// 32-bit.
+/// Kept small (it is moved in and out of bb8's queue on every checkout, and bb8's guard
+/// around it is copied inline only up to 128 bytes): the stamps are 32-bit, and what a
+/// checkout does not read is kept out of line.
 pub(crate) struct Stamped<C> {
     conn: C,
     /// The epoch it was made in, or [`RETIRED`].
@@ -58,11 +59,17 @@ pub(crate) struct Stamped<C> {
     /// When it was last made or returned unbroken ([`Life::now_ms`]): within
     /// [`VOUCHED_FOR`] of that, a checkout skips the manager's `is_valid` round trip.
     vouched: u32,
+    /// Allocated once, when the connection is made.
+    held: Box<Held>,
+}
+
+/// What a [`Stamped`] connection keeps out of line.
+struct Held {
     /// Counts it among the pool's connections while it exists.
     live: Live,
     /// Why its `on_connect` hook failed: the caller that gets it is told, and it is
     /// dropped.
-    hook_failed: Option<Box<Error>>,
+    hook_failed: Option<Error>,
 }
 
 impl<C> Stamped<C> {
@@ -71,15 +78,17 @@ impl<C> Stamped<C> {
             conn,
             epoch,
             vouched: life.now_ms(),
-            live: Live::new(life),
-            hook_failed: None,
+            held: Box::new(Held {
+                live: Live::new(life),
+                hook_failed: None,
+            }),
         }
     }
 
     /// The life of the pool it belongs to, where the pool's turns are.
     #[inline]
     pub(crate) fn life(&self) -> &Arc<crate::health::Life> {
-        self.live.life()
+        self.held.live.life()
     }
 
     /// Marks it for dropping when it goes back to the pool.
@@ -89,9 +98,9 @@ impl<C> Stamped<C> {
 
     /// Why its `on_connect` hook failed, once; it is retired then.
     pub(crate) fn take_hook_failure(&mut self) -> Option<Error> {
-        let failed = self.hook_failed.take()?;
+        let failed = self.held.hook_failed.take()?;
         self.retire();
-        Some(*failed)
+        Some(failed)
     }
 
     /// True when it was made or returned unbroken within [`VOUCHED_FOR`].
@@ -201,7 +210,7 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         let mut conn = Stamped::new(conn, epoch, life);
         self.parts.health.connected();
         if let Some(hook) = &self.parts.on_connect {
-            conn.hook_failed = self.hook(hook, &mut conn.conn).await.err().map(Box::new);
+            conn.held.hook_failed = self.hook(hook, &mut conn.conn).await.err();
         }
         #[cfg(feature = "metrics")]
         self.parts.meters.created(started.elapsed());
@@ -254,4 +263,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tracked;
+    use crate::backend::redis::RedisConnectionManager;
+
+    /// bb8 moves its guard around a Redis connection several times on every checkout: at
+    /// 128 bytes or less the compiler copies it inline, over that it calls `memcpy` each
+    /// time. A field added to [`Stamped`](super::Stamped) goes out of line.
+    #[test]
+    fn a_pooled_redis_connection_is_copied_inline() {
+        let size = size_of::<bb8::PooledConnection<'static, Tracked<RedisConnectionManager>>>();
+        assert!(
+            size <= 128,
+            "bb8's guard around a Redis connection is {size} bytes"
+        );
+    }
 }
