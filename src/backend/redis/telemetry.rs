@@ -219,10 +219,10 @@ impl Started {
 
 #[cfg(feature = "metrics")]
 mod meters {
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
 
-    use arc_swap::ArcSwap;
     use metrics::{Histogram, Label};
 
     use super::{Failure, Op};
@@ -230,14 +230,25 @@ mod meters {
     /// The histogram name OpenTelemetry gives a database client's operations.
     const NAME: &str = "db.client.operation.duration";
 
-    /// The connector's `db.client.operation.duration` handles, one per operation name,
-    /// made on first use (install the recorder before the first command).
+    /// How many operation names keep a handle; a service sends a few dozen commands at
+    /// most. Past that, a name's samples go through the recorder's own lookup.
+    const KEPT: usize = 64;
+
+    /// An operation name and its handle.
+    type Kept = (Box<[u8]>, Histogram);
+
+    /// The connector's `db.client.operation.duration` handles for successful operations,
+    /// one per operation name, made on first use (install the recorder before the first
+    /// command).
     #[derive(Debug)]
     pub(super) struct Histograms {
         labels: Vec<Label>,
-        /// By operation name: a short list, scanned (a service sends a few dozen commands
-        /// at most, and comparing short names beats hashing them).
-        ok: ArcSwap<Vec<(Box<[u8]>, Histogram)>>,
+        /// By operation name, in the order first seen: each filled once and never
+        /// emptied, so a look is an atomic load and a scan, with no reference count or
+        /// lock (comparing short names beats hashing them).
+        ok: Box<[OnceLock<Kept>]>,
+        /// How many of `ok` are filled.
+        filled: AtomicUsize,
         adding: Mutex<()>,
     }
 
@@ -254,7 +265,8 @@ mod meters {
             }
             Histograms {
                 labels,
-                ok: ArcSwap::default(),
+                ok: (0..KEPT).map(|_| OnceLock::new()).collect(),
+                filled: AtomicUsize::new(0),
                 adding: Mutex::new(()),
             }
         }
@@ -283,18 +295,71 @@ mod meters {
                 Op::Pipeline { atomic: true, .. } => b"MULTI",
                 Op::Pipeline { atomic: false, .. } => b"PIPELINE",
             };
-            if let Some((_, h)) = self.ok.load().iter().find(|(k, _)| **k == *key) {
+            if let Some(h) = self.kept(key) {
                 h.record(secs);
                 return;
             }
             let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
             let h = metrics::histogram!(NAME, self.labels(&op.name(), None));
             h.record(secs);
-            let mut more = Vec::clone(&self.ok.load());
-            if !more.iter().any(|(k, _)| **k == *key) {
-                more.push((key.into(), h));
-                self.ok.store(Arc::new(more));
+            // Only under `adding`: another caller may have kept it meanwhile.
+            let n = self.filled.load(Ordering::Acquire);
+            if n < KEPT && self.kept(key).is_none() && self.ok[n].set((key.into(), h)).is_ok() {
+                self.filled.store(n + 1, Ordering::Release);
             }
+        }
+
+        /// The handle kept for `key`, if there is one.
+        #[inline]
+        fn kept(&self, key: &[u8]) -> Option<&Histogram> {
+            let n = self.filled.load(Ordering::Acquire);
+            self.ok
+                .get(..n)?
+                .iter()
+                .filter_map(OnceLock::get)
+                .find(|(k, _)| **k == *key)
+                .map(|(_, h)| h)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::time::Duration;
+
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        use super::{Histograms, KEPT};
+        use crate::backend::redis::telemetry::Op;
+
+        /// Every operation name gets its samples: the first [`KEPT`] through a handle
+        /// kept once each, the rest through the recorder's own lookup.
+        #[test]
+        fn every_name_is_recorded_whether_its_handle_is_kept_or_not() {
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            let names: Vec<Vec<u8>> = (0..KEPT + 6)
+                .map(|i| format!("OP{i}").into_bytes())
+                .collect();
+            metrics::with_local_recorder(&recorder, || {
+                let h = Histograms::new("cache", 0, None);
+                for _ in 0..3 {
+                    for name in &names {
+                        h.observe(&Op::Command(name), None, Duration::from_millis(1));
+                    }
+                }
+                assert_eq!(h.filled.load(std::sync::atomic::Ordering::Relaxed), KEPT);
+            });
+            let samples: Vec<_> = snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter_map(|(key, _, _, value)| match value {
+                    DebugValue::Histogram(v) => Some((key, v.len())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(samples.len(), names.len(), "one histogram a name");
+            assert!(samples.iter().all(|(_, n)| *n == 3), "{samples:?}");
         }
     }
 }
