@@ -267,15 +267,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::marker::PhantomData;
+
     use super::Tracked;
-    use crate::backend::redis::RedisConnectionManager;
+    use crate::pool::{Bb8Manager, Pool};
+
+    /// The size of bb8's guard around a connection of the pool type given.
+    fn guard_size<M: Bb8Manager>(_: PhantomData<Pool<M>>) -> usize {
+        size_of::<bb8::PooledConnection<'static, Tracked<M>>>()
+    }
 
     /// bb8 moves its guard around a Redis connection several times on every checkout: at
     /// 128 bytes or less the compiler copies it inline, over that it calls `memcpy` each
     /// time. A field added to [`Stamped`](super::Stamped) goes out of line.
     #[test]
     fn a_pooled_redis_connection_is_copied_inline() {
-        let size = size_of::<bb8::PooledConnection<'static, Tracked<RedisConnectionManager>>>();
+        let size = guard_size(PhantomData::<crate::RedisPool>);
         assert!(
             size <= 128,
             "bb8's guard around a Redis connection is {size} bytes"
