@@ -146,6 +146,8 @@ impl<M: Bb8Manager> Pool<M> {
         let down = h.went_down();
         self.admit()?;
         let in_line = std::sync::atomic::AtomicBool::new(turn.is_none());
+        // A caller that came with its turn has just found no connection idle.
+        let looked = turn.is_some();
         let wait = async {
             let turn = match turn {
                 Some(t) => t,
@@ -158,7 +160,7 @@ impl<M: Bb8Manager> Pool<M> {
             // waits. bb8's checkout future is boxed, kept out of this one: a waiting
             // caller's future is allocated on every wait, and small enough for the
             // allocator's per-thread cache only without it.
-            let idle = if inner.parts.checks_locally {
+            let idle = if inner.parts.checks_locally && !looked {
                 inner.idle_now()
             } else {
                 None
@@ -290,6 +292,7 @@ impl<M: Bb8Manager> Inner<M> {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     /// A caller that waits in line for a connection allocates its future each time. At
