@@ -146,12 +146,14 @@ impl<M: Bb8Manager> Pool<M> {
         let down = h.went_down();
         self.admit()?;
         let in_line = std::sync::atomic::AtomicBool::new(turn.is_none());
-        // A caller that came with its turn has just found no connection idle.
-        let looked = turn.is_some();
         let wait = async {
-            let turn = match turn {
-                Some(t) => t,
-                None => inner.turns().take().await.map_err(|_closed| h.closed())?,
+            // A caller that came with its turn has just found no connection idle.
+            let (turn, looked) = match turn {
+                Some(t) => (t, true),
+                None => {
+                    let t = inner.turns().take().await.map_err(|_closed| h.closed())?;
+                    (t, false)
+                }
             };
             in_line.store(false, Ordering::Relaxed);
             // bb8 validates every connection it hands out through the adapter (epoch,
