@@ -10,11 +10,19 @@ use connhub::redis::aio::ConnectionLike;
 use connhub::testkit::RedisServer;
 use connhub::{ConnectorConfig, Manager, Pool, PoolConfig, Status};
 
-const RUN: Duration = Duration::from_secs(60);
+const RUN: Duration = Duration::from_secs(30);
 
 fn server() -> RedisServer {
     RedisServer::builder()
         .args(["--timeout", "1"])
+        .start()
+        .unwrap()
+}
+
+/// A server that closes idle connections and takes at most four clients.
+fn capped_server() -> RedisServer {
+    RedisServer::builder()
+        .args(["--timeout", "1", "--maxclients", "4"])
         .start()
         .unwrap()
 }
@@ -98,5 +106,28 @@ async fn server_closed_idle_connections_are_no_outage_for_a_plain_bb8_manager() 
         .await
         .unwrap();
     bursts_without_outage(&manager, pool, "bb8-redis via add_pool").await;
+    manager.close().await.unwrap();
+}
+
+/// At a connection cap the health engine checks the pool's own connections, not fresh
+/// ones. When the server closes them all for idleness, the check meets dead connections:
+/// they are dropped and the check goes on to the next, then to a fresh one (the server
+/// has room again), and finds the server up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_closed_idle_connections_at_a_connection_cap_are_no_outage() {
+    let server = capped_server();
+    let manager = Manager::new();
+    let mut cfg = server.config();
+    cfg.pool_size = 16;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    let s = bursts_without_outage(&manager, pool, "connhub redis at maxclients 4").await;
+    assert!(
+        s.pool.connections_closed_broken > 0,
+        "the server did close idle connections"
+    );
+    assert!(
+        s.last_connect_error.is_some(),
+        "the server did refuse a connection at its cap: {s:?}"
+    );
     manager.close().await.unwrap();
 }

@@ -17,7 +17,7 @@ pub(crate) use timeout::Step;
 pub use timeout::TimeoutKind;
 
 use crate::status::{Kind, State};
-use gone::says_gone;
+use gone::{says_dropped, says_gone};
 
 /// A shared, cloneable cause.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -287,6 +287,19 @@ impl Error {
             e if e.is_permanent() => true,
             Error::Closed { .. } => true,
             Error::Connect { source, .. } | Error::Backend { source, .. } => says_gone(&**source),
+            _ => false,
+        }
+    }
+
+    /// True when this error, from a connection that was working, says only that the
+    /// connection was lost (the peer hung up or reset it): the next connection may well
+    /// work. A server that closes idle connections looks like this, and so does one that
+    /// was killed; a refusal, a timeout or an error reply does not.
+    pub(crate) fn is_dropped(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Backend { source, .. } => {
+                says_dropped(&**source)
+            }
             _ => false,
         }
     }

@@ -66,6 +66,46 @@ fn a_refusal_or_unreachable_host_is_gone_a_hang_up_or_timeout_is_not() {
 }
 
 #[test]
+fn a_hang_up_or_reset_is_a_dropped_connection_a_refusal_timeout_or_reply_is_not() {
+    use std::io::{Error as Io, ErrorKind as K};
+    for kind in [
+        K::BrokenPipe,
+        K::ConnectionReset,
+        K::ConnectionAborted,
+        K::UnexpectedEof,
+    ] {
+        assert!(connect(Io::from(kind)).is_dropped(), "{kind:?}");
+        let redis = redis::RedisError::from(Io::from(kind));
+        assert!(connect(redis).is_dropped(), "redis {kind:?}");
+    }
+    for kind in [K::ConnectionRefused, K::TimedOut, K::HostUnreachable] {
+        assert!(!connect(Io::from(kind)).is_dropped(), "{kind:?}");
+        let redis = redis::RedisError::from(Io::from(kind));
+        assert!(!connect(redis).is_dropped(), "redis {kind:?}");
+    }
+    let loading = redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+        "loading",
+    ));
+    assert!(!connect(loading).is_dropped(), "an error reply");
+    let origin = Origin::new("cache", Kind::REDIS);
+    let timeout = Error::timed_out(
+        origin.clone(),
+        super::TimeoutKind::HealthCheck,
+        std::time::Duration::from_secs(5),
+        None,
+    );
+    assert!(!timeout.is_dropped());
+    let wrapped = Error::Backend {
+        origin,
+        source: Arc::new(connect(Io::from(K::BrokenPipe))),
+    };
+    assert!(wrapped.is_dropped());
+    let reset = etcd_client::Error::IoError(Io::from(K::ConnectionReset));
+    assert!(connect(reset).is_dropped());
+}
+
+#[test]
 fn the_causes_are_the_source_chain() {
     use std::error::Error as _;
     use std::io::{Error as Io, ErrorKind as K};

@@ -38,61 +38,70 @@ impl<M: Bb8Manager> Inner<M> {
                     }
                 }
             }
-            // Bounded by the check's own deadline, which names the health check.
-            let mut conn = self
-                .bb8
-                .dedicated_connection()
-                .await
-                .map_err(|f| self.open_failed(f))?;
-            parts
-                .backend
-                .probe(&parts.manager, &mut conn)
-                .await
-                .map_err(|e| parts.backend.classify(&h.name, e))?;
-            // The proven connection serves the next checkout; a full pool just drops it.
-            self.adopt(conn);
-            Ok(())
+            self.probe_fresh().await
         };
         self.timed(check).await
     }
 
+    /// A round trip on a fresh connection, which joins the pool if it answers. Bounded by
+    /// the check's own deadline, which names the health check.
+    async fn probe_fresh(&self) -> Result<()> {
+        let h = &*self.health;
+        let parts = &*self.parts;
+        let mut conn = self
+            .bb8
+            .dedicated_connection()
+            .await
+            .map_err(|f| self.open_failed(f))?;
+        parts
+            .backend
+            .probe(&parts.manager, &mut conn)
+            .await
+            .map_err(|e| parts.backend.classify(&h.name, e))?;
+        // The proven connection serves the next checkout; a full pool just drops it.
+        self.adopt(conn);
+        Ok(())
+    }
+
     /// The check while the pool is limited: a round trip on one of the pool's own
     /// connections, waiting for one if all are in use (a fresh one would be refused).
-    /// Bounded by `connect_timeout`; fails when none answers in time, or as soon as the
-    /// pool has no connection left (each one that fails its validation is dropped).
+    /// A connection found lost (the server closed it while idle, say) is dropped and the
+    /// next one tried; once none is left, a fresh one is, as the server may have room
+    /// again. Bounded by `connect_timeout`; fails when a connection's check fails for any
+    /// other reason, when none answers in time, or when the fresh one fails too.
     async fn probe_pooled(&self) -> Result<Duration> {
         let h = &*self.health;
         let parts = &*self.parts;
         let limit = h.config.connect_timeout;
-        let none_left = async {
-            while h.life.live() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
         let check = async {
-            let got = tokio::select! {
-                got = self.bb8.get() => got,
-                () = none_left => {
-                    return Err(h.last_connect_error().unwrap_or_else(|| {
-                        h.timeout(TimeoutKind::HealthCheck, limit)
-                    }));
+            loop {
+                let none_left = async {
+                    while h.life.live() > 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                let got = tokio::select! {
+                    got = self.bb8.get() => got,
+                    () = none_left => break,
+                };
+                let mut conn = got.map_err(|e| match e {
+                    bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
+                        parts.backend.classify(&h.name, e)
+                    }
+                    bb8::RunError::User(Fault::Retired) => h.closed(),
+                    bb8::RunError::TimedOut => h.timeout(TimeoutKind::HealthCheck, limit),
+                })?;
+                let Err(e) = parts.backend.probe(&parts.manager, &mut conn).await else {
+                    return Ok(());
+                };
+                conn.retire();
+                let e = parts.backend.classify(&h.name, e);
+                if !e.is_dropped() {
+                    return Err(e);
                 }
-            };
-            let mut conn = got.map_err(|e| match e {
-                bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
-                    parts.backend.classify(&h.name, e)
-                }
-                bb8::RunError::User(Fault::Retired) => h.closed(),
-                bb8::RunError::TimedOut => h.timeout(TimeoutKind::HealthCheck, limit),
-            })?;
-            parts
-                .backend
-                .probe(&parts.manager, &mut conn)
-                .await
-                .map_err(|e| {
-                    conn.retire();
-                    parts.backend.classify(&h.name, e)
-                })
+                tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection was lost; checking the next");
+            }
+            self.probe_fresh().await
         };
         self.timed(check).await
     }
