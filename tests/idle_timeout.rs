@@ -131,3 +131,31 @@ async fn server_closed_idle_connections_at_a_connection_cap_are_no_outage() {
     );
     manager.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_closed_idle_connections_at_a_connection_cap_are_no_outage_for_a_plain_bb8_manager()
+{
+    let server = capped_server();
+    let manager = Manager::new();
+    let bb8_manager =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
+    let pool_config = PoolConfig {
+        max_size: 16,
+        ..PoolConfig::default()
+    };
+    let pool = manager
+        .add_pool(
+            "bb8-redis",
+            bb8_manager,
+            ConnectorConfig::default(),
+            pool_config,
+        )
+        .await
+        .unwrap();
+    let s = bursts_without_outage(&manager, pool, "bb8-redis via add_pool at maxclients 4").await;
+    assert!(
+        s.last_connect_error.is_some(),
+        "the server did refuse a connection at its cap: {s:?}"
+    );
+    manager.close().await.unwrap();
+}
