@@ -8,20 +8,7 @@ use super::{Cause, Error};
 /// there, the redis crate's word for the same, or a failed name lookup.
 pub(super) fn says_gone(error: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(e) = e.downcast_ref::<Error>() {
-            return e.is_gone();
-        }
-        // A shared cause as its own source hides what it holds: look inside.
-        if let Some(cause) = e.downcast_ref::<Cause>() {
-            next = Some(&**cause);
-            continue;
-        }
-        if let Some(e) = e.downcast_ref::<etcd_client::Error>() {
-            next = etcd_cause(e);
-            continue;
-        }
+    walk(error, Error::is_gone, |e| {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             let gone = matches!(
                 io.kind(),
@@ -29,36 +16,20 @@ pub(super) fn says_gone(error: &(dyn std::error::Error + 'static)) -> bool {
             );
             // std's own message for a failed getaddrinfo, which has no kind of its own.
             if gone || io.to_string().contains("failed to lookup address") {
-                return true;
+                return Some(true);
             }
         }
-        if e.downcast_ref::<redis::RedisError>()
+        e.downcast_ref::<redis::RedisError>()
             .is_some_and(redis::RedisError::is_connection_refusal)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+            .then_some(true)
+    })
 }
 
 /// True when `error` or one of its sources says an established connection was lost (the
 /// peer hung up or reset it) rather than that the server refused or failed a request.
 pub(super) fn says_dropped(error: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(e) = e.downcast_ref::<Error>() {
-            return e.is_dropped();
-        }
-        if let Some(cause) = e.downcast_ref::<Cause>() {
-            next = Some(&**cause);
-            continue;
-        }
-        if let Some(e) = e.downcast_ref::<etcd_client::Error>() {
-            next = etcd_cause(e);
-            continue;
-        }
+    walk(error, Error::is_dropped, |e| {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(
                 io.kind(),
@@ -69,10 +40,36 @@ pub(super) fn says_dropped(error: &(dyn std::error::Error + 'static)) -> bool {
                     | K::UnexpectedEof
             )
         {
-            return true;
+            return Some(true);
         }
-        if let Some(e) = e.downcast_ref::<redis::RedisError>() {
-            return !e.is_timeout() && e.is_connection_dropped() && !e.is_connection_refusal();
+        e.downcast_ref::<redis::RedisError>()
+            .map(|e| !e.is_timeout() && e.is_connection_dropped() && !e.is_connection_refusal())
+    })
+}
+
+/// Walks `error` and its sources until `verdict` decides (`Some`), looking inside shared
+/// causes and etcd-client's errors, which hide what they hold. A connhub error on the way
+/// decides by `nested`. Undecided to the end: false.
+fn walk(
+    error: &(dyn std::error::Error + 'static),
+    nested: fn(&Error) -> bool,
+    verdict: impl Fn(&(dyn std::error::Error + 'static)) -> Option<bool>,
+) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<Error>() {
+            return nested(e);
+        }
+        if let Some(cause) = e.downcast_ref::<Cause>() {
+            next = Some(&**cause);
+            continue;
+        }
+        if let Some(e) = e.downcast_ref::<etcd_client::Error>() {
+            next = etcd_cause(e);
+            continue;
+        }
+        if let Some(decided) = verdict(e) {
+            return decided;
         }
         next = e.source();
     }
