@@ -5,6 +5,8 @@
 //! runtime, and callers that retry without sleeping; bb8-redis on the same server in the
 //! same run is the yardstick.
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use connhub::backend::Bb8Manager;
 use connhub::redis::{self, AsyncCommands};
 use connhub::testkit::RedisServer;
-use connhub::{ConnectorConfig, Event, Manager, Pool, PoolConfig, State};
+use connhub::{Event, Manager, Pool, State};
 
 /// One test of this file at a time: each compares calls per second with bb8-redis's on
 /// the same 2 cores, and another test's load running beside only one of the two runs
@@ -244,21 +246,7 @@ async fn a_connection_cap_is_not_an_outage_for_a_plain_bb8_manager() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let server = capped();
     let manager = Manager::new();
-    let bb8_manager =
-        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
-    let pool_config = PoolConfig {
-        max_size: POOL,
-        ..PoolConfig::default()
-    };
-    let pool = manager
-        .add_pool(
-            "bb8-redis",
-            bb8_manager,
-            ConnectorConfig::default(),
-            pool_config,
-        )
-        .await
-        .unwrap();
+    let pool = common::add_bb8_redis(&manager, &server, POOL).await;
     capped_run(&server, manager, pool, "add_pool(bb8-redis)").await;
 }
 

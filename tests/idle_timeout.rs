@@ -2,13 +2,15 @@
 //! do the same) is no outage: the closed connections are replaced without a caller
 //! seeing them, for connhub's Redis backend and for a plain bb8 manager alike.
 
+mod common;
+
 use std::time::Duration;
 
 use connhub::backend::Bb8Manager;
 use connhub::redis::AsyncCommands;
 use connhub::redis::aio::ConnectionLike;
 use connhub::testkit::RedisServer;
-use connhub::{ConnectorConfig, Manager, Pool, PoolConfig, Status};
+use connhub::{Manager, Pool, PoolConfig, Status};
 
 const RUN: Duration = Duration::from_secs(30);
 
@@ -94,17 +96,7 @@ async fn server_closed_idle_connections_are_no_outage() {
 async fn server_closed_idle_connections_are_no_outage_for_a_plain_bb8_manager() {
     let server = server();
     let manager = Manager::new();
-    let bb8_manager =
-        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
-    let pool = manager
-        .add_pool(
-            "bb8-redis",
-            bb8_manager,
-            ConnectorConfig::default(),
-            PoolConfig::default(),
-        )
-        .await
-        .unwrap();
+    let pool = common::add_bb8_redis(&manager, &server, PoolConfig::default().max_size).await;
     bursts_without_outage(&manager, pool, "bb8-redis via add_pool").await;
     manager.close().await.unwrap();
 }
@@ -137,21 +129,7 @@ async fn server_closed_idle_connections_at_a_connection_cap_are_no_outage_for_a_
 {
     let server = capped_server();
     let manager = Manager::new();
-    let bb8_manager =
-        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
-    let pool_config = PoolConfig {
-        max_size: 16,
-        ..PoolConfig::default()
-    };
-    let pool = manager
-        .add_pool(
-            "bb8-redis",
-            bb8_manager,
-            ConnectorConfig::default(),
-            pool_config,
-        )
-        .await
-        .unwrap();
+    let pool = common::add_bb8_redis(&manager, &server, 16).await;
     let s = bursts_without_outage(&manager, pool, "bb8-redis via add_pool at maxclients 4").await;
     assert!(
         s.last_connect_error.is_some(),

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use connhub::ConnectorConfig;
+use connhub::testkit::RedisServer;
+use connhub::{ConnectorConfig, Manager, Pool, PoolConfig};
 
 /// Short timeouts so failures show quickly; generous enough for a loaded CI machine.
 pub fn quick() -> ConnectorConfig {
@@ -91,4 +92,28 @@ impl Captured {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// bb8-redis's own manager for `server`, registered with default connector settings and
+/// a pool of `max_size`: the plain-bb8 yardstick beside connhub's Redis backend.
+pub async fn add_bb8_redis(
+    manager: &Manager,
+    server: &RedisServer,
+    max_size: u32,
+) -> Pool<bb8_redis::RedisConnectionManager> {
+    let bb8_manager =
+        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
+    let pool_config = PoolConfig {
+        max_size,
+        ..PoolConfig::default()
+    };
+    manager
+        .add_pool(
+            "bb8-redis",
+            bb8_manager,
+            ConnectorConfig::default(),
+            pool_config,
+        )
+        .await
+        .unwrap()
 }
