@@ -30,8 +30,8 @@ fn capped_server() -> RedisServer {
 }
 
 /// Bursts of 32 concurrent `get()` + SET through `pool`, with pauses longer than the
-/// server's idle timeout, for a minute: no call may fail and the connector may not change
-/// state. Returns the pool's status at the end.
+/// server's idle timeout, for half a minute: no call may fail and the connector may not
+/// change state. Returns the pool's status at the end.
 async fn bursts_without_outage<M>(manager: &Manager, pool: Pool<M>, what: &str) -> Status
 where
     M: Bb8Manager,
