@@ -73,29 +73,36 @@ impl<M: Bb8Manager> Pool<M> {
                 }
                 Some(turn)
             };
+            // Matched apart from the await below, so the result is not kept across it.
             let e = match self.checkout(turn, Instant::now(), at).await {
                 Err(e) => e,
                 done => return done,
             };
-            let next = self.replaced_or(e)?;
-            Box::pin(next.slow(at)).await
+            Box::pin(self.on_replacement(e, at)).await
         }
     }
 
     /// Refused at once, or no turn free: the refusal (asking for a trial, yielding to
-    /// the runtime), or a wait in line; and on to the pool that replaced this one if a
-    /// reload closed it meanwhile.
+    /// the runtime), or a wait in line.
     async fn slow(&self, at: &'static Location<'static>) -> Result<PooledConnection<M>> {
         let r = match self.admit_or_yield().await {
             Ok(()) => self.checkout(None, Instant::now(), at).await,
             Err(e) => Err(e),
         };
-        let e = match r {
-            Err(e) => e,
-            done => return done,
-        };
-        let next = self.replaced_or(e)?;
-        Box::pin(next.slow(at)).await
+        match r {
+            Err(e) => Box::pin(self.on_replacement(e, at)).await,
+            done => done,
+        }
+    }
+
+    /// A checkout failed with `e`: on to the pool that replaced this one if a reload
+    /// closed it meanwhile, else `e`.
+    async fn on_replacement(
+        &self,
+        e: Error,
+        at: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>> {
+        self.replaced_or(e)?.slow(at).await
     }
 
     /// A checkout done: the guard, its leak ticket, and (with metrics) how long it took;
