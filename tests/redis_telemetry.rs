@@ -95,6 +95,12 @@ async fn each_command_has_a_span_and_a_duration_sample_with_no_argument() {
         .query_async(&mut cache)
         .await;
     assert!(wrong.is_err());
+    // A command that takes a second by the server's own clock: `BLPOP` on an empty list,
+    // timed out by its argument.
+    let waited = std::time::Instant::now();
+    let none: Option<(String, String)> = cache.blpop("empty", 1.0).await.unwrap();
+    let waited = waited.elapsed().as_secs_f64();
+    assert_eq!(none, None);
 
     let all = spans.0.lock().unwrap().clone();
     let ops: Vec<_> = all
@@ -162,6 +168,15 @@ async fn each_command_has_a_span_and_a_duration_sample_with_no_argument() {
             "{name}: {value:?}"
         );
     }
+    // The duration is in seconds, and is the command's: about the second it waited
+    // (the server rounds its timeout to its own 10 Hz tick), not more than the caller saw
+    // (give or take the two clocks' calibration).
+    let (_, blpop) = sample("BLPOP", false);
+    assert!(
+        matches!(blpop, DebugValue::Histogram(v)
+            if v.len() == 1 && (0.8..=waited + 0.1).contains(&v[0].into_inner())),
+        "BLPOP waited {waited} s: {blpop:?}"
+    );
     let (failed, _) = sample("INCRBY", true);
     assert_eq!(failed["error.type"], "ERR");
     let (failed, _) = sample("MULTI", true);

