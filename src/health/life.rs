@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::turns::Turns;
@@ -18,6 +19,8 @@ pub(crate) struct Life {
     closed: AtomicBool,
     /// Connections of the pool that exist now ([`Live`] counts them).
     live: AtomicU32,
+    /// Told when the last connection goes ([`Life::none_live`]).
+    emptied: Notify,
     /// The start of the pool's clock ([`Life::now_ms`]).
     born: Instant,
     /// How many callers may hold a connection at once. Here, where every connection can
@@ -48,7 +51,11 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
+        // The counter's last: whoever waits for none to be left hears it (the
+        // notification orders this decrement before its look at the count).
+        if self.0.live.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.emptied.notify_waiters();
+        }
     }
 }
 
@@ -58,6 +65,7 @@ impl Life {
             epoch: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             live: AtomicU32::new(0),
+            emptied: Notify::new(),
             born: Instant::now(),
             turns: Turns::new(pool_size),
         }
@@ -101,5 +109,48 @@ impl Life {
     /// Connections of the pool that exist now, pooled or checked out.
     pub(crate) fn live(&self) -> u32 {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Completes once no connection of the pool exists (at once if none does now).
+    pub(crate) async fn none_live(&self) {
+        loop {
+            // Made before the look at the count, so the last connection going in between
+            // is not missed: a notification made since completes it.
+            let emptied = self.emptied.notified();
+            if self.live() == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Life, Live};
+
+    /// A wait for no connection to be left ends as the last one goes, not before, and at
+    /// once when there is none.
+    #[tokio::test]
+    async fn a_wait_for_none_live_ends_with_the_last_connection() {
+        let life = Arc::new(Life::new(4));
+        life.none_live().await;
+
+        let (a, b) = (Live::new(&life), Live::new(&life));
+        let waiter = tokio::spawn({
+            let life = life.clone();
+            async move { life.none_live().await }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still live");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ends with the last connection")
+            .expect("the waiter does not panic");
     }
 }

@@ -75,14 +75,9 @@ impl<M: Bb8Manager> Inner<M> {
         let limit = h.config.connect_timeout;
         let check = async {
             loop {
-                let none_left = async {
-                    while h.life.live() > 0 {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                };
                 let got = tokio::select! {
                     got = self.bb8.get() => got,
-                    () = none_left => break,
+                    () = h.life.none_live() => break,
                 };
                 let mut conn = got.map_err(|e| match e {
                     bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
