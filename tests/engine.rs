@@ -39,8 +39,33 @@ struct Load {
     t0: Instant,
 }
 
-/// `n` tasks that loop `get()` + `SET` with no sleep at all.
-fn hammer(pool: &RedisPool, n: usize) -> Load {
+/// How a caller sends its command.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `get()`, then the command on the checkout.
+    Checkout,
+    /// The command on the pool itself (the shared connection).
+    Pool,
+}
+
+/// One `SET` through `pool` by `via`: whether it succeeded.
+async fn set(pool: &RedisPool, via: Via, key: &str) -> bool {
+    match via {
+        Via::Checkout => match pool.get().await {
+            Ok(mut c) => c.set::<_, _, ()>(key, 1).await.is_ok(),
+            Err(_) => false,
+        },
+        Via::Pool => {
+            let mut pool = pool.clone();
+            AsyncCommands::set::<_, _, ()>(&mut pool, key, 1)
+                .await
+                .is_ok()
+        }
+    }
+}
+
+/// `n` tasks that loop a `SET` by `via` with no sleep at all.
+fn hammer(pool: &RedisPool, n: usize, via: Via) -> Load {
     let load = Load {
         stop: Arc::default(),
         longest: Arc::default(),
@@ -64,10 +89,7 @@ fn hammer(pool: &RedisPool, n: usize) -> Load {
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
-                let r = match pool.get().await {
-                    Ok(mut c) => c.set::<_, _, ()>(format!("engine:{t}"), t).await.is_ok(),
-                    Err(_) => false,
-                };
+                let r = set(&pool, via, &format!("engine:{t}")).await;
                 let took = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
                 longest.fetch_max(took, Ordering::Relaxed);
                 if r {
@@ -101,14 +123,12 @@ impl Load {
     }
 }
 
-/// Waits until `pool` serves a SET again, probing every millisecond; returns how long
+/// Waits until `pool` serves a SET by `via` again, asking again at once; returns how long
 /// that took.
-async fn first_success(pool: &RedisPool, limit: Duration) -> Option<Duration> {
+async fn first_success(pool: &RedisPool, via: Via, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if let Ok(mut c) = pool.get().await
-            && c.set::<_, _, ()>("engine:probe", 1).await.is_ok()
-        {
+        if set(pool, via, "engine:probe").await {
             return Some(start.elapsed());
         }
         tokio::task::yield_now().await;
@@ -116,7 +136,8 @@ async fn first_success(pool: &RedisPool, limit: Duration) -> Option<Duration> {
     None
 }
 
-async fn stall_under_no_sleep_retries(kill: bool) {
+/// `tasks` callers by `via`; the server killed or frozen for 3 s.
+async fn stall_under_no_sleep_retries(kill: bool, via: Via, tasks: usize) {
     let mut server = RedisServer::start().unwrap();
     let manager = Manager::new();
     let cfg: RedisConfig = server.config();
@@ -125,7 +146,7 @@ async fn stall_under_no_sleep_retries(kill: bool) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let beat = heartbeat(stop.clone());
-    let load = hammer(&pool, 16);
+    let load = hammer(&pool, tasks, via);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(load.successes() > 0, "served before the outage");
     if kill {
@@ -140,13 +161,14 @@ async fn stall_under_no_sleep_retries(kill: bool) {
         server.resume().unwrap();
     }
     let back = Instant::now();
-    let recovered = first_success(&pool, Duration::from_secs(15)).await;
+    let recovered = first_success(&pool, via, Duration::from_secs(15)).await;
     let (longest, ok, failed) = load.finish().await;
     stop.store(true, Ordering::Relaxed);
     let worst_gap = beat.await.unwrap();
     println!(
-        "{}: heartbeat worst gap {worst_gap:?}, longest call {longest:?} (bound {bound:?}), \
-         recovered {recovered:?} after the server was back, {ok} ok / {failed} refused",
+        "{} ({tasks} tasks by {via:?}): heartbeat worst gap {worst_gap:?}, longest call \
+         {longest:?} (bound {bound:?}), recovered {recovered:?} after the server was back, \
+         {ok} ok / {failed} refused",
         if kill { "kill" } else { "SIGSTOP" }
     );
     assert!(
@@ -168,32 +190,42 @@ async fn stall_under_no_sleep_retries(kill: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_with_no_sleep_retries_never_stalls_the_runtime() {
-    stall_under_no_sleep_retries(false).await;
+    stall_under_no_sleep_retries(false, Via::Checkout, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_with_no_sleep_retries_never_stalls_the_runtime() {
-    stall_under_no_sleep_retries(true).await;
+    stall_under_no_sleep_retries(true, Via::Checkout, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_with_no_sleep_retries_on_the_pool_itself_never_stalls_the_runtime() {
+    stall_under_no_sleep_retries(false, Via::Pool, 64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_with_no_sleep_retries_on_the_pool_itself_never_stalls_the_runtime() {
+    stall_under_no_sleep_retries(true, Via::Pool, 64).await;
 }
 
 /// Kill, wait `outage`, restart; callers keep asking. The first success must come within
 /// `reconnect_interval` (+ slack) of the server answering, however long the outage was.
-async fn recovery_after(outage: Duration) {
+async fn recovery_after(outage: Duration, via: Via) {
     let mut server = RedisServer::start().unwrap();
     let manager = Manager::new();
     let cfg: RedisConfig = server.config();
     let interval = cfg.connector.reconnect_interval;
     let pool = manager.add_redis("cache", cfg).await.unwrap();
-    let load = hammer(&pool, 4);
+    let load = hammer(&pool, 4, via);
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill();
     tokio::time::sleep(outage).await;
     server.restart_async().await.unwrap();
     // `restart` returns once the server answers a PING.
-    let recovered = first_success(&pool, Duration::from_secs(10)).await;
+    let recovered = first_success(&pool, via, Duration::from_secs(10)).await;
     let (_, ok, failed) = load.finish().await;
     println!(
-        "outage {outage:?}: first success {recovered:?} after the server answered \
+        "outage {outage:?}, by {via:?}: first success {recovered:?} after the server answered \
          (reconnect_interval {interval:?}); {ok} ok / {failed} refused"
     );
     let recovered = recovered.expect("serves again");
@@ -206,12 +238,17 @@ async fn recovery_after(outage: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_after_a_2s_outage_is_bounded_by_reconnect_interval() {
-    recovery_after(Duration::from_secs(2)).await;
+    recovery_after(Duration::from_secs(2), Via::Checkout).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_on_the_pool_itself_after_a_2s_outage_is_bounded_by_reconnect_interval() {
+    recovery_after(Duration::from_secs(2), Via::Pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_after_a_10s_outage_is_bounded_by_reconnect_interval() {
-    recovery_after(Duration::from_secs(10)).await;
+    recovery_after(Duration::from_secs(10), Via::Checkout).await;
 }
 
 /// Counts the server's clients, from a connection of its own.
