@@ -197,7 +197,7 @@ async fn failover_under_sixteen_writers_loses_no_acknowledged_write() {
         status
             .endpoint
             .starts_with(&format!("127.0.0.1:{new_port} ")),
-        "status names the new master: {}",
+        "status names the new master ({new_port}; the old one was {first_port}): {}",
         status.endpoint
     );
     assert_eq!(pool.state(), State::Healthy);
