@@ -59,7 +59,7 @@ impl<M: Bb8Manager> Pool<M> {
         async move {
             let inner = &*self.inner;
             let turn = 'decide: {
-                if self.admit().is_err() {
+                if !self.admits() {
                     return Box::pin(self.slow(at)).await;
                 }
                 let Ok(Some(turn)) = inner.turns().try_take() else {
@@ -234,21 +234,32 @@ impl<M: Bb8Manager> Pool<M> {
         self.inner.health.limit().is_some()
     }
 
-    /// Refuses a checkout when the pool is closed, or down with `fail_fast`.
-    pub(crate) fn admit(&self) -> Result<()> {
+    /// True when [`admit`](Pool::admit) would let a caller in: for callers that only ask,
+    /// so a refusal builds no error (with the connector's last one in it) to drop.
+    #[inline]
+    pub(crate) fn admits(&self) -> bool {
         let h = &*self.inner.health;
         match h.state() {
-            State::Closed => Err(h.closed()),
-            State::Reconnecting | State::Failed if h.config.fail_fast => Err(h.unavailable()),
-            _ => Ok(()),
+            State::Closed => false,
+            State::Reconnecting | State::Failed => !h.config.fail_fast,
+            _ => true,
         }
+    }
+
+    /// Refuses a checkout when the pool is closed, or down with `fail_fast`.
+    pub(crate) fn admit(&self) -> Result<()> {
+        if self.admits() {
+            return Ok(());
+        }
+        // Closed, or down: `unavailable` tells the two apart.
+        Err(self.inner.health.unavailable())
     }
 
     /// [`admit`](Pool::admit), but a refusal asks for a trial if one is due and yields
     /// to the runtime when the task's budget is spent: a caller retrying in a loop never
     /// starves the runtime. Holds nothing across the await, so the futures stay small.
     pub(crate) async fn admit_or_yield(&self) -> Result<()> {
-        if self.admit().is_ok() {
+        if self.admits() {
             return Ok(());
         }
         self.inner.health.demand();

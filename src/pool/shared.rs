@@ -102,7 +102,9 @@ impl<C: Clone + Send + Sync + 'static> Shared<C> {
         pool: &Pool<M>,
         take: impl Fn(&C) -> R,
     ) -> Option<R> {
-        pool.admit().ok()?;
+        if !pool.admits() {
+            return None;
+        }
         self.current(self.slot(), &take)
     }
 

@@ -200,7 +200,7 @@ async fn unopened(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Re
         Ok(conn) => conn,
         // The connector is up, but the server took no further connection (it reached
         // its cap just now): this call goes on one of the pool's own instead.
-        Err(_) if pool.admit().is_ok() => return on_checkout(pool, sent, any).await,
+        Err(_) if pool.admits() => return on_checkout(pool, sent, any).await,
         Err(e) => return Err(unavailable(e)),
     };
     match sent.on_shared(&mut conn).await {
