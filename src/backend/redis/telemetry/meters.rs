@@ -10,13 +10,42 @@ use super::{Failure, Op};
 /// The histogram name OpenTelemetry gives a database client's operations.
 const NAME: &str = "db.client.operation.duration";
 
-/// How many operation names keep a handle; a service sends a few dozen commands at
-/// most. Past that, a name's samples go through the recorder's own lookup (as do
-/// those of names too long to [pack](packed)).
+/// How many handles are kept (one per operation name and outcome); a service sends a
+/// few dozen commands at most, and fails them in a few ways. Past that, samples go
+/// through the recorder's own lookup (as do those of names too long to [pack](packed)).
 const KEPT: usize = 64;
 
-/// An operation name [packed](packed) and its handle.
-type Kept = (u128, Histogram);
+/// What a kept handle is for: the operation name and how it failed, each
+/// [packed](packed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    op: u128,
+    /// 0 for a success; else `error.type`, with the top bit set when
+    /// `db.response.status_code` (the same prefix) is there too.
+    failure: u128,
+}
+
+impl Key {
+    /// The key of `op` ending as `failure` says; `None` when a name is too long to pack.
+    #[inline]
+    fn of(op: &Op<'_>, failure: Option<&Failure<'_>>) -> Option<Key> {
+        let op = match op {
+            Op::Command(name) => packed(name)?,
+            Op::Pipeline { atomic: true, .. } => packed(b"MULTI")?,
+            Op::Pipeline { atomic: false, .. } => packed(b"PIPELINE")?,
+        };
+        let failure = match failure {
+            None => 0,
+            // Every failure has a kind; a status code, when there is one, is that kind.
+            Some(f) if f.kind.is_empty() || f.code.is_some_and(|c| c != f.kind) => return None,
+            Some(f) => packed(f.kind.as_bytes())? | u128::from(f.code.is_some()) << 127,
+        };
+        Some(Key { op, failure })
+    }
+}
+
+/// A key and its handle.
+type Kept = (Key, Histogram);
 
 /// A name of up to 15 bytes as one number, its length in the top byte: comparing
 /// names is then one comparison, with no call to compare bytes. Every Redis command
@@ -33,17 +62,18 @@ pub(super) fn packed(name: &[u8]) -> Option<u128> {
     Some(bytes | (name.len() as u128) << 120)
 }
 
-/// The connector's `db.client.operation.duration` handles for successful operations,
-/// one per operation name, made on first use (install the recorder before the first
-/// command).
+/// The connector's `db.client.operation.duration` handles, one per operation name and
+/// outcome, made on first use (install the recorder before the first command). Failures
+/// have theirs too: during an outage every call fails, and building a failure's labels
+/// and hashing them on each would make a refused call several times dearer.
 #[derive(Debug)]
 pub(super) struct Histograms {
     labels: Vec<Label>,
-    /// By operation name, in the order first seen: each filled once and never
-    /// emptied, so a look is an atomic load and a scan, with no reference count or
-    /// lock (comparing short names beats hashing them).
-    ok: Box<[OnceLock<Kept>]>,
-    /// How many of `ok` are filled.
+    /// By key, in the order first seen: each filled once and never emptied, so a look
+    /// is an atomic load and a scan, with no reference count or lock (comparing packed
+    /// names beats hashing them).
+    kept: Box<[OnceLock<Kept>]>,
+    /// How many of `kept` are filled.
     filled: AtomicUsize,
     adding: Mutex<()>,
 }
@@ -61,7 +91,7 @@ impl Histograms {
         }
         Histograms {
             labels,
-            ok: (0..KEPT).map(|_| OnceLock::new()).collect(),
+            kept: (0..KEPT).map(|_| OnceLock::new()).collect(),
             filled: AtomicUsize::new(0),
             adding: Mutex::new(()),
         }
@@ -81,14 +111,7 @@ impl Histograms {
 
     /// Records a sample of `secs` seconds for `op`, which failed if `failure` says so.
     pub(super) fn observe(&self, op: &Op<'_>, failure: Option<&Failure<'_>>, secs: f64) {
-        let key = match (op, failure) {
-            (Op::Command(name), None) => packed(name),
-            (Op::Pipeline { atomic: true, .. }, None) => packed(b"MULTI"),
-            (Op::Pipeline { atomic: false, .. }, None) => packed(b"PIPELINE"),
-            // Failures are rare: no handle kept for them.
-            (_, Some(_)) => None,
-        };
-        let Some(key) = key else {
+        let Some(key) = Key::of(op, failure) else {
             metrics::histogram!(NAME, self.labels(&op.name(), failure)).record(secs);
             return;
         };
@@ -97,20 +120,20 @@ impl Histograms {
             return;
         }
         let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
-        let h = metrics::histogram!(NAME, self.labels(&op.name(), None));
+        let h = metrics::histogram!(NAME, self.labels(&op.name(), failure));
         h.record(secs);
         // Only under `adding`: another caller may have kept it meanwhile.
         let n = self.filled.load(Ordering::Acquire);
-        if n < KEPT && self.kept(key).is_none() && self.ok[n].set((key, h)).is_ok() {
+        if n < KEPT && self.kept(key).is_none() && self.kept[n].set((key, h)).is_ok() {
             self.filled.store(n + 1, Ordering::Release);
         }
     }
 
     /// The handle kept for `key`, if there is one.
     #[inline]
-    fn kept(&self, key: u128) -> Option<&Histogram> {
+    fn kept(&self, key: Key) -> Option<&Histogram> {
         let n = self.filled.load(Ordering::Acquire);
-        self.ok
+        self.kept
             .get(..n)?
             .iter()
             .filter_map(OnceLock::get)
@@ -124,7 +147,66 @@ mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     use super::{Histograms, KEPT, packed};
-    use crate::backend::redis::telemetry::Op;
+    use crate::backend::redis::telemetry::{Failure, Op};
+
+    /// A failure's samples carry its kind and status code; each outcome has a histogram
+    /// of its own, through a handle kept as a success's is.
+    #[test]
+    fn failures_are_recorded_by_kind_through_kept_handles() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let h = Histograms::new("cache", 0, None);
+            let lost = Failure {
+                kind: "connection_lost",
+                code: None,
+            };
+            let wrong = Failure {
+                kind: "WRONGTYPE",
+                code: Some("WRONGTYPE"),
+            };
+            for _ in 0..3 {
+                h.observe(&Op::Command(b"GET"), None, 0.001);
+                h.observe(&Op::Command(b"GET"), Some(&lost), 0.001);
+                h.observe(&Op::Command(b"GET"), Some(&wrong), 0.001);
+            }
+            let kept = h.filled.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(kept, 3, "a handle an outcome");
+        });
+        let mut samples: Vec<(Vec<(String, String)>, usize)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Histogram(v) => {
+                    let labels = key
+                        .key()
+                        .labels()
+                        .filter(|l| l.key().starts_with("error") || l.key().starts_with("db.resp"))
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    Some((labels, v.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        samples.sort();
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            samples,
+            vec![
+                (vec![], 3),
+                (
+                    vec![
+                        pair("error.type", "WRONGTYPE"),
+                        pair("db.response.status_code", "WRONGTYPE")
+                    ],
+                    3
+                ),
+                (vec![pair("error.type", "connection_lost")], 3),
+            ]
+        );
+    }
 
     /// Names of up to 15 bytes pack to a number of their own: no two the same, a
     /// prefix or a trailing zero byte included.
