@@ -29,11 +29,7 @@ impl Key {
     /// The key of `op` ending as `failure` says; `None` when a name is too long to pack.
     #[inline]
     fn of(op: &Op<'_>, failure: Option<&Failure<'_>>) -> Option<Key> {
-        let op = match op {
-            Op::Command(name) => packed(name)?,
-            Op::Pipeline { atomic: true, .. } => packed(b"MULTI")?,
-            Op::Pipeline { atomic: false, .. } => packed(b"PIPELINE")?,
-        };
+        let op = packed(op.bytes())?;
         let failure = match failure {
             None => 0,
             // Every failure has a kind; a status code, when there is one, is that kind.

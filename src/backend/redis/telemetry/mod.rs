@@ -45,12 +45,18 @@ pub(super) enum Op<'a> {
 }
 
 impl Op<'_> {
-    fn name(&self) -> std::borrow::Cow<'_, str> {
+    /// `db.operation.name`, as sent.
+    fn bytes(&self) -> &[u8] {
         match self {
-            Op::Command(name) => String::from_utf8_lossy(name),
-            Op::Pipeline { atomic: true, .. } => "MULTI".into(),
-            Op::Pipeline { atomic: false, .. } => "PIPELINE".into(),
+            Op::Command(name) => name,
+            Op::Pipeline { atomic: true, .. } => b"MULTI",
+            Op::Pipeline { atomic: false, .. } => b"PIPELINE",
         }
+    }
+
+    /// `db.operation.name`, as text.
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.bytes())
     }
 
     fn batch(&self) -> Option<usize> {
