@@ -36,7 +36,8 @@ pub(super) struct SentinelMaster {
     sentinel_addrs: Vec<String>,
     /// The generation of the master last seen; bumped when it changes.
     pub(super) generation: Arc<AtomicU64>,
-    master: Mutex<Option<String>>,
+    /// The master seen last; its generation is mirrored in `generation`.
+    master: Mutex<Seen>,
     watching: AtomicBool,
 }
 
@@ -57,7 +58,7 @@ impl SentinelMaster {
             sentinels,
             sentinel_addrs,
             generation: Arc::new(AtomicU64::new(0)),
-            master: Mutex::new(None),
+            master: Mutex::new(Seen::default()),
             watching: AtomicBool::new(false),
         }
     }
@@ -66,6 +67,9 @@ impl SentinelMaster {
     /// `ROLE`), with the generation of that master.
     pub(super) async fn locate(self: &Arc<Self>) -> RedisResult<(redis::Client, u64)> {
         self.watch();
+        // The generation this lookup started in: an answer that arrives after a newer
+        // master was seen may be older than that news.
+        let began = self.generation.load(Ordering::Acquire);
         let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut lookup = match taken {
             Some(c) => c,
@@ -78,31 +82,40 @@ impl SentinelMaster {
             .push(lookup);
         let client = found?;
         let addr = client.get_connection_info().addr().to_string();
-        Ok((client, self.seen(addr)))
+        Ok((client, self.seen(&addr, Some(began))))
     }
 
-    /// Records the master at `addr`; a new one starts a new generation, which retires every
-    /// connection to the previous one.
-    fn seen(&self, addr: String) -> u64 {
-        let mut master = self.master.lock().unwrap_or_else(|p| p.into_inner());
-        if master.as_deref() != Some(addr.as_str()) {
-            let previous = master.replace(addr.clone());
-            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            if let Some(old) = previous {
-                tracing::warn!(connector = %self.connector, kind = "redis", master = %self.master_name, from = %old, to = %addr, "sentinel master changed; connections to the old master are retired");
-            } else {
+    /// Records the master at `addr`, found by a lookup that began in generation `began`
+    /// or announced by the sentinels (`None`); returns the generation a connection to it
+    /// belongs to. A new master starts a new generation, which retires every connection
+    /// to the previous one.
+    fn seen(&self, addr: &str, began: Option<u64>) -> u64 {
+        let mut seen = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let (generation, change) = match began {
+            Some(began) => seen.looked_up(addr, began),
+            None => seen.announced(addr),
+        };
+        self.generation.store(seen.generation, Ordering::Release);
+        match change {
+            Change::Same => {}
+            Change::Found => {
                 tracing::info!(connector = %self.connector, kind = "redis", master = %self.master_name, at = %addr, "sentinel master found");
             }
-            return generation;
+            Change::Moved { from } => {
+                tracing::warn!(connector = %self.connector, kind = "redis", master = %self.master_name, %from, to = %addr, "sentinel master changed; connections to the old master are retired");
+            }
+            Change::Outdated { current } => {
+                tracing::debug!(connector = %self.connector, kind = "redis", master = %self.master_name, answer = %addr, %current, "a sentinel lookup answered after the master changed; its connection is retired");
+            }
         }
-        self.generation.load(Ordering::Acquire)
+        generation
     }
 
     /// `mymaster at 127.0.0.1:6380 via sentinels a:1,b:2`: what status shows.
     pub(super) fn endpoint(&self) -> String {
-        let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.master.lock().unwrap_or_else(|p| p.into_inner());
         let sentinels = self.sentinel_addrs.join(",");
-        match master.as_deref() {
+        match seen.at.as_deref() {
             Some(at) => format!(
                 "{at} (master {} via sentinels {sentinels})",
                 self.master_name
@@ -212,7 +225,65 @@ impl SentinelMaster {
     /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
     fn switched(&self, payload: &str) {
         if let Some(addr) = switch_target(payload, &self.master_name) {
-            self.seen(addr);
+            self.seen(&addr, None);
+        }
+    }
+}
+
+/// Which master was seen last, and its generation: the transitions, apart from the locks
+/// and logs around them.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `host:port` of the master, once one was seen.
+    at: Option<String>,
+    /// Bumped each time the master changes.
+    generation: u64,
+}
+
+/// What one answer changed.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// The master seen already.
+    Same,
+    /// The first master seen.
+    Found,
+    /// A new master: connections to `from` are retired.
+    Moved { from: String },
+    /// A lookup's answer that arrived after a newer master (`current`) was seen: it may
+    /// predate that news, so it changes nothing, and its connection is born retired.
+    Outdated { current: String },
+}
+
+impl Seen {
+    /// The sentinels announced `addr` as the master (`+switch-master`): news, in order.
+    fn announced(&mut self, addr: &str) -> (u64, Change) {
+        match self.at.replace(addr.to_owned()) {
+            Some(old) if old == addr => (self.generation, Change::Same),
+            previous => {
+                self.generation += 1;
+                let change = match previous {
+                    Some(from) => Change::Moved { from },
+                    None => Change::Found,
+                };
+                (self.generation, change)
+            }
+        }
+    }
+
+    /// A lookup that began in generation `began` found `addr`. Another master seen since
+    /// then is newer news than this answer may be: a different `addr` is then not taken,
+    /// and its connection gets the generation it began in, already retired. (At worst a
+    /// fresh answer waits for the next lookup; a stale one never replaces a newer master.)
+    fn looked_up(&mut self, addr: &str, began: u64) -> (u64, Change) {
+        match &self.at {
+            Some(at) if at == addr => (self.generation, Change::Same),
+            Some(at) if self.generation != began => (
+                began,
+                Change::Outdated {
+                    current: at.clone(),
+                },
+            ),
+            _ => self.announced(addr),
         }
     }
 }
@@ -232,7 +303,64 @@ fn switch_target(payload: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::switch_target;
+    use super::{Change, Seen, switch_target};
+
+    #[test]
+    fn a_new_master_starts_a_new_generation() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.looked_up("a:1", 0), (1, Change::Found));
+        assert_eq!(seen.looked_up("a:1", 1), (1, Change::Same));
+        assert_eq!(
+            seen.announced("b:2"),
+            (2, Change::Moved { from: "a:1".into() })
+        );
+        assert_eq!(seen.announced("b:2"), (2, Change::Same));
+        assert_eq!(
+            seen.looked_up("c:3", 2),
+            (3, Change::Moved { from: "b:2".into() })
+        );
+        assert_eq!(seen.at.as_deref(), Some("c:3"));
+    }
+
+    /// A lookup that asked before a failover and answers after the sentinels announced
+    /// the new master does not bring the old one back; its connection is born retired.
+    #[test]
+    fn a_lookup_that_answers_after_newer_news_changes_nothing() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.looked_up("old:1", 0), (1, Change::Found));
+        // A lookup begins in generation 1; meanwhile the master moves.
+        assert_eq!(
+            seen.announced("new:2"),
+            (
+                2,
+                Change::Moved {
+                    from: "old:1".into()
+                }
+            )
+        );
+        assert_eq!(
+            seen.looked_up("old:1", 1),
+            (
+                1,
+                Change::Outdated {
+                    current: "new:2".into()
+                }
+            )
+        );
+        assert_eq!(seen.at.as_deref(), Some("new:2"));
+        assert_eq!(seen.generation, 2);
+        // The same answer from that lookup agrees, and a later lookup is taken.
+        assert_eq!(seen.looked_up("new:2", 1), (2, Change::Same));
+        assert_eq!(
+            seen.looked_up("newer:3", 2),
+            (
+                3,
+                Change::Moved {
+                    from: "new:2".into()
+                }
+            )
+        );
+    }
 
     #[test]
     fn switch_master_payloads() {
