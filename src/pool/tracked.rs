@@ -240,9 +240,13 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        // The backend's own answer, where it has one, is the verdict (for connhub's
+        // backends it is the manager's `has_broken`): one check, not two.
         let broken = !self.current(conn)
-            || self.parts.backend.is_broken(&conn.conn) == Some(true)
-            || self.parts.manager.has_broken(&mut conn.conn);
+            || match self.parts.backend.is_broken(&conn.conn) {
+                Some(broken) => broken,
+                None => self.parts.manager.has_broken(&mut conn.conn),
+            };
         // Called as it goes back to the pool: unbroken, it is good for the next caller
         // without a round trip for a moment (only plain managers validate by one).
         if !broken && !self.parts.checks_locally {
