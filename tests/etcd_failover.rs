@@ -3,6 +3,11 @@
 //! more than half a second after the loss fails, a lost follower fails at most the writes
 //! in flight to it, and `EtcdPool::get()` keeps up with a raw `etcd_client::Client`
 //! measured in the same run.
+//!
+//! A member frozen (SIGSTOP) instead of killed keeps its connections open and holds what
+//! it was sent: writes keep flowing through the other members, and the writes caught on
+//! the frozen one are given up well before `command_timeout`, saying they may have been
+//! applied.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -207,4 +212,119 @@ async fn losing_a_follower_fails_no_write_after_half_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_leader_fails_no_write_after_half_a_second() {
     lose_one_member(true).await;
+}
+
+/// Freezes one member (the leader, or a follower) for four seconds under 16 writers.
+async fn freeze_one_member(leader: bool) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut cluster = EtcdCluster::start(3).unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_etcd("cluster", cluster.config()).await.unwrap();
+    let lead = cluster.leader().await.unwrap();
+    let victim = if leader {
+        lead
+    } else {
+        (lead + 1) % cluster.len()
+    };
+    let log: Log = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = writers(&pool, &stop, &log);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.member(victim).unwrap().pause().unwrap();
+    let frozen = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.member(victim).unwrap().resume().unwrap();
+    let woke = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let log = log.lock().await;
+    let failed: Vec<_> = log
+        .iter()
+        .filter(|(_, done, e)| e.is_some() && *done > frozen)
+        .map(|(started, done, e)| (*started, *done, e.clone().unwrap_or_default()))
+        .collect();
+    let ok_while_frozen = log
+        .iter()
+        .filter(|(_, done, e)| e.is_none() && *done > frozen && *done < woke)
+        .count();
+    let ok_after = log
+        .iter()
+        .filter(|(_, done, e)| e.is_none() && *done > woke)
+        .count();
+    // The longest a write that finished while the member was frozen took.
+    let slowest = log
+        .iter()
+        .filter(|(_, done, _)| *done > frozen && *done < woke)
+        .map(|(started, done, _)| *done - *started)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "{} frozen for 4 s: {} writes, {} failed, {ok_while_frozen} ok while frozen, \
+         {ok_after} ok after; slowest write finished while frozen {slowest:?}",
+        if leader { "leader" } else { "follower" },
+        log.len(),
+        failed.len(),
+    );
+    // Before, every writer soon sent a write to the frozen member and waited there until
+    // it woke: a handful of writes got through in four seconds.
+    assert!(
+        ok_while_frozen > 100,
+        "writes flow through the other members: {ok_while_frozen}"
+    );
+    assert!(ok_after > 100, "writes flow after it woke: {ok_after}");
+    if !leader {
+        // (A frozen leader also fails the writes followers forwarded to it, as etcd
+        // reports them: lost proposals, a leader change.)
+        for (started, done, e) in &failed {
+            assert!(
+                e.contains("may have been applied"),
+                "a failed write says it may have been applied: {e}"
+            );
+            // Given up after a second, not `command_timeout` (5 s); the bound leaves room
+            // for a loaded machine.
+            assert!(
+                *done - *started < Duration::from_secs(3),
+                "a write caught on the frozen follower waited {:?}: {e}",
+                *done - *started
+            );
+        }
+        // Only the writes in flight to it: the next ones go to the others.
+        assert!(
+            failed.len() <= WRITERS,
+            "{} writes failed; at most the {WRITERS} in flight to the frozen member may",
+            failed.len()
+        );
+        assert!(
+            slowest < Duration::from_secs(3),
+            "the slowest write while the follower was frozen took {slowest:?}"
+        );
+    }
+    assert!(healthy_again(&pool).await, "state {:?}", pool.state());
+    manager.close().await.unwrap();
+}
+
+/// True once the connector is healthy again, within ten seconds.
+async fn healthy_again(pool: &EtcdPool) -> bool {
+    let limit = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < limit {
+        if pool.state() == State::Healthy {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_follower_holds_no_write_past_a_second() {
+    freeze_one_member(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_flow_while_the_leader_is_frozen() {
+    freeze_one_member(true).await;
 }

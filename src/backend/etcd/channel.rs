@@ -9,6 +9,12 @@
 //! reopens the gate once the member answers again. While no member answers, every gate
 //! stays open: the connector is down, and each endpoint stays in play for when one
 //! returns.
+//!
+//! A member can also stop answering without closing anything (frozen, or too overloaded
+//! to answer its probes): its connections stay open and it holds what it was sent until
+//! `command_timeout`. Once the member monitor finds it down, a request to it that has
+//! waited [`STALLED`](super::members::STALLED) is given up with `Unavailable`, saying it
+//! may have been applied, and the caller's next try goes to another member.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -104,8 +110,16 @@ impl Service<Request> for Gate {
     fn call(&mut self, request: Request) -> Self::Future {
         let sent = self.channel.call(request);
         let (members, member) = (self.members.clone(), self.member);
+        let at = tokio::time::Instant::now();
         Box::pin(async move {
-            let response = sent.await.map_err(BoxError::from);
+            let response = match member {
+                Some(i) => tokio::select! {
+                    biased;
+                    r = sent => r.map_err(BoxError::from),
+                    () = members.stalled(i, at) => return Err(stalled(members.endpoint(i))),
+                },
+                None => sent.await.map_err(BoxError::from),
+            };
             if let (Err(e), Some(i)) = (&response, member)
                 && is_member_lost(&**e)
             {
@@ -123,6 +137,17 @@ impl tower::load::Load for Gate {
     fn load(&self) -> u8 {
         0
     }
+}
+
+/// The error of a request given up on a member that stopped answering: `Unavailable`, as
+/// a lost connection is, and saying the request may have been applied (the member may
+/// still act on it when it wakes).
+fn stalled(endpoint: &str) -> BoxError {
+    Box::new(tonic::Status::unavailable(format!(
+        "etcd member {endpoint} stopped answering and the request was given up after {}; \
+         it may have been applied",
+        humantime::format_duration(super::members::STALLED)
+    )))
 }
 
 /// A transport failure that says the member is gone (refused, reset, closed), not a

@@ -14,6 +14,8 @@ use std::task::Waker;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::health::LossSignal;
 
@@ -23,6 +25,8 @@ pub(crate) struct Members {
     /// `host:port` of each endpoint, to know a member by its channel's URI.
     authorities: Vec<String>,
     healthy: Vec<AtomicBool>,
+    /// Told when a member is marked down: requests in flight to it stop waiting.
+    down: Vec<Notify>,
     /// Channels waiting for a member to be taken back (or for no member to answer).
     waiting: Mutex<Vec<Waker>>,
     /// Told when a member's channel fails: the connector's health engine checks at once.
@@ -52,6 +56,7 @@ impl Members {
         probe_options: ConnectOptions,
     ) -> Self {
         let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        let down = endpoints.iter().map(|_| Notify::new()).collect();
         let probes = Mutex::new(vec![None; endpoints.len()]);
         let authorities = endpoints
             .iter()
@@ -66,6 +71,7 @@ impl Members {
             endpoints,
             authorities,
             healthy,
+            down,
             waiting: Mutex::new(Vec::new()),
             losses: LossSignal::new(),
             monitor_started: AtomicBool::new(false),
@@ -161,6 +167,9 @@ impl Members {
 
     fn set(&self, i: usize, up: bool) -> bool {
         let changed = self.healthy[i].swap(up, Ordering::AcqRel) != up;
+        if changed && !up {
+            self.down[i].notify_waiters();
+        }
         if changed {
             // Any change may open a gate: this member is back, or the last one that
             // answered went too.
@@ -173,6 +182,30 @@ impl Members {
 
     fn is_up(&self, i: usize) -> bool {
         self.healthy[i].load(Ordering::Acquire)
+    }
+
+    /// Completes when a request sent to member `i` at `sent` has waited [`STALLED`] and
+    /// the member is down by then (it stopped answering its probes, or failed another
+    /// request): a member frozen or overloaded holds what it was sent until
+    /// `command_timeout`, and the caller is better told now and sent elsewhere on its
+    /// next try. Never completes for a member that answers.
+    pub(crate) async fn stalled(&self, i: usize, sent: Instant) {
+        tokio::time::sleep_until(sent + STALLED).await;
+        loop {
+            let next = self.down[i].notified();
+            let mut next = std::pin::pin!(next);
+            // Listening before looking: a change in between is not missed.
+            next.as_mut().enable();
+            if !self.is_up(i) {
+                return;
+            }
+            next.await;
+        }
+    }
+
+    /// `host:port` (with its scheme) of member `i`.
+    pub(crate) fn endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i]
     }
 
     /// Starts the probing task once (a single member has nothing to route around).
@@ -218,6 +251,12 @@ fn is_transport(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// How long a request to a member found down may wait for its answer before it is given
+/// up: long enough that a member merely slow to answer one probe (a loaded machine) costs
+/// no request, short against the default `command_timeout` (5 s) a frozen member would
+/// otherwise hold every caller that reached it.
+pub(crate) const STALLED: Duration = Duration::from_secs(1);
+
 async fn monitor(members: Weak<Members>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,4 +299,85 @@ async fn probe(
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use etcd_client::ConnectOptions;
+    use tokio::time::Instant;
+
+    use super::{Members, STALLED};
+
+    fn three() -> Arc<Members> {
+        Arc::new(Members::new(
+            "etcd".into(),
+            (1..=3).map(|i| format!("http://127.0.0.1:{i}")).collect(),
+            Duration::from_millis(250),
+            ConnectOptions::new(),
+        ))
+    }
+
+    /// When a request sent at `sent` to member 0 is given up, if it is within `limit`.
+    async fn given_up(members: &Members, sent: Instant, limit: Duration) -> Option<Duration> {
+        tokio::time::timeout(limit, members.stalled(0, sent))
+            .await
+            .ok()
+            .map(|()| sent.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_to_a_member_that_answers_is_never_given_up() {
+        let members = three();
+        assert_eq!(
+            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
+            None
+        );
+        // Another member going down changes nothing for it.
+        let m = members.clone();
+        tokio::spawn(async move { m.set(1, false) });
+        assert_eq!(
+            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_to_a_member_found_down_is_given_up_once_it_waited_a_second() {
+        // Found down soon after it was sent: given up when it has waited `STALLED`.
+        let members = three();
+        let m = members.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            m.set(0, false);
+        });
+        let waited = given_up(&members, Instant::now(), Duration::from_secs(60)).await;
+        assert_eq!(waited, Some(STALLED));
+
+        // Found down later: given up then.
+        let members = three();
+        let m = members.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            m.set(0, false);
+        });
+        let waited = given_up(&members, Instant::now(), Duration::from_secs(60)).await;
+        assert_eq!(waited, Some(Duration::from_secs(3)));
+
+        // Down, then back before the request waited a second: not given up.
+        let members = three();
+        let m = members.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            m.set(0, false);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            m.set(0, true);
+        });
+        assert_eq!(
+            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
+            None
+        );
+    }
 }
