@@ -50,6 +50,13 @@ fn writers(pool: &EtcdPool, stop: &Arc<AtomicBool>, log: &Log) -> Vec<tokio::tas
         .collect()
 }
 
+/// Writes that succeeded between `from` and `to`.
+fn ok_between(log: &[(Instant, Instant, Option<String>)], from: Instant, to: Instant) -> usize {
+    log.iter()
+        .filter(|(_, done, e)| e.is_none() && *done > from && *done < to)
+        .count()
+}
+
 /// Writes per second by 16 writers for `run`, through `put` (one write).
 async fn rate<F, Fut>(run: Duration, put: F) -> f64
 where
@@ -156,14 +163,8 @@ async fn lose_one_member(leader: bool) {
         .filter(|(started, _, e)| e.is_some() && *started > killed + Duration::from_millis(500))
         .map(|(started, done, e)| (*started - killed, *done - killed, e))
         .collect();
-    let ok_while_down = log
-        .iter()
-        .filter(|(_, done, e)| e.is_none() && *done > killed && *done < restarted)
-        .count();
-    let ok_after = log
-        .iter()
-        .filter(|(_, done, e)| e.is_none() && *done > restarted)
-        .count();
+    let ok_while_down = ok_between(&log, killed, restarted);
+    let ok_after = ok_between(&log, restarted, Instant::now());
     println!(
         "{} killed: {} writes, {failed} failed after the loss, {} started >0.5 s after it; \
          {ok_while_down} ok while it was down, {ok_after} ok after it returned; healthy \
@@ -247,14 +248,8 @@ async fn freeze_one_member(leader: bool) {
         .filter(|(_, done, e)| e.is_some() && *done > frozen)
         .map(|(started, done, e)| (*started, *done, e.clone().unwrap_or_default()))
         .collect();
-    let ok_while_frozen = log
-        .iter()
-        .filter(|(_, done, e)| e.is_none() && *done > frozen && *done < woke)
-        .count();
-    let ok_after = log
-        .iter()
-        .filter(|(_, done, e)| e.is_none() && *done > woke)
-        .count();
+    let ok_while_frozen = ok_between(&log, frozen, woke);
+    let ok_after = ok_between(&log, woke, Instant::now());
     // The longest a write that finished while the member was frozen took.
     let slowest = log
         .iter()
