@@ -11,7 +11,9 @@
 //! - **Retried only when safe** (`retry.rs`). A command whose connection was lost under
 //!   it is sent again on a fresh connection when that cannot apply it twice. Retries are
 //!   counted in [`Status::retried_commands`](crate::Status::retried_commands) and the
-//!   `connhub.commands.retried` counter, and logged at debug level.
+//!   `connhub.commands.retried` counter, and logged at debug level. A command that timed
+//!   out is not sent again; unless it is known to be read-only, its error says a write
+//!   may have been applied.
 //! - Every command and pipeline gets a span and a duration sample under OpenTelemetry's
 //!   database names (`telemetry.rs`).
 
@@ -25,7 +27,7 @@ use tracing::Instrument;
 use super::route::{self, Path};
 use super::telemetry::{Failure, Op, Outcome, Telemetry};
 use super::{RedisConnection, RedisPool, SharedRedisConnection};
-use retry::{Via, lost, retried};
+use retry::{Via, settled};
 
 pub(super) use retry::ReadOnly;
 
@@ -204,7 +206,7 @@ async fn unopened(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Re
         Err(e) => return Err(unavailable(e)),
     };
     match sent.on_shared(&mut conn).await {
-        Err(e) if lost(&e) => retried(pool, sent, any, Via::Shared, e).await,
+        Err(e) => settled(pool, sent, any, Via::Shared, e).await,
         r => r,
     }
 }
@@ -225,7 +227,7 @@ async fn failed(
         }
     });
     match r {
-        Err(e) if lost(&e) => retried(pool, sent, any, Via::Shared, e).await,
+        Err(e) => settled(pool, sent, any, Via::Shared, e).await,
         r => r,
     }
 }
@@ -236,9 +238,9 @@ async fn failed(
 async fn on_checkout(pool: &RedisPool, sent: Sent<'_>, any: bool) -> RedisResult<Reply> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     match sent.on_own(&mut conn).await {
-        Err(e) if lost(&e) => {
+        Err(e) => {
             drop(conn);
-            retried(pool, sent, any, Via::Own, e).await
+            settled(pool, sent, any, Via::Own, e).await
         }
         r => r,
     }

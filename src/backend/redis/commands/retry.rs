@@ -58,6 +58,38 @@ pub(super) fn lost(e: &RedisError) -> bool {
     !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
 }
 
+/// Where a command that failed with `e` (on the kind of connection `via` says) ends: sent
+/// again when its connection was lost and that is safe ([`retried`]); a timeout of one
+/// not known to be read-only says a write may have been applied (the server may still be
+/// working on it, and it is not sent again); any other error as it is.
+pub(super) async fn settled(
+    pool: &RedisPool,
+    sent: Sent<'_>,
+    any: bool,
+    via: Via,
+    e: RedisError,
+) -> RedisResult<Reply> {
+    if lost(&e) {
+        return retried(pool, sent, any, via, e).await;
+    }
+    if e.is_timeout() && !any && pool.current().manager().readonly_known(sent) != Some(true) {
+        return Err(unanswered(e));
+    }
+    Err(e)
+}
+
+/// The error of a command whose reply did not come in time: still a timeout
+/// ([`RedisError::is_timeout`]), saying a write may have been applied.
+fn unanswered(e: RedisError) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "{e}: no reply within command_timeout; the server may still carry the command \
+             out, so it was not sent again (a write may have been applied)"
+        ),
+    ))
+}
+
 /// The error of a write whose connection was lost after it may have been sent.
 fn maybe_applied(e: RedisError) -> RedisError {
     RedisError::from((
