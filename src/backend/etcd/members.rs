@@ -192,10 +192,9 @@ impl Members {
     pub(crate) async fn stalled(&self, i: usize, sent: Instant) {
         tokio::time::sleep_until(sent + STALLED).await;
         loop {
+            // Made before the look, so the member going down in between is not missed:
+            // `notify_waiters` reaches every `Notified` made before it.
             let next = self.down[i].notified();
-            let mut next = std::pin::pin!(next);
-            // Listening before looking: a change in between is not missed.
-            next.as_mut().enable();
             if !self.is_up(i) {
                 return;
             }

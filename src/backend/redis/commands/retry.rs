@@ -54,7 +54,7 @@ fn flagged_readonly(info: &Value) -> bool {
 
 /// True when the connection was lost under the request (not a timeout: the server may
 /// still be working on it).
-pub(super) fn lost(e: &RedisError) -> bool {
+fn lost(e: &RedisError) -> bool {
     !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
 }
 
@@ -218,7 +218,7 @@ impl Fresh {
 /// it again on a fresh one of that kind, up to `command_retries` times, when that cannot
 /// apply it twice. A command that is not known to be safe to send twice fails saying it
 /// may have been applied, whether retries are on or not.
-pub(super) async fn retried(
+async fn retried(
     pool: &RedisPool,
     sent: Sent<'_>,
     any: bool,
