@@ -112,7 +112,8 @@ impl Service<Request> for Gate {
         let (members, member) = (self.members.clone(), self.member);
         let at = tokio::time::Instant::now();
         Box::pin(async move {
-            let response = match member {
+            // A single member is never marked down: no timer to race against.
+            let response = match member.filter(|_| members.is_cluster()) {
                 Some(i) => tokio::select! {
                     biased;
                     r = sent => r.map_err(BoxError::from),
