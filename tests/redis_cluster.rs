@@ -280,3 +280,92 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
     assert_eq!(pool.state(), State::Healthy);
     manager.close().await.unwrap();
 }
+
+/// A master frozen (SIGSTOP) for 6 s under 16 tasks that `SET` through the pool as a
+/// connection without sleeping. A frozen master keeps its connections open and answers
+/// nothing: without the node monitor every task soon waited on one of its keys, and no
+/// write at all succeeded until it was resumed. Now a call waits at most a second for
+/// it (and says it may have been applied), and once its replica has taken over, writes
+/// flow to every slot again while it is still frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_failover() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_redis("c", cluster.config()).await.unwrap();
+    let keys = Arc::new(key_per_slot("f"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<(Duration, String)>::new()));
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (pool, keys, stop, ok, failures) = (
+                pool.clone(),
+                keys.clone(),
+                stop.clone(),
+                ok.clone(),
+                failures.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 16) % keys.len();
+                    let mut conn = pool.clone();
+                    let started = Instant::now();
+                    match conn.set::<_, _, ()>(&keys[i], t).await {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push((started.elapsed(), e.to_string()));
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let victim = cluster.masters().unwrap()[0];
+    cluster.nodes()[victim].pause().unwrap();
+    // Node timeout 1 s: the replica has taken over well within 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late_in_freeze = ok.load(Ordering::Relaxed) - before;
+    cluster.nodes()[victim].resume().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    let slowest = failures.iter().map(|(took, _)| *took).max();
+    println!(
+        "frozen cluster master: {} writes ok, {late_in_freeze} of them in the last 3 s of the \
+         freeze; {} failed, the slowest after {slowest:?}",
+        ok.load(Ordering::Relaxed),
+        failures.len(),
+    );
+    for (took, e) in failures.iter() {
+        assert!(
+            *took < Duration::from_secs(3),
+            "a call failed after {took:?}: {e}"
+        );
+        assert!(e.contains("may have been applied"), "{e}");
+    }
+    assert!(
+        late_in_freeze > 100,
+        "only {late_in_freeze} writes in the last 3 s of the freeze"
+    );
+    assert_eq!(
+        sweep(&pool, &keys).await,
+        0,
+        "slots not served after the resume"
+    );
+    assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}

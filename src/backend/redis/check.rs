@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Value};
 
 use super::errors::classify;
@@ -18,9 +19,7 @@ pub(super) async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Resul
         let pong: RedisResult<Value> = redis::cmd("PING").query_async(conn).await;
         return pong.map(drop).map_err(|e| fail(Step::check("PING"), e));
     }
-    let info: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(conn)
+    let info = cluster_info(m, conn)
         .await
         .map_err(|e| fail(Step::check("CLUSTER INFO"), e))?;
     match cluster_state(&info) {
@@ -34,6 +33,20 @@ pub(super) async fn check(m: &ManagerInner, conn: &mut RedisConnection) -> Resul
             )),
         )),
     }
+}
+
+/// `CLUSTER INFO` from a node that answered the node monitor's last probe (one that
+/// stopped answering would hold the check until `command_timeout`, and the connector
+/// would be judged down for one node), or from any node before the monitor's first round.
+async fn cluster_info(m: &ManagerInner, conn: &mut RedisConnection) -> RedisResult<String> {
+    let cmd = redis::cmd("CLUSTER").arg("INFO").clone();
+    let node = m.topology.nodes().and_then(|n| n.answering_node());
+    let (Some((host, port)), Some(cluster)) = (node, conn.inner.cluster_mut()) else {
+        return cmd.query_async(conn).await;
+    };
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+    let reply = cluster.route_command(cmd, route).await?;
+    Ok(redis::from_redis_value(reply)?)
 }
 
 /// The `cluster_state` field of a `CLUSTER INFO` reply.

@@ -11,6 +11,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use super::nodes::ClusterNodes;
 use super::route::{self, Block};
 
 /// The redis crate's connection underneath.
@@ -18,8 +19,9 @@ use super::route::{self, Block};
 pub(super) enum Link {
     /// One server: a single node, or the master the sentinels named.
     Node(MultiplexedConnection),
-    /// A Redis Cluster; the crate routes every command to its node.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster; the crate routes every command to its node. A command is given
+    /// up once it waited a second while a master does not answer (`nodes`).
+    Cluster(ClusterConnection, Arc<ClusterNodes>),
 }
 
 impl Link {
@@ -28,7 +30,7 @@ impl Link {
     pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Node(c) => c.send_packed_command(cmd).await,
-            Link::Cluster(c) => c.req_packed_command(cmd).await,
+            Link::Cluster(c, nodes) => nodes.bounded(c.req_packed_command(cmd)).await,
         }
     }
 
@@ -41,7 +43,11 @@ impl Link {
     ) -> RedisResult<Vec<Value>> {
         match self {
             Link::Node(c) => c.send_packed_commands(cmd, offset, count).await,
-            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count).await,
+            Link::Cluster(c, nodes) => {
+                nodes
+                    .bounded(c.req_packed_commands(cmd, offset, count))
+                    .await
+            }
         }
     }
 
@@ -51,7 +57,7 @@ impl Link {
     pub(super) fn request<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::Node(c) => c.req_packed_command(cmd),
-            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Cluster(c, nodes) => Box::pin(nodes.bounded(c.req_packed_command(cmd))),
         }
     }
 
@@ -64,7 +70,9 @@ impl Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Link::Node(c) => c.req_packed_commands(cmd, offset, count),
-            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c, nodes) => {
+                Box::pin(nodes.bounded(c.req_packed_commands(cmd, offset, count)))
+            }
         }
     }
 
@@ -84,27 +92,34 @@ impl Link {
                 c.set_response_timeout(usual.unwrap_or(FOREVER));
                 r
             }
-            Link::Cluster(c) => c.req_packed_command(cmd).await,
+            Link::Cluster(c, _) => c.req_packed_command(cmd).await,
         }
     }
 
     fn db(&self) -> i64 {
         match self {
             Link::Node(c) => c.get_db(),
-            Link::Cluster(c) => c.get_db(),
+            Link::Cluster(c, _) => c.get_db(),
         }
     }
 
     fn node(&self) -> Option<&MultiplexedConnection> {
         match self {
             Link::Node(c) => Some(c),
-            Link::Cluster(_) => None,
+            Link::Cluster(..) => None,
         }
     }
 
     fn cluster(&self) -> Option<&ClusterConnection> {
         match self {
-            Link::Cluster(c) => Some(c),
+            Link::Cluster(c, _) => Some(c),
+            Link::Node(_) => None,
+        }
+    }
+
+    pub(super) fn cluster_mut(&mut self) -> Option<&mut ClusterConnection> {
+        match self {
+            Link::Cluster(c, _) => Some(c),
             Link::Node(_) => None,
         }
     }
@@ -122,11 +137,16 @@ pub(super) enum Watch {
         generation: u64,
         current: Arc<AtomicU64>,
     },
-    /// A cluster connection reconnects to its nodes and follows failovers itself: only a
-    /// request cancelled before its reply, or one that timed out, breaks it. (After a
-    /// failover, the crate's connection can stop answering altogether when a burst of
-    /// requests meets its stale slot map; a fresh one reads the new map.)
-    Cluster,
+    /// A cluster connection reconnects to its nodes and follows redirections itself. It
+    /// is retired once the node monitor reads a slot map that moved slots since it was
+    /// made (the `generation`-th): it may still send to a master that failed over. Else
+    /// only a request cancelled before its reply, or one that timed out while every
+    /// master answers, breaks it: a timeout while a master does not answer at all is
+    /// that master's, and a fresh connection would wait for it too.
+    Cluster {
+        generation: u64,
+        nodes: Arc<ClusterNodes>,
+    },
 }
 
 /// What a connection knows about itself; shared by the clones of a shared connection.
@@ -157,8 +177,14 @@ impl ConnMeta {
 
     pub(super) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
-            || matches!(&self.watch, Watch::Master { generation, current }
-                if current.load(Ordering::Acquire) != *generation)
+            || match &self.watch {
+                Watch::Node => false,
+                Watch::Master {
+                    generation,
+                    current,
+                } => current.load(Ordering::Acquire) != *generation,
+                Watch::Cluster { generation, nodes } => nodes.generation() != *generation,
+            }
     }
 
     /// Marks the connection broken when a request failed at the connection level, or
@@ -168,7 +194,7 @@ impl ConnMeta {
     pub(super) fn observe<T>(&self, r: &RedisResult<T>) {
         let Err(e) = r else { return };
         let broken = match self.watch {
-            Watch::Cluster => e.is_timeout(),
+            Watch::Cluster { ref nodes, .. } => e.is_timeout() && !nodes.master_silent(),
             Watch::Node => connection_failed(e),
             Watch::Master { .. } => {
                 connection_failed(e)

@@ -16,6 +16,7 @@ mod check;
 mod commands;
 mod connection;
 mod errors;
+mod nodes;
 mod route;
 mod sentinel;
 mod subscription;

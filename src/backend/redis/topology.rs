@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster_read_routing::RandomReplicaStrategy;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -14,8 +14,9 @@ use redis::{
 
 use super::connection::{Link, Watch};
 use super::invalid;
+use super::nodes::ClusterNodes;
 use super::sentinel::SentinelMaster;
-use crate::config::{RedisConfig, SentinelConfig, TlsConfig, parse_redis};
+use crate::config::{ClusterConfig, RedisConfig, SentinelConfig, TlsConfig, parse_redis};
 use crate::error::{Error, Origin, Result};
 use crate::status::Kind;
 
@@ -32,9 +33,9 @@ pub(super) enum Topology {
     },
     /// The master a set of sentinels names.
     Sentinel(Arc<SentinelMaster>),
-    /// A Redis Cluster.
+    /// A Redis Cluster, and what is known of its nodes.
     Cluster {
-        client: ClusterClient,
+        nodes: Arc<ClusterNodes>,
         endpoint: String,
     },
 }
@@ -49,31 +50,7 @@ impl Topology {
             return Ok((sentinel(name, config, s, settings)?, tls));
         }
         if let Some(c) = &config.cluster {
-            let tls = c.uses_tls(&config.tls);
-            let mut nodes = Vec::with_capacity(c.nodes.len());
-            let mut shown = Vec::with_capacity(c.nodes.len());
-            for (i, n) in c.nodes.iter().enumerate() {
-                let key = format!("cluster.nodes[{i}]");
-                let (addr, at) = address(name, &key, n, tls, &config.tls)?;
-                nodes.push(info(name, &key, addr)?.set_redis_settings(settings.clone()));
-                shown.push(at);
-            }
-            let mut builder = ClusterClientBuilder::new(nodes)
-                .connection_timeout(config.connector.connect_timeout);
-            if let Some(t) = config.command_timeout {
-                builder = builder.response_timeout(t);
-            }
-            if c.read_from_replicas {
-                builder = builder.read_routing_strategy(RandomReplicaStrategy);
-            }
-            if tls && let Some(certs) = certificates(name, &config.tls)? {
-                builder = builder.certs(certs);
-            }
-            let client = builder
-                .build()
-                .map_err(|e| invalid(name, "cluster.nodes", e.to_string()))?;
-            let endpoint = format!("cluster {}", shown.join(","));
-            return Ok((Topology::Cluster { client, endpoint }, tls));
+            return Ok((cluster(name, config, c, settings)?, c.uses_tls(&config.tls)));
         }
         let hp = parse_redis(&config.addr).map_err(|m| invalid(name, "addr", m))?;
         let tls = config.tls.enabled || hp.tls;
@@ -124,9 +101,16 @@ impl Topology {
                 };
                 Ok((Link::Node(conn.await?), watch))
             }
-            Topology::Cluster { client, .. } => {
-                let conn = client.get_async_connection().await?;
-                Ok((Link::Cluster(conn), Watch::Cluster))
+            Topology::Cluster { nodes, .. } => {
+                nodes.start_monitor();
+                // Read before connecting: slots moved meanwhile retire it at once.
+                let generation = nodes.generation();
+                let conn = nodes.client()?.get_async_connection().await?;
+                let watch = Watch::Cluster {
+                    generation,
+                    nodes: nodes.clone(),
+                };
+                Ok((Link::Cluster(conn, nodes.clone()), watch))
             }
         }
     }
@@ -141,6 +125,14 @@ impl Topology {
                 redis::ErrorKind::InvalidClientConfig,
                 "subscribe is not available on a cluster connector",
             ))),
+        }
+    }
+
+    /// What is known of a cluster's nodes; `None` for the other topologies.
+    pub(super) fn nodes(&self) -> Option<&ClusterNodes> {
+        match self {
+            Topology::Cluster { nodes, .. } => Some(nodes),
+            _ => None,
         }
     }
 
@@ -163,6 +155,67 @@ fn node_settings(config: &RedisConfig) -> RedisConnectionInfo {
         settings = settings.set_password(pw.expose());
     }
     settings
+}
+
+/// A cluster's clients: one over every configured node, and how to build one over
+/// some of them (those that answer) and one for each node (to probe it).
+fn cluster(
+    name: &str,
+    config: &RedisConfig,
+    c: &ClusterConfig,
+    settings: RedisConnectionInfo,
+) -> Result<Topology> {
+    let tls = c.uses_tls(&config.tls);
+    let mut infos = Vec::with_capacity(c.nodes.len());
+    let mut shown = Vec::with_capacity(c.nodes.len());
+    for (i, n) in c.nodes.iter().enumerate() {
+        let key = format!("cluster.nodes[{i}]");
+        let (addr, at) = address(name, &key, n, tls, &config.tls)?;
+        infos.push(info(name, &key, addr)?.set_redis_settings(settings.clone()));
+        shown.push(at);
+    }
+    let certs = match tls {
+        true => certificates(name, &config.tls)?,
+        false => None,
+    };
+    let (connect_timeout, command_timeout) =
+        (config.connector.connect_timeout, config.command_timeout);
+    let read_from_replicas = c.read_from_replicas;
+    let cluster_certs = certs.clone();
+    let make_client = move |nodes: Vec<ConnectionInfo>| {
+        let mut builder = ClusterClientBuilder::new(nodes).connection_timeout(connect_timeout);
+        if let Some(t) = command_timeout {
+            builder = builder.response_timeout(t);
+        }
+        if read_from_replicas {
+            builder = builder.read_routing_strategy(RandomReplicaStrategy);
+        }
+        if let Some(certs) = &cluster_certs {
+            builder = builder.certs(certs.clone());
+        }
+        builder.build()
+    };
+    let make_probe = move |info: ConnectionInfo| match &certs {
+        Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+        None => redis::Client::open(info),
+    };
+    // Built once now, so a mistake in it is refused with the configuration.
+    let all =
+        make_client(infos.clone()).map_err(|e| invalid(name, "cluster.nodes", e.to_string()))?;
+    let nodes = ClusterNodes::new(
+        name.into(),
+        shown.clone(),
+        infos,
+        all,
+        Box::new(make_client),
+        Box::new(make_probe),
+        connect_timeout,
+    );
+    let endpoint = format!("cluster {}", shown.join(","));
+    Ok(Topology::Cluster {
+        nodes: Arc::new(nodes),
+        endpoint,
+    })
 }
 
 fn sentinel(

@@ -12,6 +12,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Value};
 
 use super::{Reply, Sent};
 use crate::backend::redis::connection::Link;
+use crate::backend::redis::nodes;
 use crate::backend::redis::{
     PooledRedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, route,
 };
@@ -72,7 +73,11 @@ pub(super) async fn settled(
     if lost(&e) {
         return retried(pool, sent, any, via, e).await;
     }
-    if e.is_timeout() && !any && pool.current().manager().readonly_known(sent) != Some(true) {
+    if e.is_timeout()
+        && !nodes::given_up(&e)
+        && !any
+        && pool.current().manager().readonly_known(sent) != Some(true)
+    {
         return Err(unanswered(e));
     }
     Err(e)

@@ -1,0 +1,317 @@
+//! Per-node health of a Redis Cluster, so one node that stops answering costs its own
+//! slots and not the whole connector.
+//!
+//! The redis crate's cluster connection sends each command to its slot's master and
+//! waits for the reply up to the response timeout (`command_timeout`); a master that
+//! freezes (a stopped process, a full disk, a machine swapping) keeps its connections
+//! open and answers nothing, so every caller that reaches one of its keys waits that
+//! long, and a fresh cluster connection waits for it too (the crate connects to every
+//! node it was given before it answers anything). Measured against a three-master
+//! testkit cluster with one master frozen for 10 s under 16 writers: no write at all
+//! succeeded until it was resumed, although its replica took over within 2 s.
+//!
+//! So a monitor probes every configured node and every master with `PING` each
+//! [`CHECK_INTERVAL`], and reads the slot map (`CLUSTER SLOTS`) from one that answers:
+//! - a command that has waited [`STALLED`] while a master does not answer is given up,
+//!   saying it may have been applied ([`GivenUp`]); commands to the other masters never
+//!   wait that long;
+//! - once the slot map names other masters (the failover is done), every cluster
+//!   connection made before is retired, so the next call reads the new map;
+//! - a fresh cluster connection starts from the configured nodes that answer.
+
+mod probe;
+mod view;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::{ConnectionInfo, RedisResult};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use probe::split;
+use view::{Probe, View};
+
+/// How often every node is probed and the slot map read.
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a command may wait for its reply while a master does not answer before it
+/// is given up: long enough that a master merely slow to answer one probe (a loaded
+/// machine) costs no command, short against the default `command_timeout` (5 s).
+pub(super) const STALLED: Duration = Duration::from_secs(1);
+
+/// Builds a cluster client from some of the configured nodes.
+pub(super) type MakeClient =
+    Box<dyn Fn(Vec<ConnectionInfo>) -> RedisResult<ClusterClient> + Send + Sync>;
+
+/// Builds a client for one node, to probe it.
+pub(super) type MakeProbe = Box<dyn Fn(ConnectionInfo) -> RedisResult<redis::Client> + Send + Sync>;
+
+/// What the connector knows of its cluster's nodes; see the module docs.
+pub(super) struct ClusterNodes {
+    name: Arc<str>,
+    /// The configured nodes, `host:port`, and how to reach each.
+    seeds: Vec<String>,
+    infos: Vec<ConnectionInfo>,
+    /// The client over every configured node.
+    all: ClusterClient,
+    make_client: MakeClient,
+    make_probe: MakeProbe,
+    view: Mutex<View>,
+    /// Masters serving slots that do not answer at all, as of the last round.
+    masters_silent: AtomicUsize,
+    /// Any node does not answer at all.
+    any_silent: AtomicBool,
+    /// Counts slot maps that moved slots to other masters: a connection made under an
+    /// older one is retired.
+    generation: AtomicU64,
+    /// Told when a master stops answering or slots move.
+    changed: Notify,
+    /// One connection per node probed, kept between rounds.
+    probes: Mutex<HashMap<String, MultiplexedConnection>>,
+    started: AtomicBool,
+    probe_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNodes")
+            .field("seeds", &self.seeds)
+            .field("view", &*lock(&self.view))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A command given up because a master stopped answering while it waited, or the
+/// slots moved to other masters (a failover): a timeout
+/// ([`redis::RedisError::is_timeout`]) that may have been applied.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{why}; the command was given up after {after:?} and may have been applied",
+    why = match masters {
+        Some(m) => format!("Redis Cluster master {m} stopped answering"),
+        None => "the Redis Cluster's slots moved to other masters while it waited".to_owned(),
+    }
+)]
+pub(super) struct GivenUp {
+    /// The masters down, `host:port`; `None` when slots moved.
+    masters: Option<String>,
+    after: Duration,
+}
+
+/// True for the error of a command [given up](GivenUp).
+pub(super) fn given_up(e: &redis::RedisError) -> bool {
+    // The crate keeps the I/O error behind an `Arc`, which is the source it shows.
+    type Shown = Arc<dyn std::error::Error + Send + Sync>;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<Shown>())
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.is::<GivenUp>())
+}
+
+impl ClusterNodes {
+    /// For the connector `name`, whose configured nodes are `seeds` (`host:port`) reached
+    /// as `infos`; `all` is the client over all of them.
+    pub(super) fn new(
+        name: Arc<str>,
+        seeds: Vec<String>,
+        infos: Vec<ConnectionInfo>,
+        all: ClusterClient,
+        make_client: MakeClient,
+        make_probe: MakeProbe,
+        connect_timeout: Duration,
+    ) -> Self {
+        ClusterNodes {
+            name,
+            seeds,
+            infos,
+            all,
+            make_client,
+            make_probe,
+            view: Mutex::new(View::default()),
+            masters_silent: AtomicUsize::new(0),
+            any_silent: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            changed: Notify::new(),
+            probes: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
+            probe_timeout: connect_timeout.min(CHECK_INTERVAL.max(Duration::from_millis(200))),
+        }
+    }
+
+    /// The slot maps read so far that moved slots: a connection carries the one it was
+    /// made under.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// True while a master serving slots does not answer at all: a command sent to it
+    /// waits until `command_timeout`.
+    pub(super) fn master_silent(&self) -> bool {
+        self.masters_silent.load(Ordering::Acquire) > 0
+    }
+
+    /// The client a fresh connection starts from: over the configured nodes that answer.
+    pub(super) fn client(&self) -> RedisResult<ClusterClient> {
+        let answering = lock(&self.view).answering(&self.seeds);
+        if answering.len() == self.seeds.len() {
+            return Ok(self.all.clone());
+        }
+        (self.make_client)(
+            answering
+                .into_iter()
+                .map(|i| self.infos[i].clone())
+                .collect(),
+        )
+    }
+
+    /// A node that answered its last probe, `host:port`: where to ask about the cluster.
+    pub(super) fn answering_node(&self) -> Option<(String, u16)> {
+        let view = lock(&self.view);
+        let nodes = view.to_probe(&self.seeds);
+        let node = nodes.iter().find(|n| !view.down.contains(*n))?;
+        split(node)
+    }
+
+    /// `request`, given up once it has waited [`STALLED`] while a master does not answer
+    /// at all (or slots moved since it was sent, away from a node that does not).
+    pub(super) async fn bounded<T>(
+        &self,
+        request: impl Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        let (sent, generation) = (Instant::now(), self.generation());
+        tokio::select! {
+            biased;
+            r = request => r,
+            () = self.stalled(sent, generation) => Err(self.given_up_error()),
+        }
+    }
+
+    /// Completes once a request sent at `sent` under `generation` has waited
+    /// [`STALLED`] and a master does not answer at all by then, or slots moved since
+    /// while a node does not (the request may be waiting for the old master). Never
+    /// while every node answers or refuses: a refused request fails by itself, and the
+    /// crate retries it and follows the failover.
+    async fn stalled(&self, sent: Instant, generation: u64) {
+        tokio::time::sleep_until(sent + STALLED).await;
+        loop {
+            // Made before the look, so a change in between is not missed:
+            // `notify_waiters` reaches every `Notified` made before it.
+            let next = self.changed.notified();
+            if self.master_silent()
+                || (self.generation() != generation && self.any_silent.load(Ordering::Acquire))
+            {
+                return;
+            }
+            next.await;
+        }
+    }
+
+    fn given_up_error(&self) -> redis::RedisError {
+        let masters = {
+            let view = lock(&self.view);
+            let silent = view.silent_masters();
+            (!silent.is_empty()).then(|| silent.join(", "))
+        };
+        redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            GivenUp {
+                masters,
+                after: STALLED,
+            },
+        ))
+    }
+
+    /// Starts the monitor once; it ends when the connector's manager is dropped.
+    pub(super) fn start_monitor(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(monitor(Arc::downgrade(self)));
+    }
+
+    /// One round: probes every node, reads the slot map from one that answers, and acts
+    /// on what changed.
+    async fn check_now(&self) {
+        let nodes = lock(&self.view).to_probe(&self.seeds);
+        let results = futures_util::future::join_all(nodes.iter().map(|n| self.probe(n))).await;
+        let probes: Vec<(String, Probe)> = nodes.iter().cloned().zip(results).collect();
+        let mut shards = None;
+        for (node, probe) in &probes {
+            if *probe == Probe::Answered
+                && let Some(s) = self.slots(node).await
+            {
+                shards = Some(s);
+                break;
+            }
+        }
+        let change = {
+            let mut view = lock(&self.view);
+            let (next, change) = view.next(&probes, shards);
+            *view = next;
+            self.masters_silent
+                .store(view.masters_silent(), Ordering::Release);
+            self.any_silent
+                .store(!view.silent.is_empty(), Ordering::Release);
+            change
+        };
+        if change.moved {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(connector = %self.name, kind = "redis", "cluster slots moved to other masters; cluster connections made before are replaced");
+        }
+        for node in &change.went_down {
+            tracing::warn!(connector = %self.name, kind = "redis", %node, "cluster node stopped answering");
+        }
+        for node in &change.came_back {
+            tracing::info!(connector = %self.name, kind = "redis", %node, "cluster node answers again");
+        }
+        if change.moved || !change.went_down.is_empty() {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+async fn monitor(nodes: Weak<ClusterNodes>) {
+    let mut ticker = tokio::time::interval(CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(nodes) = nodes.upgrade() else {
+            return;
+        };
+        nodes.check_now().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GivenUp, STALLED, given_up};
+
+    /// A command given up is told apart from any other timeout, and says it may have
+    /// been applied.
+    #[test]
+    fn a_given_up_command_is_a_timeout_told_apart() {
+        let e = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            GivenUp {
+                masters: Some("10.0.0.1:7000".to_owned()),
+                after: STALLED,
+            },
+        ));
+        assert!(e.is_timeout());
+        assert!(given_up(&e));
+        assert!(e.to_string().contains("may have been applied"), "{e}");
+        let other = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(!given_up(&other));
+    }
+}

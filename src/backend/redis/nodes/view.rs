@@ -1,0 +1,230 @@
+//! What the node monitor knows of a Redis Cluster: which master serves which slots, and
+//! which nodes answer. Pure: the monitor feeds it each round's probes and slot map, and
+//! acts on the [`Change`] it gets back.
+
+use std::collections::BTreeSet;
+
+/// A run of slots and the master serving it, as `CLUSTER SLOTS` gives them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Shard {
+    pub(super) start: u16,
+    pub(super) end: u16,
+    /// `host:port`.
+    pub(super) master: String,
+}
+
+/// How a node answered its probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    Answered,
+    /// Refused or reset: the crate's own connection fails at once too, and it retries
+    /// and follows the failover itself.
+    Refused,
+    /// No answer in time (a frozen process, a machine gone from the network): the
+    /// crate's connection waits for it until `command_timeout`.
+    Silent,
+}
+
+/// The monitor's view of the cluster.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct View {
+    /// The masters by slot run, sorted; empty until a node first answered `CLUSTER SLOTS`.
+    pub(super) shards: Vec<Shard>,
+    /// The nodes that did not answer their last probe, by `host:port`.
+    pub(super) down: BTreeSet<String>,
+    /// Those of them that did not answer at all: [`Probe::Silent`].
+    pub(super) silent: BTreeSet<String>,
+}
+
+/// What a round changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Change {
+    /// Slots now have another master than in the last map read (a failover, or a
+    /// resharding): a cluster connection made before reads the old map.
+    pub(super) moved: bool,
+    /// Nodes that stopped answering this round.
+    pub(super) went_down: Vec<String>,
+    /// Nodes that answer again.
+    pub(super) came_back: Vec<String>,
+}
+
+impl View {
+    /// The view after a round: `probes` says which nodes answered, `shards` is the slot
+    /// map a node gave (`None` when none did: the last one stands).
+    pub(super) fn next(
+        &self,
+        probes: &[(String, Probe)],
+        shards: Option<Vec<Shard>>,
+    ) -> (View, Change) {
+        let (mut down, mut silent) = (self.down.clone(), self.silent.clone());
+        let mut change = Change::default();
+        for (node, probe) in probes {
+            if *probe == Probe::Answered {
+                silent.remove(node);
+                if down.remove(node) {
+                    change.came_back.push(node.clone());
+                }
+                continue;
+            }
+            if *probe == Probe::Silent {
+                silent.insert(node.clone());
+            } else {
+                silent.remove(node);
+            }
+            if down.insert(node.clone()) {
+                change.went_down.push(node.clone());
+            }
+        }
+        let shards = match shards {
+            Some(mut shards) => {
+                shards.sort();
+                change.moved = !self.shards.is_empty() && shards != self.shards;
+                shards
+            }
+            None => self.shards.clone(),
+        };
+        (
+            View {
+                shards,
+                down,
+                silent,
+            },
+            change,
+        )
+    }
+
+    /// How many masters serving slots do not answer at all.
+    pub(super) fn masters_silent(&self) -> usize {
+        self.masters().filter(|m| self.silent.contains(*m)).count()
+    }
+
+    /// The masters serving slots that do not answer at all, `host:port`.
+    pub(super) fn silent_masters(&self) -> Vec<&str> {
+        self.masters()
+            .filter(|m| self.silent.contains(*m))
+            .collect()
+    }
+
+    /// The masters serving slots, each once.
+    fn masters(&self) -> impl Iterator<Item = &str> {
+        self.shards
+            .iter()
+            .map(|s| s.master.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+    }
+
+    /// The nodes to probe: `seeds` (the configured nodes) and every master serving slots.
+    pub(super) fn to_probe(&self, seeds: &[String]) -> Vec<String> {
+        let mut nodes: Vec<String> = seeds.to_vec();
+        for m in self.masters() {
+            if !nodes.iter().any(|n| n == m) {
+                nodes.push(m.to_owned());
+            }
+        }
+        nodes
+    }
+
+    /// The indices of `seeds` not known down; every one when all are (a fresh
+    /// connection then tries them all, as without a monitor).
+    pub(super) fn answering(&self, seeds: &[String]) -> Vec<usize> {
+        let up: Vec<usize> = (0..seeds.len())
+            .filter(|&i| !self.down.contains(&seeds[i]))
+            .collect();
+        if up.is_empty() {
+            (0..seeds.len()).collect()
+        } else {
+            up
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Change, Probe, Shard, View};
+
+    fn shard(start: u16, end: u16, master: &str) -> Shard {
+        Shard {
+            start,
+            end,
+            master: master.to_owned(),
+        }
+    }
+
+    fn probes(list: &[(&str, Probe)]) -> Vec<(String, Probe)> {
+        list.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect()
+    }
+
+    use Probe::{Answered, Refused, Silent};
+
+    fn three() -> Vec<Shard> {
+        vec![
+            shard(0, 5460, "a:1"),
+            shard(5461, 10922, "b:1"),
+            shard(10923, 16383, "c:1"),
+        ]
+    }
+
+    /// A master frozen, then failed over to its replica: down and silent at once, slots
+    /// moved once the map says so, and no longer counted once it serves nothing.
+    #[test]
+    fn a_master_that_stops_answering_is_silent_until_its_slots_move() {
+        let (v, c) = View::default().next(&probes(&[("a:1", Answered)]), Some(three()));
+        assert_eq!(c, Change::default(), "the first map is no move");
+        let (v, c) = v.next(
+            &probes(&[("a:1", Silent), ("b:1", Answered)]),
+            Some(three()),
+        );
+        assert_eq!(c.went_down, vec!["a:1".to_owned()]);
+        assert!(!c.moved);
+        assert_eq!(v.silent_masters(), ["a:1"]);
+        // No node answered `CLUSTER SLOTS` this round: the map stands.
+        let (v, c) = v.next(&probes(&[("a:1", Silent)]), None);
+        assert_eq!(c, Change::default());
+        assert_eq!(v.masters_silent(), 1);
+        let mut failed_over = three();
+        failed_over[0].master = "a:2".to_owned();
+        let (v, c) = v.next(
+            &probes(&[("a:1", Silent), ("a:2", Answered)]),
+            Some(failed_over),
+        );
+        assert!(c.moved);
+        assert_eq!(v.masters_silent(), 0, "the old master serves no slot");
+        let (v, c) = v.next(&probes(&[("a:1", Answered)]), None);
+        assert_eq!(c.came_back, vec!["a:1".to_owned()]);
+        assert!(v.down.is_empty() && v.silent.is_empty());
+    }
+
+    /// A master that refuses connections is down (fresh connections start elsewhere) but
+    /// not silent: the crate's connection fails over from it by itself.
+    #[test]
+    fn a_refusing_master_is_down_but_not_silent() {
+        let (v, _) = View::default().next(&probes(&[("a:1", Silent)]), Some(three()));
+        let (v, c) = v.next(&probes(&[("a:1", Refused)]), None);
+        assert!(c.went_down.is_empty(), "down already");
+        assert!(v.down.contains("a:1"));
+        assert_eq!(v.masters_silent(), 0);
+    }
+
+    /// The nodes probed are the seeds and every master, each once; a fresh connection
+    /// starts from the seeds that answer, or from all of them when none does.
+    #[test]
+    fn probes_cover_seeds_and_masters_and_connections_start_from_answering_seeds() {
+        let (v, _) = View::default().next(&probes(&[("a:1", Refused)]), Some(three()));
+        let seeds = vec!["a:1".to_owned(), "x:1".to_owned()];
+        assert_eq!(v.to_probe(&seeds), ["a:1", "x:1", "b:1", "c:1"]);
+        assert_eq!(v.answering(&seeds), [1]);
+        let (v, _) = v.next(&probes(&[("x:1", Silent)]), None);
+        assert_eq!(v.answering(&seeds), [0, 1], "none answers: all of them");
+    }
+
+    /// A map read in another order is the same map.
+    #[test]
+    fn the_same_map_in_another_order_is_no_move() {
+        let (v, _) = View::default().next(&[], Some(three()));
+        let mut reversed = three();
+        reversed.reverse();
+        let (_, c) = v.next(&[], Some(reversed));
+        assert!(!c.moved);
+    }
+}
