@@ -269,3 +269,55 @@ async fn after_recovery_no_connection_from_before_the_outage_is_checked_or_used(
     }
     manager.close().await.unwrap();
 }
+
+/// A server frozen (SIGSTOP) under 16 tasks writing through the pool as a connection,
+/// default settings. It closes nothing, so only the commands' timeouts show it: the first
+/// one makes the health engine check at once, the connector is down within
+/// `command_timeout` plus the check's bound (5 s each by default), and callers then fail
+/// fast until the server answers again. (It used to stay `Healthy` through a 12 s freeze,
+/// every caller waiting at least 5 s a call.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_down_and_callers_then_fail_fast() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_redis("cache", server.config()).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut conn = pool.clone();
+                    let _ = conn.set::<_, _, ()>(format!("f{t}"), t).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.pause().unwrap();
+    let paused = Instant::now();
+    let down = common::eventually(Duration::from_secs(20), || pool.state() != State::Healthy).await;
+    let found = paused.elapsed();
+    assert!(down, "still {:?} {found:?} into the freeze", pool.state());
+    let started = Instant::now();
+    let refused = pool.clone().set::<_, _, ()>("f", 1).await;
+    let took = started.elapsed();
+    assert!(refused.is_err(), "a write while frozen");
+    assert!(
+        took < Duration::from_secs(1),
+        "a call took {took:?} once down"
+    );
+
+    server.resume().unwrap();
+    let back = common::until_a_write_succeeds(&pool, Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "figures: frozen server found down after {found:?}; a call then refused in {took:?}; a write succeeded {back:?} after the resume"
+    );
+    assert!(common::eventually(Duration::from_secs(5), || pool.state() == State::Healthy).await);
+    manager.close().await.unwrap();
+}

@@ -13,6 +13,7 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::nodes::ClusterNodes;
 use super::route::{self, Block};
+use crate::health::LossSignal;
 
 /// The redis crate's connection underneath.
 #[derive(Clone)]
@@ -158,6 +159,9 @@ pub(super) struct ConnMeta {
     pub(super) watch: Watch,
     /// How long a command that does not block may wait for its reply.
     pub(super) command_timeout: Option<Duration>,
+    /// Told when a request on it timed out: the health engine checks the server at once
+    /// (a frozen server closes nothing, so no `Disconnection` tells it).
+    losses: LossSignal,
 }
 
 impl ConnMeta {
@@ -165,6 +169,7 @@ impl ConnMeta {
         broken: Arc<AtomicBool>,
         watch: Watch,
         command_timeout: Option<Duration>,
+        losses: LossSignal,
     ) -> Arc<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Arc::new(ConnMeta {
@@ -172,6 +177,7 @@ impl ConnMeta {
             broken,
             watch,
             command_timeout,
+            losses,
         })
     }
 
@@ -206,6 +212,9 @@ impl ConnMeta {
         };
         if broken {
             self.broken.store(true, Ordering::Relaxed);
+            if e.is_timeout() {
+                self.losses.connection_lost();
+            }
         }
     }
 }

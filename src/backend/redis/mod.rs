@@ -190,7 +190,7 @@ impl RedisConnectionManager {
                     m.reached.store(true, Ordering::Relaxed);
                     tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.topology.endpoint(), "connected");
                     let limit = m.command_timeout;
-                    return Ok((link, ConnMeta::new(broken, watch, limit)));
+                    return Ok((link, ConnMeta::new(broken, watch, limit, m.losses.clone())));
                 }
                 Err(e) => {
                     let err = self.classify(e);
