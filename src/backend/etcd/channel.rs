@@ -121,6 +121,11 @@ impl Service<Request> for Gate {
                 },
                 None => sent.await.map_err(BoxError::from),
             };
+            if let (Ok(r), Some(i)) = (&response, member)
+                && applying_backlog(r)
+            {
+                members.behind(i);
+            }
             if let (Err(e), Some(i)) = (&response, member)
                 && is_member_lost(&**e)
             {
@@ -151,6 +156,17 @@ fn stalled(endpoint: &str) -> BoxError {
     )))
 }
 
+/// True for etcd's refusal of a request by a member too far behind in applying what was
+/// committed (`ErrTooManyRequests`, sent as a trailers-only reply, so in the headers): a
+/// member that woke from a freeze refuses everything for a while.
+fn applying_backlog(response: &Response) -> bool {
+    const REFUSAL: &[&[u8]] = &[b"too many requests", b"too%20many%20requests"];
+    response.headers().get("grpc-message").is_some_and(|m| {
+        let m = m.as_bytes();
+        REFUSAL.iter().any(|r| m.windows(r.len()).any(|w| w == *r))
+    })
+}
+
 /// A transport failure that says the member is gone (refused, reset, closed), not a
 /// request that ran out of time (a slow proposal says nothing about the member it went
 /// through).
@@ -163,4 +179,34 @@ fn is_member_lost(error: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::applying_backlog;
+
+    fn reply(message: Option<&'static str>) -> super::Response {
+        let mut r = http::Response::new(tonic::body::Body::empty());
+        if let Some(m) = message {
+            r.headers_mut()
+                .insert("grpc-message", http::HeaderValue::from_static(m));
+        }
+        r
+    }
+
+    /// etcd's refusal by a member behind in applying is told apart, as sent (percent
+    /// encoded) or not; other replies are not.
+    #[test]
+    fn a_refusal_for_an_apply_backlog_is_recognised() {
+        assert!(applying_backlog(&reply(Some(
+            "etcdserver:%20too%20many%20requests"
+        ))));
+        assert!(applying_backlog(&reply(Some(
+            "etcdserver: too many requests"
+        ))));
+        assert!(!applying_backlog(&reply(Some(
+            "etcdserver:%20request%20timed%20out"
+        ))));
+        assert!(!applying_backlog(&reply(None)));
+    }
 }

@@ -101,9 +101,15 @@ impl Members {
             .zip(clients)
             .map(|(ep, client)| probe(ep, client, &self.probe_options, self.probe_timeout));
         let results = futures_util::future::join_all(probes).await;
+        let newest = results
+            .iter()
+            .filter_map(|(answer, _)| answer.committed())
+            .max()
+            .unwrap_or(0);
         let mut any_up = false;
         let mut made = Vec::with_capacity(results.len());
-        for (i, (up, client)) in results.into_iter().enumerate() {
+        for (i, (answer, client)) in results.into_iter().enumerate() {
+            let up = answer.up(newest);
             any_up |= up;
             made.push(client);
             if self.set(i, up) {
@@ -159,6 +165,15 @@ impl Members {
             tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, %error, "etcd member lost; routing around it");
         }
         self.losses.connection_lost();
+    }
+
+    /// Member `i` refused a request while it applies a backlog: passed by until a probe
+    /// finds it caught up.
+    pub(crate) fn behind(&self, i: usize) {
+        if self.is_cluster() && self.set(i, false) {
+            let endpoint = &self.endpoints[i];
+            tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, "etcd member is applying a backlog and refuses requests; routing around it until it has caught up");
+        }
     }
 
     fn any_up(&self) -> bool {
@@ -256,6 +271,19 @@ fn is_transport(e: &etcd_client::Error) -> bool {
 /// otherwise hold every caller that reached it.
 pub(crate) const STALLED: Duration = Duration::from_secs(1);
 
+/// Committed entries a member may have left to apply and still be sent requests. etcd
+/// refuses requests on a member more than 5 000 behind (`ErrTooManyRequests`); a member
+/// that woke from a freeze under load is that far behind within moments (its own
+/// committed index catches up first), so it is let back only once it has applied all
+/// but this many of the newest entry any member knows committed.
+const LAGGING: u64 = 1_000;
+
+/// True when a member that applied up to `applied` is close enough to `newest`, the
+/// newest entry committed.
+fn caught_up(newest: u64, applied: u64) -> bool {
+    newest.saturating_sub(applied) < LAGGING
+}
+
 async fn monitor(members: Weak<Members>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -270,12 +298,46 @@ async fn monitor(members: Weak<Members>, interval: Duration) {
 
 /// True when the member answers a status request in time. An authentication error is an
 /// answer too: the member is up. Gives back the probe client for next time.
+/// How a member answered its probe.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Not in time, or not at all.
+    Silent,
+    /// Its status: the last entry it knows committed, and the last it applied.
+    Status { committed: u64, applied: u64 },
+    /// Refused for want of credentials: it answers.
+    Denied,
+}
+
+impl Answer {
+    fn committed(self) -> Option<u64> {
+        match self {
+            Answer::Status { committed, .. } => Some(committed),
+            _ => None,
+        }
+    }
+
+    /// True when a request may go to the member, `newest` being the newest entry any
+    /// member knows committed: a member that woke from a freeze answers at once, but
+    /// refuses every request ("too many requests") while it applies what it missed, so
+    /// it is let back once its backlog is small.
+    fn up(self, newest: u64) -> bool {
+        match self {
+            Answer::Silent => false,
+            Answer::Denied => true,
+            Answer::Status { applied, .. } => caught_up(newest, applied),
+        }
+    }
+}
+
+/// How the member answers a status request in time. Gives back the probe client for
+/// next time.
 async fn probe(
     endpoint: &str,
     client: Option<Client>,
     options: &ConnectOptions,
     limit: Duration,
-) -> (bool, Option<Client>) {
+) -> (Answer, Option<Client>) {
     let client = match client {
         Some(c) => Some(c),
         None => Client::connect([endpoint], Some(options.clone()))
@@ -283,17 +345,24 @@ async fn probe(
             .ok(),
     };
     let Some(mut client) = client else {
-        return (false, None);
+        return (Answer::Silent, None);
     };
-    let up = match tokio::time::timeout(limit, client.status()).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(etcd_client::Error::GRpcStatus(s))) => matches!(
-            s.code(),
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-        ),
-        _ => false,
+    let answer = match tokio::time::timeout(limit, client.status()).await {
+        Ok(Ok(status)) => Answer::Status {
+            committed: status.raft_index(),
+            applied: status.raft_applied_index(),
+        },
+        Ok(Err(etcd_client::Error::GRpcStatus(s)))
+            if matches!(
+                s.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) =>
+        {
+            Answer::Denied
+        }
+        _ => Answer::Silent,
     };
-    (up, Some(client))
+    (answer, Some(client))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -304,6 +373,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// A member is let back only with its apply backlog well under etcd's refusal gap.
+    #[test]
+    fn a_member_is_caught_up_with_a_small_backlog() {
+        assert!(super::caught_up(10_000, 10_000));
+        assert!(super::caught_up(10_000, 9_500));
+        assert!(!super::caught_up(10_000, 4_000));
+        assert!(
+            super::caught_up(5, 9),
+            "applied past committed is no backlog"
+        );
+    }
 
     use etcd_client::ConnectOptions;
     use tokio::time::Instant;
