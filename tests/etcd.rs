@@ -173,3 +173,61 @@ async fn shared_client_serves_many_tasks_and_fails_fast_when_down() {
     manager.close().await.unwrap();
     assert!(matches!(pool.client().await, Err(Error::Closed { .. })));
 }
+
+/// A single etcd server frozen (SIGSTOP) under 16 writers, default settings. It closes
+/// nothing, so only the requests' timeouts show it: the first one makes the health engine
+/// check at once, the check's request on the client the pool shares does not answer
+/// either, and the connector is down within `command_timeout` plus the check's bound
+/// (5 s each by default); callers then fail fast until it answers again. (It used to
+/// stay `Healthy` through a 12 s freeze, taken for a connection cap.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_down_and_callers_then_fail_fast() {
+    let server = EtcdServer::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_etcd("e", server.config()).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|t| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut c) = pool.get().await {
+                        let _ = c.put(format!("f{t}"), "v", None).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.pause().unwrap();
+    let paused = Instant::now();
+    let down = common::eventually(Duration::from_secs(20), || pool.state() != State::Healthy).await;
+    let found = paused.elapsed();
+    assert!(down, "still {:?} {found:?} into the freeze", pool.state());
+    let started = Instant::now();
+    let refused = pool.get().await;
+    let took = started.elapsed();
+    assert!(
+        matches!(refused, Err(Error::Unavailable { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "a checkout took {took:?} once down"
+    );
+
+    server.resume().unwrap();
+    let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    eprintln!(
+        "figures: frozen etcd found down after {found:?}; a checkout then refused in {took:?}"
+    );
+    assert!(back, "{:?}", pool.status());
+    let mut c = pool.get().await.unwrap();
+    c.put("after", "v", None).await.unwrap();
+    manager.close().await.unwrap();
+}

@@ -65,6 +65,10 @@ pub(crate) struct Health {
     /// A reload replaced this connector's pool: its last changes (its close) are no news,
     /// and must not overwrite the new pool's state in events and metrics.
     replaced: AtomicBool,
+    /// The trial under way found one of the pool's own connections not answering (not
+    /// merely closed): an outage whatever else works, as a failed [`Probe::Pooled`]
+    /// check is. A connection cap never stops a connection the server already took.
+    own_failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Health {
@@ -110,6 +114,7 @@ impl Health {
             events,
             served,
             replaced: AtomicBool::new(false),
+            own_failed: AtomicBool::new(false),
         }
     }
 
@@ -201,8 +206,19 @@ impl Health {
     /// their check is an outage, whatever the error.
     pub(crate) fn probe_failed(&self, probe: Probe, error: &Error) -> Actions {
         let mut failure = self.failure(error);
-        failure.outage |= probe == Probe::Pooled;
+        failure.outage |= probe == Probe::Pooled || self.own_failed.swap(false, Ordering::AcqRel);
         self.apply(Input::ProbeFailed(failure), Some(error))
+    }
+
+    /// A trial starts: nothing is known of it yet.
+    pub(crate) fn trial_started(&self) {
+        self.own_failed.store(false, Ordering::Release);
+    }
+
+    /// The trial under way found one of the pool's own connections not answering: if it
+    /// fails, it is an outage.
+    pub(crate) fn own_connection_failed(&self) {
+        self.own_failed.store(true, Ordering::Release);
     }
 
     fn failure(&self, error: &Error) -> Failure {

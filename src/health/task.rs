@@ -33,6 +33,7 @@ pub(crate) async fn run_trial(
     probe: Probe,
 ) -> Result<Duration> {
     let start = tokio::time::Instant::now();
+    health.trial_started();
     let r = trial.trial(probe).await;
     match (&r, probe) {
         (Ok(_), Probe::Grow) => {

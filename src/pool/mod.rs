@@ -11,7 +11,8 @@
 //! - **No round trip while healthy** for connhub's own backends: a connection is checked
 //!   locally (broken flag, epoch). A plain bb8 manager keeps its own `is_valid`.
 //! - **A connection problem is not an outage**: a pooled connection that fails validation
-//!   is dropped and another taken; only a fresh connection failing moves the connector down.
+//!   is dropped and another taken. A check moves the connector down when a fresh
+//!   connection fails, or when a connection the server took does not answer it.
 //! - **Nor is a capacity limit**: a fresh connection refused while the pool's own
 //!   connections work (a server at `maxclients`, a proxy's cap) limits the pool to those;
 //!   callers wait their turn on them, and the health engine grows the pool back one

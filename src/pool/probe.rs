@@ -14,50 +14,69 @@ use crate::health::{self, Probe, Trial};
 use crate::status::State;
 
 impl<M: Bb8Manager> Inner<M> {
-    /// One trial of the backend, bounded by `connect_timeout`: a probe on an idle pooled
-    /// connection when the connector is up, one is idle and the backend checks locally;
-    /// if that fails (a connection the server closed, say), the connection is dropped and
-    /// a fresh one is tried. Only a fresh connection failing fails the trial. A fresh
-    /// connection that works joins the pool.
+    /// One trial of the backend: a round trip on an idle pooled connection when the
+    /// connector is up, one is idle and the backend checks locally; if the server had
+    /// closed that connection, it is dropped and a fresh one is tried. Each bounded by
+    /// `connect_timeout`. A fresh connection that works joins the pool.
     async fn probe(&self) -> Result<Duration> {
         let h = &*self.health;
         let parts = &*self.parts;
-        let check = async {
-            // An idle connection is probed only where taking it costs no round trip: a
-            // plain bb8 manager validates at checkout, and a validation cut short at the
-            // first poll could leave its connection in a state nobody expects.
-            if h.state() == State::Healthy
-                && parts.checks_locally
-                && let Some(mut conn) = self.idle_now()
-            {
-                match parts.backend.probe(&parts.manager, &mut conn).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
-                        conn.retire();
-                        tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "idle connection failed its check; trying a fresh one");
-                    }
+        // An idle connection is probed only where taking it costs no round trip: a
+        // plain bb8 manager validates at checkout, and a validation cut short at the
+        // first poll could leave its connection in a state nobody expects.
+        if h.state() == State::Healthy
+            && parts.checks_locally
+            && let Some(mut conn) = self.idle_now()
+        {
+            let start = Instant::now();
+            match self.round_trip(&mut conn, start).await {
+                Ok(()) => return Ok(start.elapsed()),
+                Err(e) if !e.is_dropped() => {
+                    conn.retire();
+                    return Err(e);
+                }
+                Err(e) => {
+                    conn.retire();
+                    tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "idle connection was closed; trying a fresh one");
                 }
             }
-            self.probe_fresh().await
-        };
-        self.timed(check).await
+        }
+        let start = Instant::now();
+        self.probe_fresh(start).await.map(|()| start.elapsed())
     }
 
-    /// A round trip on a fresh connection, which joins the pool if it answers. Bounded by
-    /// the check's own deadline, which names the health check.
-    async fn probe_fresh(&self) -> Result<()> {
+    /// The backend's check on `conn`, due within `connect_timeout` of `start`. A
+    /// connection the server took that does not answer (a frozen server closes
+    /// nothing), or answers with an error, fails the trial as an outage, whatever else
+    /// works: a connection cap refuses new connections, never the ones it let in.
+    async fn round_trip(&self, conn: &mut M::Connection, start: Instant) -> Result<()> {
         let h = &*self.health;
         let parts = &*self.parts;
-        let mut conn = self
-            .bb8
-            .dedicated_connection()
-            .await
-            .map_err(|f| self.open_failed(f))?;
-        parts
-            .backend
-            .probe(&parts.manager, &mut conn)
-            .await
-            .map_err(|e| parts.backend.classify(&h.name, e))?;
+        let limit = h.config.connect_timeout;
+        let check = parts.backend.probe(&parts.manager, conn);
+        let failed = match tokio::time::timeout_at(start + limit, check).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => parts.backend.classify(&h.name, e),
+            Err(_elapsed) => h.timeout(TimeoutKind::HealthCheck, limit),
+        };
+        if !failed.is_dropped() {
+            h.own_connection_failed();
+        }
+        Err(failed)
+    }
+
+    /// A round trip on a fresh connection, which joins the pool if it answers; due within
+    /// `connect_timeout` of `start`, and named the health check if it is not.
+    async fn probe_fresh(&self, start: Instant) -> Result<()> {
+        let h = &*self.health;
+        let limit = h.config.connect_timeout;
+        let opened = tokio::time::timeout_at(start + limit, self.bb8.dedicated_connection());
+        let mut conn = match opened.await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(f)) => return Err(self.open_failed(f)),
+            Err(_elapsed) => return Err(h.timeout(TimeoutKind::HealthCheck, limit)),
+        };
+        self.round_trip(&mut conn, start).await?;
         // The proven connection serves the next checkout; a full pool just drops it.
         self.adopt(conn);
         Ok(())
@@ -96,7 +115,7 @@ impl<M: Bb8Manager> Inner<M> {
                 }
                 tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection was lost; checking the next");
             }
-            self.probe_fresh().await
+            self.probe_fresh(Instant::now()).await
         };
         self.timed(check).await
     }

@@ -126,10 +126,13 @@ impl Service<Request> for Gate {
             {
                 members.behind(i);
             }
-            if let (Err(e), Some(i)) = (&response, member)
-                && is_member_lost(&**e)
-            {
-                members.lost(i, &**e);
+            if let Err(e) = &response {
+                match member {
+                    Some(i) if is_member_lost(&**e) => members.lost(i, &**e),
+                    // Out of time: says nothing of the member it went through, but a
+                    // frozen server closes nothing, so the health engine checks at once.
+                    _ => members.losses().connection_lost(),
+                }
             }
             response
         })
