@@ -284,9 +284,11 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
 /// A master frozen (SIGSTOP) for 6 s under 16 tasks that `SET` through the pool as a
 /// connection without sleeping. A frozen master keeps its connections open and answers
 /// nothing: without the node monitor every task soon waited on one of its keys, and no
-/// write at all succeeded until it was resumed. Now a call waits at most a second for
-/// it (and says it may have been applied), and once its replica has taken over, writes
-/// flow to every slot again while it is still frozen.
+/// write at all succeeded until it was resumed. Now a call sent to it waits at most a
+/// second (and says it may have been applied), a call for its slots once it is known
+/// silent is refused at once (not sent), the other masters' slots are served meanwhile,
+/// and once its replica has taken over, writes flow to every slot while it is still
+/// frozen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_failover() {
     let _serial = SERIAL.lock().await;
@@ -330,8 +332,12 @@ async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_fai
 
     let victim = cluster.masters().unwrap()[0];
     cluster.nodes()[victim].pause().unwrap();
+    let frozen_at = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Before the failover is done, the other masters' slots are served.
+    let early_in_freeze = ok.load(Ordering::Relaxed) - frozen_at;
     // Node timeout 1 s: the replica has taken over well within 3 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let before = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let late_in_freeze = ok.load(Ordering::Relaxed) - before;
@@ -343,20 +349,37 @@ async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_fai
     }
 
     let failures = std::mem::take(&mut *failures.lock().unwrap());
-    let slowest = failures.iter().map(|(took, _)| *took).max();
+    let (not_sent, given_up): (Vec<_>, Vec<_>) = failures
+        .iter()
+        .partition(|(_, e)| e.contains("was not sent"));
+    let slowest = |f: &[&(Duration, String)]| f.iter().map(|(took, _)| *took).max();
     println!(
-        "frozen cluster master: {} writes ok, {late_in_freeze} of them in the last 3 s of the \
-         freeze; {} failed, the slowest after {slowest:?}",
+        "frozen cluster master: {} writes ok, {early_in_freeze} in the first 2 s of the \
+         freeze, {late_in_freeze} in the last 3 s; {} refused at once (slowest {:?}), {} given \
+         up (slowest {:?})",
         ok.load(Ordering::Relaxed),
-        failures.len(),
+        not_sent.len(),
+        slowest(&not_sent),
+        given_up.len(),
+        slowest(&given_up),
     );
-    for (took, e) in failures.iter() {
+    for (took, e) in &not_sent {
+        assert!(
+            *took < Duration::from_secs(1),
+            "refused after {took:?}: {e}"
+        );
+    }
+    for (took, e) in &given_up {
         assert!(
             *took < Duration::from_secs(3),
             "a call failed after {took:?}: {e}"
         );
         assert!(e.contains("may have been applied"), "{e}");
     }
+    assert!(
+        early_in_freeze > 1000,
+        "only {early_in_freeze} writes in the first 2 s of the freeze"
+    );
     assert!(
         late_in_freeze > 100,
         "only {late_in_freeze} writes in the last 3 s of the freeze"

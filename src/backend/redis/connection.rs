@@ -31,7 +31,10 @@ impl Link {
     pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Node(c) => c.send_packed_command(cmd).await,
-            Link::Cluster(c, nodes) => nodes.bounded(c.req_packed_command(cmd)).await,
+            Link::Cluster(c, nodes) => match nodes.refused(cmd) {
+                Some(e) => Err(e),
+                None => nodes.bounded(c.req_packed_command(cmd)).await,
+            },
         }
     }
 
@@ -58,7 +61,10 @@ impl Link {
     pub(super) fn request<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::Node(c) => c.req_packed_command(cmd),
-            Link::Cluster(c, nodes) => Box::pin(nodes.bounded(c.req_packed_command(cmd))),
+            Link::Cluster(c, nodes) => match nodes.refused(cmd) {
+                Some(e) => Box::pin(std::future::ready(Err(e))),
+                None => Box::pin(nodes.bounded(c.req_packed_command(cmd))),
+            },
         }
     }
 

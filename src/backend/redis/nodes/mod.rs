@@ -19,13 +19,14 @@
 //!   connection made before is retired, so the next call reads the new map;
 //! - a fresh cluster connection starts from the configured nodes that answer.
 
+mod keys;
 mod probe;
 mod view;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -34,6 +35,7 @@ use redis::{ConnectionInfo, RedisResult};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use keys::KeySpecs;
 use probe::split;
 use view::{Probe, View};
 
@@ -72,6 +74,8 @@ pub(super) struct ClusterNodes {
     generation: AtomicU64,
     /// Told when a master stops answering or slots move.
     changed: Notify,
+    /// Where each command's key is, learned once from a node that answers.
+    keys: OnceLock<KeySpecs>,
     /// One connection per node probed, kept between rounds.
     probes: Mutex<HashMap<String, MultiplexedConnection>>,
     started: AtomicBool,
@@ -102,6 +106,18 @@ pub(super) struct GivenUp {
     /// The masters down, `host:port`; `None` when slots moved.
     masters: Option<String>,
     after: Duration,
+}
+
+/// A command not sent, because the master serving its key's slot does not answer: safe
+/// to send again, on its replica once that has taken over.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Redis Cluster master {master}, which serves slot {slot}, does not answer; the command \
+     was not sent"
+)]
+pub(super) struct NotSent {
+    master: String,
+    slot: u16,
 }
 
 /// True for the error of a command [given up](GivenUp).
@@ -139,6 +155,7 @@ impl ClusterNodes {
             any_silent: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             changed: Notify::new(),
+            keys: OnceLock::new(),
             probes: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
             probe_timeout: connect_timeout.min(CHECK_INTERVAL.max(Duration::from_millis(200))),
@@ -155,6 +172,25 @@ impl ClusterNodes {
     /// waits until `command_timeout`.
     pub(super) fn master_silent(&self) -> bool {
         self.masters_silent.load(Ordering::Acquire) > 0
+    }
+
+    /// The error for `cmd` when it would go to a master that does not answer at all: it
+    /// is not sent. `None` while every master answers (one atomic load), and for a
+    /// command whose key is not at a known position (it waits [`STALLED`] at most).
+    pub(super) fn refused(&self, cmd: &redis::Cmd) -> Option<redis::RedisError> {
+        if !self.master_silent() {
+            return None;
+        }
+        let slot = keys::slot(self.keys.get()?.key(cmd)?);
+        let view = lock(&self.view);
+        let master = view.master_of(slot).filter(|m| view.silent.contains(*m))?;
+        Some(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::HostUnreachable,
+            NotSent {
+                master: master.to_owned(),
+                slot,
+            },
+        )))
     }
 
     /// The client a fresh connection starts from: over the configured nodes that answer.
@@ -247,6 +283,11 @@ impl ClusterNodes {
             if *probe == Probe::Answered
                 && let Some(s) = self.slots(node).await
             {
+                if self.keys.get().is_none()
+                    && let Some(specs) = self.key_specs(node).await
+                {
+                    let _ = self.keys.set(specs);
+                }
                 shards = Some(s);
                 break;
             }

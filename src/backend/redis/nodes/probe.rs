@@ -3,6 +3,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, Value};
 
+use super::keys::KeySpecs;
 use super::view::{Probe, Shard};
 use super::{ClusterNodes, lock};
 
@@ -75,6 +76,19 @@ impl ClusterNodes {
             _ => ConnectionAddr::Tcp(host, port),
         };
         Some(first.clone().set_addr(addr))
+    }
+
+    /// Where each command's key is, as `node` says (`COMMAND`), if it answers in time.
+    pub(super) async fn key_specs(&self, node: &str) -> Option<KeySpecs> {
+        let mut conn = lock(&self.probes).get(node).cloned()?;
+        let cmd = redis::cmd("COMMAND");
+        // Some two hundred entries: more time than a probe.
+        let reply =
+            tokio::time::timeout(self.probe_timeout * 4, cmd.query_async::<Value>(&mut conn))
+                .await
+                .ok()?
+                .ok()?;
+        KeySpecs::parse(&reply)
     }
 
     /// The slot map as `node` sees it, if it answers in time.

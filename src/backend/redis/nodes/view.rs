@@ -114,6 +114,14 @@ impl View {
             .into_iter()
     }
 
+    /// The master serving `slot`, if the map has one.
+    pub(super) fn master_of(&self, slot: u16) -> Option<&str> {
+        // Sorted by start; runs do not overlap.
+        let i = self.shards.partition_point(|s| s.start <= slot);
+        let shard = self.shards.get(i.checked_sub(1)?)?;
+        (slot <= shard.end).then_some(shard.master.as_str())
+    }
+
     /// The nodes to probe: `seeds` (the configured nodes) and every master serving slots.
     pub(super) fn to_probe(&self, seeds: &[String]) -> Vec<String> {
         let mut nodes: Vec<String> = seeds.to_vec();
@@ -216,6 +224,20 @@ mod tests {
         assert_eq!(v.answering(&seeds), [1]);
         let (v, _) = v.next(&probes(&[("x:1", Silent)]), None);
         assert_eq!(v.answering(&seeds), [0, 1], "none answers: all of them");
+    }
+
+    /// Each slot's master is found by its run; a slot outside every run has none.
+    #[test]
+    fn a_slot_s_master_is_found_by_its_run() {
+        let (v, _) = View::default().next(
+            &[],
+            Some(vec![shard(0, 99, "a:1"), shard(200, 16383, "c:1")]),
+        );
+        assert_eq!(v.master_of(0), Some("a:1"));
+        assert_eq!(v.master_of(99), Some("a:1"));
+        assert_eq!(v.master_of(100), None);
+        assert_eq!(v.master_of(16383), Some("c:1"));
+        assert_eq!(View::default().master_of(5), None);
     }
 
     /// A map read in another order is the same map.
