@@ -31,10 +31,9 @@ impl Link {
     pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             Link::Node(c) => c.send_packed_command(cmd).await,
-            Link::Cluster(c, nodes) => match nodes.refused(cmd) {
-                Some(e) => Err(e),
-                None => nodes.bounded(c.req_packed_command(cmd)).await,
-            },
+            // Boxed: what a cluster command waits on (the node monitor's bound) stays out
+            // of every single-server command's future.
+            Link::Cluster(..) => self.request(cmd).await,
         }
     }
 
@@ -47,11 +46,7 @@ impl Link {
     ) -> RedisResult<Vec<Value>> {
         match self {
             Link::Node(c) => c.send_packed_commands(cmd, offset, count).await,
-            Link::Cluster(c, nodes) => {
-                nodes
-                    .bounded(c.req_packed_commands(cmd, offset, count))
-                    .await
-            }
+            Link::Cluster(..) => self.request_pipeline(cmd, offset, count).await,
         }
     }
 
