@@ -277,6 +277,8 @@ impl ClusterNodes {
     async fn check_now(&self) {
         let nodes = lock(&self.view).to_probe(&self.seeds);
         let results = futures_util::future::join_all(nodes.iter().map(|n| self.probe(n))).await;
+        // A node no longer configured nor serving slots is not probed again.
+        lock(&self.probes).retain(|node, _| nodes.contains(node));
         let probes: Vec<(String, Probe)> = nodes.iter().cloned().zip(results).collect();
         let mut shards = None;
         for (node, probe) in &probes {
