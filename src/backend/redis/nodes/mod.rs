@@ -12,7 +12,9 @@
 //!
 //! So a monitor probes every configured node and every master with `PING` each
 //! [`CHECK_INTERVAL`], and reads the slot map (`CLUSTER SLOTS`) from one that answers:
-//! - a command that has waited [`STALLED`] while a master does not answer is given up,
+//! - while a master does not answer at all, a command for one of its slots is refused
+//!   before it is sent ([`NotSent`]; its key's position comes from the server's
+//!   `COMMAND` reply), and one already sent that has waited [`STALLED`] is given up,
 //!   saying it may have been applied ([`GivenUp`]); commands to the other masters never
 //!   wait that long;
 //! - once the slot map names other masters (the failover is done), every cluster
@@ -300,8 +302,9 @@ impl ClusterNodes {
             *view = next;
             self.masters_silent
                 .store(view.masters_silent(), Ordering::Release);
-            self.any_silent
-                .store(!view.silent.is_empty(), Ordering::Release);
+            // Only nodes still probed: one that left the cluster while silent is no news.
+            let silent = view.silent.iter().any(|n| nodes.contains(n));
+            self.any_silent.store(silent, Ordering::Release);
             change
         };
         if change.moved {
@@ -338,7 +341,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{GivenUp, STALLED, given_up};
+    use super::{GivenUp, NotSent, STALLED, given_up};
 
     /// A command given up is told apart from any other timeout, and says it may have
     /// been applied.
@@ -356,5 +359,28 @@ mod tests {
         assert!(e.to_string().contains("may have been applied"), "{e}");
         let other = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert!(!given_up(&other));
+    }
+
+    /// A command refused before it was sent is neither a timeout nor a lost connection:
+    /// the pool's retry rule leaves it alone, and its error says it was not sent.
+    #[test]
+    fn a_command_not_sent_is_neither_a_timeout_nor_a_lost_connection() {
+        let e = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::HostUnreachable,
+            NotSent {
+                master: "10.0.0.1:7000".to_owned(),
+                slot: 866,
+            },
+        ));
+        assert!(!e.is_timeout());
+        assert!(!e.is_connection_dropped());
+        assert!(!e.is_unrecoverable_error());
+        assert!(!given_up(&e));
+        let shown = e.to_string();
+        assert!(
+            shown.contains("10.0.0.1:7000") && shown.contains("slot 866"),
+            "{shown}"
+        );
+        assert!(shown.contains("was not sent"), "{shown}");
     }
 }
