@@ -102,6 +102,7 @@ mod manager;
 mod metrics;
 mod pool;
 pub mod status;
+mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -7,6 +7,7 @@ use std::path::Path;
 
 /// Bottom to top.
 const LAYERS: &[&str] = &[
+    "sync",      // a poisoned lock's data
     "status",    // vocabulary: Kind, State, Event, Status
     "error",     // vocabulary: the one error type
     "config",    // configuration, loading, validation

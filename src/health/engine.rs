@@ -4,7 +4,7 @@
 //! trial. It is the only place that changes a connector's state.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, broadcast};
@@ -15,6 +15,7 @@ use super::machine::{Actions, Failure, Input, Machine, Probe, Resize, Rules};
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Origin, Step};
 use crate::status::{Event, Kind, State};
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 struct Observed {
@@ -79,12 +80,6 @@ impl std::fmt::Debug for Health {
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding it; the data
-    // (plain bookkeeping, changed by whole assignments) is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Health {

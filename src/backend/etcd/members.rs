@@ -9,7 +9,7 @@
 //! operations on the client: no round trip at checkout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::health::LossSignal;
+use crate::sync::lock;
 
 /// The shared view of which members answer.
 pub(crate) struct Members {
@@ -363,10 +364,6 @@ async fn probe(
         _ => Answer::Silent,
     };
     (answer, Some(client))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ mod view;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -37,6 +37,7 @@ use redis::{ConnectionInfo, RedisResult};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::sync::lock;
 use keys::KeySpecs;
 use probe::split;
 use view::{Probe, View};
@@ -333,10 +334,6 @@ async fn monitor(nodes: Weak<ClusterNodes>) {
         };
         nodes.check_now().await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

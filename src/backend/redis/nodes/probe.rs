@@ -3,9 +3,10 @@
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, Value};
 
+use super::ClusterNodes;
 use super::keys::KeySpecs;
 use super::view::{Probe, Shard};
-use super::{ClusterNodes, lock};
+use crate::sync::lock;
 
 impl ClusterNodes {
     /// How `node` answers `PING` within the probe timeout (an error reply is an answer
