@@ -30,6 +30,19 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
+/// Waits up to 20 s for `state()` to leave `Healthy` (a server frozen with default
+/// settings: `command_timeout` plus the check's bound, 5 s each); panics if it does not.
+/// Returns how long after `since` it went down.
+pub async fn until_down(since: std::time::Instant, state: impl Fn() -> connhub::State) -> Duration {
+    let down = eventually(Duration::from_secs(20), || {
+        state() != connhub::State::Healthy
+    })
+    .await;
+    let found = since.elapsed();
+    assert!(down, "still {:?} {found:?} into the freeze", state());
+    found
+}
+
 /// True once a checkout and a SET succeed, trying for up to five seconds.
 pub async fn redis_serves(pool: &connhub::RedisPool) -> bool {
     use connhub::redis::AsyncCommands;
