@@ -20,8 +20,9 @@ use crate::health::LossSignal;
 pub(super) enum Link {
     /// One server: a single node, or the master the sentinels named.
     Node(MultiplexedConnection),
-    /// A Redis Cluster; the crate routes every command to its node. A command is given
-    /// up once it waited a second while a master does not answer (`nodes`).
+    /// A Redis Cluster; the crate routes every command to its node. While a master
+    /// does not answer (`nodes`), a command for its slots is refused before it is sent,
+    /// and one already sent is given up once it waited a second.
     Cluster(ClusterConnection, Arc<ClusterNodes>),
 }
 
