@@ -8,7 +8,7 @@
 //! passed by from then on, and taken back once it answers again. Both are local
 //! operations on the client: no round trip at checkout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -26,6 +26,9 @@ pub(crate) struct Members {
     /// `host:port` of each endpoint, to know a member by its channel's URI.
     authorities: Vec<String>,
     healthy: Vec<AtomicBool>,
+    /// Probes in a row each member did not pass: one that is up is passed by only after
+    /// [`MISSES`] of them, so a loaded machine that slows one probe costs nothing.
+    misses: Vec<AtomicU8>,
     /// Told when a member is marked down: requests in flight to it stop waiting.
     down: Vec<Notify>,
     /// Channels waiting for a member to be taken back (or for no member to answer).
@@ -57,6 +60,7 @@ impl Members {
         probe_options: ConnectOptions,
     ) -> Self {
         let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        let misses = endpoints.iter().map(|_| AtomicU8::new(0)).collect();
         let down = endpoints.iter().map(|_| Notify::new()).collect();
         let probes = Mutex::new(vec![None; endpoints.len()]);
         let authorities = endpoints
@@ -72,6 +76,7 @@ impl Members {
             endpoints,
             authorities,
             healthy,
+            misses,
             down,
             waiting: Mutex::new(Vec::new()),
             losses: LossSignal::new(),
@@ -110,7 +115,18 @@ impl Members {
         let mut any_up = false;
         let mut made = Vec::with_capacity(results.len());
         for (i, (answer, client)) in results.into_iter().enumerate() {
-            let up = answer.up(newest);
+            let passed = answer.up(newest);
+            let missed = if passed {
+                self.misses[i].store(0, Ordering::Relaxed);
+                0
+            } else {
+                self.misses[i]
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1)
+            };
+            // A member that is up stays up until it misses `MISSES` probes in a row; one
+            // that is down comes back with its first.
+            let up = passed || (missed < MISSES && self.is_up(i));
             any_up |= up;
             made.push(client);
             if self.set(i, up) {
@@ -276,8 +292,14 @@ pub(crate) const STALLED: Duration = Duration::from_secs(1);
 /// refuses requests on a member more than 5 000 behind (`ErrTooManyRequests`); a member
 /// that woke from a freeze under load is that far behind within moments (its own
 /// committed index catches up first), so it is let back only once it has applied all
-/// but this many of the newest entry any member knows committed.
-const LAGGING: u64 = 1_000;
+/// but this many of the newest entry any member knows committed: half the refusal gap,
+/// so a follower merely slowed by a loaded machine is not passed by.
+const LAGGING: u64 = 2_500;
+
+/// Probes in a row a member that is up may miss before it is passed by: a frozen member
+/// is then down within about three probe intervals (0.75 s with the default 250 ms),
+/// before a request to it has waited [`STALLED`].
+const MISSES: u8 = 2;
 
 /// True when a member that applied up to `applied` is close enough to `newest`, the
 /// newest entry committed.
@@ -375,7 +397,7 @@ mod tests {
     #[test]
     fn a_member_is_caught_up_with_a_small_backlog() {
         assert!(super::caught_up(10_000, 10_000));
-        assert!(super::caught_up(10_000, 9_500));
+        assert!(super::caught_up(10_000, 8_000));
         assert!(!super::caught_up(10_000, 4_000));
         assert!(
             super::caught_up(5, 9),
