@@ -319,8 +319,6 @@ async fn monitor(members: Weak<Members>, interval: Duration) {
     }
 }
 
-/// True when the member answers a status request in time. An authentication error is an
-/// answer too: the member is up. Gives back the probe client for next time.
 /// How a member answered its probe.
 #[derive(Debug, Clone, Copy)]
 enum Answer {
