@@ -27,7 +27,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -68,8 +68,8 @@ pub(super) struct ClusterNodes {
     make_client: MakeClient,
     make_probe: MakeProbe,
     view: Mutex<View>,
-    /// Masters serving slots that do not answer at all, as of the last round.
-    masters_silent: AtomicUsize,
+    /// A master serving slots does not answer at all, as of the last round.
+    master_silent: AtomicBool,
     /// Any node does not answer at all.
     any_silent: AtomicBool,
     /// Counts slot maps that moved slots to other masters: a connection made under an
@@ -154,7 +154,7 @@ impl ClusterNodes {
             make_client,
             make_probe,
             view: Mutex::new(View::default()),
-            masters_silent: AtomicUsize::new(0),
+            master_silent: AtomicBool::new(false),
             any_silent: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             changed: Notify::new(),
@@ -174,7 +174,7 @@ impl ClusterNodes {
     /// True while a master serving slots does not answer at all: a command sent to it
     /// waits until `command_timeout`.
     pub(super) fn master_silent(&self) -> bool {
-        self.masters_silent.load(Ordering::Acquire) > 0
+        self.master_silent.load(Ordering::Acquire)
     }
 
     /// The error for `cmd` when it would go to a master that does not answer at all: it
@@ -301,8 +301,8 @@ impl ClusterNodes {
             let mut view = lock(&self.view);
             let (next, change) = view.next(&probes, shards);
             *view = next;
-            self.masters_silent
-                .store(view.masters_silent(), Ordering::Release);
+            let master = !view.silent_masters().is_empty();
+            self.master_silent.store(master, Ordering::Release);
             // Only nodes still probed: one that left the cluster while silent is no news.
             let silent = view.silent.iter().any(|n| nodes.contains(n));
             self.any_silent.store(silent, Ordering::Release);
