@@ -18,6 +18,7 @@ use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::pool::{AnyHook, Bb8Manager, Pool};
 use crate::status::{Event, Kind, Status};
+use crate::sync::{lock, read, write};
 use reload::Declared;
 pub use reload::ReloadReport;
 
@@ -274,26 +275,15 @@ impl Manager {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<dyn Connector>>> {
-        // A poisoned lock only means a panic elsewhere while it was held; the map itself
-        // is never left half-updated (single insert/remove calls).
-        self.inner
-            .registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.inner.registry)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<dyn Connector>>> {
-        self.inner
-            .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        write(&self.inner.registry)
     }
 
     /// Taken while holding the registry's write lock, when both change.
     fn declared(&self) -> MutexGuard<'_, BTreeMap<String, Declared>> {
-        self.inner
-            .declared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.declared)
     }
 }

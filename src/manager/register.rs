@@ -15,6 +15,7 @@ use crate::config::{
 use crate::error::{ConfigErrors, Error, Result};
 use crate::pool::{AnyHook, Backend, Bb8Manager, OnConnect, Plain, Pool, Spec};
 use crate::status::Kind;
+use crate::sync::{read, write};
 
 impl Manager {
     /// Runs `hook` once on every new connection of the connector `name`, before it is
@@ -24,15 +25,11 @@ impl Manager {
     /// than the connector's is refused as a configuration problem when the connector is
     /// registered. Registering again replaces the hook.
     pub fn on_connect<C: Send + 'static>(&self, name: impl Into<String>, hook: OnConnect<C>) {
-        self.inner
-            .hooks
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.into(), AnyHook::new(hook));
+        write(&self.inner.hooks).insert(name.into(), AnyHook::new(hook));
     }
 
     pub(super) fn hook(&self, name: &str) -> Option<AnyHook> {
-        let hooks = self.inner.hooks.read().unwrap_or_else(|p| p.into_inner());
+        let hooks = read(&self.inner.hooks);
         hooks.get(name).cloned()
     }
 

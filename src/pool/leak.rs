@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::sync::lock;
 use tokio::time::Instant;
 
 /// The checkouts of one pool, while leak detection is on.
@@ -73,7 +74,7 @@ impl Leaks {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Held>> {
         // Every change is one insert, remove or flag: a panic elsewhere leaves it whole.
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.held)
     }
 
     /// Reports every checkout past the threshold that was not reported yet.

@@ -20,6 +20,7 @@ use futures_util::future::Shared as SharedFuture;
 use crate::connector::BoxFuture;
 use crate::error::Result;
 use crate::pool::{Bb8Manager, Pool};
+use crate::sync::lock;
 
 /// An open in flight, awaited by every caller that found its slot empty.
 type Opening<C> = SharedFuture<BoxFuture<'static, Result<C>>>;
@@ -147,7 +148,7 @@ impl<C: Clone + Send + Sync + 'static> Shared<C> {
         F: Future<Output = Result<C>> + Send + 'static,
     {
         let opening = {
-            let mut opening = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+            let mut opening = lock(&slot.opening);
             if let Some(r) = self.current(slot, take) {
                 return Ok(r);
             }
@@ -163,7 +164,7 @@ impl<C: Clone + Send + Sync + 'static> Shared<C> {
         };
         let opened = opening.clone().await;
         {
-            let mut current = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+            let mut current = lock(&slot.opening);
             if current.as_ref().is_some_and(|o| o.ptr_eq(&opening)) {
                 // Filled (or failed) under the same lock a new open would start under.
                 if let Ok(conn) = &opened {
@@ -181,7 +182,7 @@ impl<C> Shared<C> {
     /// flight still answers its callers, but does not fill its slot.
     pub(crate) fn clear(&self) {
         for slot in &self.slots {
-            *slot.opening.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *lock(&slot.opening) = None;
             slot.conn.store(None);
         }
     }

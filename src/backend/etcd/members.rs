@@ -96,11 +96,7 @@ impl Members {
     /// Probes every member now, concurrently, and records who answers. True when at
     /// least one does.
     pub(crate) async fn check_now(&self) -> bool {
-        let clients: Vec<Option<Client>> = self
-            .probes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let clients: Vec<Option<Client>> = lock(&self.probes).clone();
         let probes = self
             .endpoints
             .iter()
@@ -138,7 +134,7 @@ impl Members {
                 }
             }
         }
-        *self.probes.lock().unwrap_or_else(|p| p.into_inner()) = made;
+        *lock(&self.probes) = made;
         any_up
     }
 

@@ -21,6 +21,7 @@ use super::classify;
 use super::topology::hung;
 use crate::error::{Error, Result, TimeoutKind};
 use crate::pool::streams::{self, NoReader, Read, Scope, Source};
+use crate::sync::lock;
 
 /// The master of one sentinel-monitored set.
 pub(super) struct SentinelMaster {
@@ -70,16 +71,13 @@ impl SentinelMaster {
         // The generation this lookup started in: an answer that arrives after a newer
         // master was seen may be older than that news.
         let began = self.generation.load(Ordering::Acquire);
-        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let taken = lock(&self.idle).pop();
         let mut lookup = match taken {
             Some(c) => c,
             None => (self.make)()?,
         };
         let found = lookup.async_get_client().await;
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(lookup);
+        lock(&self.idle).push(lookup);
         let client = found?;
         let addr = client.get_connection_info().addr().to_string();
         Ok((client, self.seen(&addr, Some(began))))
@@ -90,7 +88,7 @@ impl SentinelMaster {
     /// belongs to. A new master starts a new generation, which retires every connection
     /// to the previous one.
     fn seen(&self, addr: &str, began: Option<u64>) -> u64 {
-        let mut seen = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.master);
         let (generation, change) = match began {
             Some(began) => seen.looked_up(addr, began),
             None => seen.announced(addr),
@@ -113,7 +111,7 @@ impl SentinelMaster {
 
     /// `mymaster at 127.0.0.1:6380 via sentinels a:1,b:2`: what status shows.
     pub(super) fn endpoint(&self) -> String {
-        let seen = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = lock(&self.master);
         let sentinels = self.sentinel_addrs.join(",");
         match seen.at.as_deref() {
             Some(at) => format!(

@@ -13,6 +13,7 @@ use crate::backend::etcd::{EtcdConnectionManager, EtcdPool};
 use crate::error::{Error, Origin, Result, Step};
 use crate::pool::streams::{InPool, Read, Source};
 use crate::status::Kind;
+use crate::sync::lock;
 
 fn fail(pool: &EtcdPool, what: Step, e: etcd_client::Error) -> Error {
     let limit = pool.connector_config().connect_timeout;
@@ -207,7 +208,7 @@ async fn regrant(pool: &EtcdPool, client: &mut Client, kept: &Kept, secs: i64, r
         };
         match attempt.await {
             Ok(new) => {
-                *kept.id.lock().unwrap_or_else(|p| p.into_inner()) = new;
+                *lock(&kept.id) = new;
                 kept.report(LeaseEvent::Regranted { old, new });
                 return;
             }

@@ -20,6 +20,7 @@ use super::EtcdPool;
 use crate::error::{Error, Result};
 use crate::pool::StreamKind;
 use crate::pool::streams::{self, InPool, NoReader};
+use crate::sync::lock;
 use keeper::{Keeper, RevokeOnEnd, grant, put};
 
 /// What happened to a kept lease; see [`Lease::events`].
@@ -68,11 +69,11 @@ struct Kept {
 
 impl Kept {
     fn id(&self) -> i64 {
-        *self.id.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.id)
     }
 
     fn keys(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.keys).clone()
     }
 
     fn report(&self, event: LeaseEvent) {

@@ -17,6 +17,7 @@ use crate::backend::redis::{
     PooledRedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, route,
 };
 use crate::pool::Dedicated;
+use crate::sync::lock;
 
 /// What the server said of each command's flags (`readonly` or not), by upper-case name.
 #[derive(Debug, Default)]
@@ -24,12 +25,12 @@ pub(in crate::backend::redis) struct ReadOnly(Mutex<HashMap<Box<[u8]>, bool>>);
 
 impl ReadOnly {
     fn known(&self, name: &[u8]) -> Option<bool> {
-        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = lock(&self.0);
         seen.get(&*name.to_ascii_uppercase()).copied()
     }
 
     fn learn(&self, name: &[u8], readonly: bool) {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.0);
         seen.insert(name.to_ascii_uppercase().into(), readonly);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use metrics::{Histogram, Label};
 
 use super::{Failure, Op};
+use crate::sync::lock;
 
 /// The histogram name OpenTelemetry gives a database client's operations.
 const NAME: &str = "db.client.operation.duration";
@@ -115,7 +116,7 @@ impl Histograms {
             h.record(secs);
             return;
         }
-        let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = lock(&self.adding);
         let h = metrics::histogram!(NAME, self.labels(&op.name(), failure));
         h.record(secs);
         // Only under `adding`: another caller may have kept it meanwhile.
