@@ -286,7 +286,7 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
 /// nothing: without the node monitor every task soon waited on one of its keys, and no
 /// write at all succeeded until it was resumed. Now a call sent to it waits at most a
 /// second (and says it may have been applied), a call for its slots once it is known
-/// silent is refused at once (not sent), the other masters' slots are served meanwhile,
+/// silent (a command or a pipeline) is refused at once (not sent), the other masters' slots are served meanwhile,
 /// and once its replica has taken over, writes flow to every slot while it is still
 /// frozen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +298,8 @@ async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_fai
     let keys = Arc::new(key_per_slot("f"));
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<(Duration, String)>::new()));
+    // (how long it took, the error, whether it was a pipeline)
+    let failures = Arc::new(Mutex::new(Vec::<(Duration, String, bool)>::new()));
     let tasks: Vec<_> = (0..16)
         .map(|t| {
             let (pool, keys, stop, ok, failures) = (
@@ -314,13 +315,27 @@ async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_fai
                     i = (i + 16) % keys.len();
                     let mut conn = pool.clone();
                     let started = Instant::now();
-                    match conn.set::<_, _, ()>(&keys[i], t).await {
+                    // Half the writers send pipelines, which go whole to their slot.
+                    let piped = t % 2 == 1;
+                    let sent = if piped {
+                        redis::pipe()
+                            .set(&keys[i], t)
+                            .ignore()
+                            .get(&keys[i])
+                            .ignore()
+                            .query_async::<()>(&mut conn)
+                            .await
+                    } else {
+                        conn.set::<_, _, ()>(&keys[i], t).await
+                    };
+                    match sent {
                         Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            failures
-                                .lock()
-                                .unwrap()
-                                .push((started.elapsed(), e.to_string()));
+                            failures.lock().unwrap().push((
+                                started.elapsed(),
+                                e.to_string(),
+                                piped,
+                            ));
                             0
                         }
                     };
@@ -351,25 +366,31 @@ async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_fai
     let failures = std::mem::take(&mut *failures.lock().unwrap());
     let (not_sent, given_up): (Vec<_>, Vec<_>) = failures
         .iter()
-        .partition(|(_, e)| e.contains("was not sent"));
-    let slowest = |f: &[&(Duration, String)]| f.iter().map(|(took, _)| *took).max();
+        .partition(|(_, e, _)| e.contains("was not sent"));
+    let slowest = |f: &[&(Duration, String, bool)]| f.iter().map(|(took, ..)| *took).max();
+    let piped = not_sent.iter().filter(|(.., piped)| *piped).count();
     println!(
         "frozen cluster master: {} writes ok, {early_in_freeze} in the first 2 s of the \
-         freeze, {late_in_freeze} in the last 3 s; {} refused at once (slowest {:?}), {} given \
-         up (slowest {:?})",
+         freeze, {late_in_freeze} in the last 3 s; {} refused at once ({piped} pipelines, \
+         slowest {:?}), {} given up (slowest {:?})",
         ok.load(Ordering::Relaxed),
         not_sent.len(),
         slowest(&not_sent),
         given_up.len(),
         slowest(&given_up),
     );
-    for (took, e) in &not_sent {
+    assert!(
+        piped > 0 && piped < not_sent.len(),
+        "pipelines are refused up front as commands are: {piped} of {}",
+        not_sent.len()
+    );
+    for (took, e, _) in &not_sent {
         assert!(
             *took < Duration::from_secs(1),
             "refused after {took:?}: {e}"
         );
     }
-    for (took, e) in &given_up {
+    for (took, e, _) in &given_up {
         assert!(
             *took < Duration::from_secs(3),
             "a call failed after {took:?}: {e}"

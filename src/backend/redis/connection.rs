@@ -73,9 +73,10 @@ impl Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Link::Node(c) => c.req_packed_commands(cmd, offset, count),
-            Link::Cluster(c, nodes) => {
-                Box::pin(nodes.bounded(c.req_packed_commands(cmd, offset, count)))
-            }
+            Link::Cluster(c, nodes) => match nodes.refused_pipeline(cmd) {
+                Some(e) => Box::pin(std::future::ready(Err(e))),
+                None => Box::pin(nodes.bounded(c.req_packed_commands(cmd, offset, count))),
+            },
         }
     }
 

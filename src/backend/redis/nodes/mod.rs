@@ -12,9 +12,9 @@
 //!
 //! So a monitor probes every configured node and every master with `PING` each
 //! [`CHECK_INTERVAL`], and reads the slot map (`CLUSTER SLOTS`) from one that answers:
-//! - while a master does not answer at all, a command for one of its slots is refused
-//!   before it is sent ([`NotSent`]; its key's position comes from the server's
-//!   `COMMAND` reply), and one already sent that has waited [`STALLED`] is given up,
+//! - while a master does not answer at all, a command or pipeline for one of its slots
+//!   is refused before it is sent ([`NotSent`]; its key's position comes from the
+//!   server's `COMMAND` reply, and a pipeline goes whole to its first key's slot), and one already sent that has waited [`STALLED`] is given up,
 //!   saying it may have been applied ([`GivenUp`]); commands to the other masters never
 //!   wait that long;
 //! - once the slot map names other masters (the failover is done), every cluster
@@ -184,7 +184,23 @@ impl ClusterNodes {
         if !self.master_silent() {
             return None;
         }
-        let slot = keys::slot(self.keys.get()?.key(cmd)?);
+        self.refused_for(self.keys.get()?.key(cmd)?)
+    }
+
+    /// [`refused`](ClusterNodes::refused) for a pipeline (a transaction too): the crate
+    /// sends it whole to the slot of its first command with a key, so it is refused when
+    /// that slot's master does not answer at all.
+    pub(super) fn refused_pipeline(&self, pipe: &redis::Pipeline) -> Option<redis::RedisError> {
+        if !self.master_silent() {
+            return None;
+        }
+        let keys = self.keys.get()?;
+        self.refused_for(pipe.cmd_iter().find_map(|cmd| keys.key(cmd))?)
+    }
+
+    /// The error for a call sent for `key`, when its slot's master does not answer.
+    fn refused_for(&self, key: &[u8]) -> Option<redis::RedisError> {
+        let slot = keys::slot(key);
         let view = lock(&self.view);
         let master = view.master_of(slot).filter(|m| view.silent.contains(*m))?;
         Some(redis::RedisError::from(std::io::Error::new(
