@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::life::Life;
 use super::machine::{Actions, Failure, Input, Machine, Probe, Resize, Rules};
+use super::task::TrialFailure;
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Origin, Step};
 use crate::status::{Event, Kind, State};
@@ -66,10 +67,6 @@ pub(crate) struct Health {
     /// A reload replaced this connector's pool: its last changes (its close) are no news,
     /// and must not overwrite the new pool's state in events and metrics.
     replaced: AtomicBool,
-    /// The trial under way found one of the pool's own connections not answering (not
-    /// merely closed): an outage whatever else works, as a failed [`Probe::Pooled`]
-    /// check is. A connection cap never stops a connection the server already took.
-    own_failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Health {
@@ -109,7 +106,6 @@ impl Health {
             events,
             served,
             replaced: AtomicBool::new(false),
-            own_failed: AtomicBool::new(false),
         }
     }
 
@@ -197,23 +193,14 @@ impl Health {
         }
     }
 
-    /// A trial of kind `probe` failed with `error`. The pool's own connections failing
-    /// their check is an outage, whatever the error.
-    pub(crate) fn probe_failed(&self, probe: Probe, error: &Error) -> Actions {
-        let mut failure = self.failure(error);
-        failure.outage |= probe == Probe::Pooled || self.own_failed.swap(false, Ordering::AcqRel);
-        self.apply(Input::ProbeFailed(failure), Some(error))
-    }
-
-    /// A trial starts: nothing is known of it yet.
-    pub(crate) fn trial_started(&self) {
-        self.own_failed.store(false, Ordering::Release);
-    }
-
-    /// The trial under way found one of the pool's own connections not answering: if it
-    /// fails, it is an outage.
-    pub(crate) fn own_connection_failed(&self) {
-        self.own_failed.store(true, Ordering::Release);
+    /// A trial of kind `probe` failed as `failed` says. A connection the server had
+    /// taken that failed its check (every [`Probe::Pooled`] one, and any other the
+    /// trial says) is an outage, whatever the error: a connection cap refuses new
+    /// connections, never the ones it let in.
+    pub(crate) fn probe_failed(&self, probe: Probe, failed: &TrialFailure) -> Actions {
+        let mut failure = self.failure(&failed.error);
+        failure.outage |= probe == Probe::Pooled || failed.taken_connection;
+        self.apply(Input::ProbeFailed(failure), Some(&failed.error))
     }
 
     fn failure(&self, error: &Error) -> Failure {

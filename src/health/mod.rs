@@ -21,7 +21,7 @@ pub(crate) use engine::{Health, Served};
 pub(crate) use life::{Life, Live, RETIRED};
 pub(crate) use machine::{Input, Probe};
 pub use signal::LossSignal;
-pub(crate) use task::{Trial, run_trial, spawn};
+pub(crate) use task::{Trial, TrialFailure, TrialFuture, run_trial, spawn};
 pub(crate) use turns::{Turn, Turns};
 
 #[cfg(test)]

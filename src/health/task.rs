@@ -10,11 +10,32 @@ use std::time::Duration;
 use super::engine::Health;
 use super::machine::{Actions, Input, Probe};
 use super::signal::LossSignal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::status::State;
 
 /// A trial in flight.
-pub(crate) type TrialFuture<'a> = Pin<Box<dyn Future<Output = Result<Duration>> + Send + 'a>>;
+pub(crate) type TrialFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Duration, TrialFailure>> + Send + 'a>>;
+
+/// Why a trial failed, and whether it failed on a connection the server had taken (one
+/// of the pool's, or the fresh one it opened) that then did not answer, or answered with
+/// an error: a frozen server closes nothing and answers nothing, where a server at its
+/// connection cap refuses new connections but serves the ones it let in.
+#[derive(Debug)]
+pub(crate) struct TrialFailure {
+    pub(crate) error: Error,
+    pub(crate) taken_connection: bool,
+}
+
+impl From<Error> for TrialFailure {
+    /// A failure before any connection was taken (or one the server merely closed).
+    fn from(error: Error) -> Self {
+        TrialFailure {
+            error,
+            taken_connection: false,
+        }
+    }
+}
 
 /// The trials of a backend, as [`Probe`] names them. For [`Probe::Check`] and
 /// [`Probe::Pooled`], an error means the server does not answer; for [`Probe::Grow`], that
@@ -33,13 +54,13 @@ pub(crate) async fn run_trial(
     probe: Probe,
 ) -> Result<Duration> {
     let start = tokio::time::Instant::now();
-    health.trial_started();
     let r = trial.trial(probe).await;
     match (&r, probe) {
         (Ok(_), Probe::Grow) => {
             health.apply(Input::Grew, None);
         }
-        (Err(e), Probe::Grow) => {
+        (Err(failed), Probe::Grow) => {
+            let e = &failed.error;
             tracing::debug!(connector = %health.name, kind = %health.kind, error = %e, "the pool could not grow");
             health.connect_failed(e);
         }
@@ -47,13 +68,14 @@ pub(crate) async fn run_trial(
             health.record_check(*latency, None);
             health.apply(Input::ProbeOk, None);
         }
-        (Err(e), _) => {
+        (Err(failed), _) => {
+            let e = &failed.error;
             tracing::warn!(connector = %health.name, kind = %health.kind, error = %e, "health check failed");
             health.record_check(start.elapsed(), Some(e));
-            health.probe_failed(probe, e);
+            health.probe_failed(probe, failed);
         }
     }
-    r
+    r.map_err(|failed| failed.error)
 }
 
 /// Starts the task. It holds the pool only weakly, so dropping every handle ends it, and

@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
 use tokio::time::Instant;
 
 use super::{Bb8Manager, Fault, Inner, Pool};
-use crate::connector::BoxFuture;
 use crate::error::{Result, TimeoutKind};
-use crate::health::{self, Probe, Trial};
+use crate::health::{self, Probe, Trial, TrialFailure, TrialFuture};
 use crate::status::State;
 
 impl<M: Bb8Manager> Inner<M> {
@@ -18,7 +18,7 @@ impl<M: Bb8Manager> Inner<M> {
     /// connector is up, one is idle and the backend checks locally; if the server had
     /// closed that connection, it is dropped and a fresh one is tried. Each bounded by
     /// `connect_timeout`. A fresh connection that works joins the pool.
-    async fn probe(&self) -> Result<Duration> {
+    async fn probe(&self) -> Result<Duration, TrialFailure> {
         let h = &*self.health;
         let parts = &*self.parts;
         // An idle connection is probed only where taking it costs no round trip: a
@@ -33,7 +33,10 @@ impl<M: Bb8Manager> Inner<M> {
                 Ok(()) => return Ok(start.elapsed()),
                 Err(e) if !e.is_dropped() => {
                     conn.retire();
-                    return Err(e);
+                    return Err(TrialFailure {
+                        error: e,
+                        taken_connection: true,
+                    });
                 }
                 Err(e) => {
                     conn.retire();
@@ -45,38 +48,38 @@ impl<M: Bb8Manager> Inner<M> {
         self.probe_fresh(start).await.map(|()| start.elapsed())
     }
 
-    /// The backend's check on `conn`, due within `connect_timeout` of `start`. A
-    /// connection the server took that does not answer (a frozen server closes
-    /// nothing), or answers with an error, fails the trial as an outage, whatever else
-    /// works: a connection cap refuses new connections, never the ones it let in.
+    /// The backend's check on `conn`, due within `connect_timeout` of `start`.
     async fn round_trip(&self, conn: &mut M::Connection, start: Instant) -> Result<()> {
         let h = &*self.health;
         let parts = &*self.parts;
         let limit = h.config.connect_timeout;
         let check = parts.backend.probe(&parts.manager, conn);
-        let failed = match tokio::time::timeout_at(start + limit, check).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => parts.backend.classify(&h.name, e),
-            Err(_elapsed) => h.timeout(TimeoutKind::HealthCheck, limit),
-        };
-        if !failed.is_dropped() {
-            h.own_connection_failed();
+        match tokio::time::timeout_at(start + limit, check).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(parts.backend.classify(&h.name, e)),
+            Err(_elapsed) => Err(h.timeout(TimeoutKind::HealthCheck, limit)),
         }
-        Err(failed)
     }
 
     /// A round trip on a fresh connection, which joins the pool if it answers; due within
-    /// `connect_timeout` of `start`, and named the health check if it is not.
-    async fn probe_fresh(&self, start: Instant) -> Result<()> {
+    /// `connect_timeout` of `start`, and named the health check if it is not. Once the
+    /// server took the connection, a failure other than closing it fails the trial as
+    /// one on a connection it took.
+    async fn probe_fresh(&self, start: Instant) -> Result<(), TrialFailure> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
         let opened = tokio::time::timeout_at(start + limit, self.bb8.dedicated_connection());
         let mut conn = match opened.await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(f)) => return Err(self.open_failed(f)),
-            Err(_elapsed) => return Err(h.timeout(TimeoutKind::HealthCheck, limit)),
+            Ok(Err(f)) => return Err(self.open_failed(f).into()),
+            Err(_elapsed) => return Err(h.timeout(TimeoutKind::HealthCheck, limit).into()),
         };
-        self.round_trip(&mut conn, start).await?;
+        if let Err(e) = self.round_trip(&mut conn, start).await {
+            return Err(TrialFailure {
+                taken_connection: !e.is_dropped(),
+                error: e,
+            });
+        }
         // The proven connection serves the next checkout; a full pool just drops it.
         self.adopt(conn);
         Ok(())
@@ -115,7 +118,8 @@ impl<M: Bb8Manager> Inner<M> {
                 }
                 tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection was lost; checking the next");
             }
-            self.probe_fresh(Instant::now()).await
+            // Any failure of this check is an outage already.
+            self.probe_fresh(Instant::now()).await.map_err(|f| f.error)
         };
         self.timed(check).await
     }
@@ -143,11 +147,11 @@ impl<M: Bb8Manager> Inner<M> {
 }
 
 impl<M: Bb8Manager> Trial for Inner<M> {
-    fn trial(&self, probe: Probe) -> BoxFuture<'_, Result<Duration>> {
+    fn trial(&self, probe: Probe) -> TrialFuture<'_> {
         match probe {
             Probe::Check => Box::pin(self.probe()),
-            Probe::Pooled => Box::pin(self.probe_pooled()),
-            Probe::Grow => Box::pin(self.grow()),
+            Probe::Pooled => Box::pin(self.probe_pooled().map_err(TrialFailure::from)),
+            Probe::Grow => Box::pin(self.grow().map_err(TrialFailure::from)),
         }
     }
 
