@@ -11,7 +11,7 @@
 mod probe;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::health::LossSignal;
-use crate::sync::lock;
+use crate::sync::{every, lock};
 use probe::probe;
 
 /// The shared view of which members answer.
@@ -244,7 +244,13 @@ impl Members {
         if !self.is_cluster() || self.monitor_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        tokio::spawn(monitor(Arc::downgrade(self), interval));
+        tokio::spawn(every(
+            Arc::downgrade(self),
+            interval,
+            |members| async move {
+                members.check_now().await;
+            },
+        ));
     }
 
     /// A status request on `client`; if it fails on the way to a member and this is a
@@ -291,18 +297,6 @@ pub(crate) const STALLED: Duration = Duration::from_secs(1);
 /// is then down within about three probe intervals (0.75 s with the default 250 ms),
 /// before a request to it has waited [`STALLED`].
 const MISSES: u8 = 2;
-
-async fn monitor(members: Weak<Members>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(members) = members.upgrade() else {
-            return;
-        };
-        members.check_now().await;
-    }
-}
 
 #[cfg(test)]
 mod tests {

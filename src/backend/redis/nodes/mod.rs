@@ -28,7 +28,7 @@ mod view;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -37,7 +37,7 @@ use redis::{ConnectionInfo, RedisResult};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::sync::lock;
+use crate::sync::{every, lock};
 use keys::KeySpecs;
 use probe::split;
 use view::{Probe, View};
@@ -288,7 +288,13 @@ impl ClusterNodes {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        tokio::spawn(monitor(Arc::downgrade(self)));
+        tokio::spawn(every(
+            Arc::downgrade(self),
+            CHECK_INTERVAL,
+            |nodes| async move {
+                nodes.check_now().await;
+            },
+        ));
     }
 
     /// One round: probes every node, reads the slot map from one that answers, and acts
@@ -337,18 +343,6 @@ impl ClusterNodes {
         if change.moved || !change.went_down.is_empty() {
             self.changed.notify_waiters();
         }
-    }
-}
-
-async fn monitor(nodes: Weak<ClusterNodes>) {
-    let mut ticker = tokio::time::interval(CHECK_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(nodes) = nodes.upgrade() else {
-            return;
-        };
-        nodes.check_now().await;
     }
 }
 
