@@ -2,8 +2,10 @@
 //! run, every client with its **default** settings (pool size 16 for both Redis pools; a
 //! 5 s request timeout for the raw etcd client, which has none by default) and callers
 //! that retry at once, without sleeping: Redis killed under 32 tasks and restarted on the
-//! same port 2 s later (connhub vs bb8-redis), and a follower of a three-member etcd
-//! cluster lost under 16 writers (connhub vs raw etcd-client). Prints the tables.
+//! same port 2 s later (connhub vs bb8-redis); Redis frozen (`SIGSTOP`: nothing closed,
+//! nothing answered) for 12 s under 32 tasks (connhub vs bb8-redis, deadpool-redis and
+//! fred); and a follower of a three-member etcd cluster lost under 16 writers (connhub vs
+//! raw etcd-client). Prints the tables.
 //!
 //! `cargo run --release --example outage_compare --features testkit`
 
@@ -96,6 +98,55 @@ async fn redis_outage(label: &str, call: Call, server: &mut RedisServer) -> Resu
     Ok(())
 }
 
+/// How long the server stays frozen.
+const FROZEN: Duration = Duration::from_secs(12);
+
+/// `call` on 32 tasks while the server is frozen for [`FROZEN`], then resumed.
+async fn redis_freeze(label: &str, call: Call, server: &RedisServer) -> Result<(), BoxError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(call, 32, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.pause()?;
+    let frozen = Instant::now();
+    tokio::time::sleep(FROZEN).await;
+    server.resume()?;
+    let resumed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = finish(&stop, tasks).await?;
+    let during: Vec<_> = log
+        .iter()
+        .filter(|(s, d, _)| *d > frozen && *s < resumed)
+        .collect();
+    let failed = during.iter().filter(|(_, _, ok)| !ok).count();
+    let ok = during.len() - failed;
+    let took: Vec<Duration> = during.iter().map(|(s, d, _)| *d - *s).collect();
+    // The last call started during the freeze that failed: how long callers waited to be
+    // told before the connector was known down.
+    let last_slow_failure = during
+        .iter()
+        .filter(|(s, d, ok)| !ok && *d - *s > Duration::from_millis(100))
+        .map(|(_, d, _)| *d - frozen)
+        .max();
+    let first_ok = log
+        .iter()
+        .filter(|(_, d, ok)| *ok && *d > resumed)
+        .map(|(_, d, _)| *d - resumed)
+        .min();
+    println!(
+        "| {label:<22} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>14} | {:>12} |",
+        during.len(),
+        ok,
+        failed,
+        pct(took.clone(), 50),
+        pct(took, 100),
+        last_slow_failure
+            .map(|d| format!("{d:.1?}"))
+            .unwrap_or("-".into()),
+        first_ok.map(|d| format!("{d:.0?}")).unwrap_or("-".into()),
+    );
+    Ok(())
+}
+
 async fn etcd_member_loss(
     label: &str,
     call: Call,
@@ -182,6 +233,8 @@ async fn main() -> Result<(), BoxError> {
     redis_outage("bb8-redis get()", call, &mut server).await?;
     manager.close().await?;
 
+    redis_freezes(&server).await?;
+
     println!("\netcd: one member of three killed under 16 writers, 3 s\n");
     println!(
         "| {:<22} | {:>9} | {:>9} | {:>22} |",
@@ -221,4 +274,92 @@ async fn main() -> Result<(), BoxError> {
 async fn manager_etcd(cfg: connhub::EtcdConfig) -> Result<connhub::EtcdPool, BoxError> {
     let manager = connhub::Manager::new();
     Ok(manager.add_etcd("cluster", cfg).await?)
+}
+
+/// The freeze through each client, each on its own connections to the same server.
+async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
+    println!(
+        "\nRedis frozen (SIGSTOP) for {FROZEN:?} under 32 tasks, then resumed (default settings)\n"
+    );
+    println!(
+        "Calls under way during the freeze: how many, how many succeeded and failed, how \
+         long they took; when the last slow failure came (after the freeze began); the \n\
+         first success after the resume.\n"
+    );
+    println!(
+        "| {:<22} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>14} | {:>12} |",
+        "client", "calls", "ok", "failed", "p50", "longest", "last slow fail", "1st ok after"
+    );
+    println!(
+        "|{:-<24}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<16}|{:-<14}|",
+        "", "", "", "", "", "", "", ""
+    );
+    let url = format!("redis://{}", server.addr());
+
+    let manager = connhub::Manager::new();
+    let mut cfg = server.config();
+    cfg.pool_size = 16;
+    let pool = manager.add_redis("cache", cfg).await?;
+    let p = pool.clone();
+    let call: Call = Arc::new(move |t| {
+        let p = p.clone();
+        Box::pin(async move {
+            match p.get().await {
+                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    });
+    redis_freeze("connhub get()", call, server).await?;
+    manager.close().await?;
+
+    let bb8_pool = bb8::Pool::builder()
+        .max_size(16)
+        .build(bb8_redis::RedisConnectionManager::new(url.clone())?)
+        .await?;
+    let call: Call = Arc::new(move |t| {
+        let b = bb8_pool.clone();
+        Box::pin(async move {
+            match b.get().await {
+                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    });
+    redis_freeze("bb8-redis get()", call, server).await?;
+
+    let mut dp = deadpool_redis::Config::from_url(url.clone());
+    dp.pool = Some(deadpool_redis::PoolConfig::new(16));
+    let deadpool = dp.create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let call: Call = Arc::new(move |t| {
+        let d = deadpool.clone();
+        Box::pin(async move {
+            match d.get().await {
+                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    });
+    redis_freeze("deadpool-redis get()", call, server).await?;
+
+    let fred =
+        fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url)?).build()?;
+    fred::prelude::ClientLike::init(&fred).await?;
+    let call: Call = Arc::new(move |t| {
+        let f = fred.clone();
+        Box::pin(async move {
+            fred::prelude::KeysInterface::set::<(), _, _>(
+                &f,
+                format!("k{t}"),
+                t as i64,
+                None,
+                None,
+                false,
+            )
+            .await
+            .is_ok()
+        })
+    });
+    redis_freeze("fred", call, server).await?;
+    Ok(())
 }
