@@ -14,9 +14,9 @@
 //! [`CHECK_INTERVAL`], and reads the slot map (`CLUSTER SLOTS`) from one that answers:
 //! - while a master does not answer at all, a command or pipeline for one of its slots
 //!   is refused before it is sent ([`NotSent`]; its key's position comes from the
-//!   server's `COMMAND` reply, and a pipeline goes whole to its first key's slot), and one already sent that has waited [`STALLED`] is given up,
-//!   saying it may have been applied ([`GivenUp`]); commands to the other masters never
-//!   wait that long;
+//!   server's `COMMAND` reply, and a pipeline goes whole to its first key's slot), and
+//!   one already sent that has waited [`STALLED`] is given up, saying it may have been
+//!   applied ([`GivenUp`]); commands to the other masters never wait that long;
 //! - once the slot map names other masters (the failover is done), every cluster
 //!   connection made before is retired, so the next call reads the new map;
 //! - a fresh cluster connection starts from the configured nodes that answer.
