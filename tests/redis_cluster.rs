@@ -286,9 +286,9 @@ async fn a_cluster_that_lost_a_shard_is_down_and_comes_back() {
 /// nothing: without the node monitor every task soon waited on one of its keys, and no
 /// write at all succeeded until it was resumed. Now a call sent to it waits at most a
 /// second (and says it may have been applied), a call for its slots once it is known
-/// silent (a command or a pipeline) is refused at once (not sent), the other masters' slots are served meanwhile,
-/// and once its replica has taken over, writes flow to every slot while it is still
-/// frozen.
+/// silent (a command or a pipeline) is refused at once (not sent), the other masters'
+/// slots are served meanwhile, and once its replica has taken over, writes flow to every
+/// slot while it is still frozen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_master_holds_no_call_past_a_second_and_writes_resume_after_failover() {
     let _serial = SERIAL.lock().await;
