@@ -24,6 +24,23 @@ type Call = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = bool> + Send>> + Se
 type Log = Vec<(Instant, Instant, bool)>;
 type Tasks = Vec<tokio::task::JoinHandle<Log>>;
 
+/// A [`Call`] that checks a connection out of `pool` (connhub, bb8 or deadpool) and sends
+/// one `SET` on it: false when either fails.
+macro_rules! set_on_checkout {
+    ($pool:expr) => {{
+        let pool = $pool;
+        Arc::new(move |t: usize| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                match pool.get().await {
+                    Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
+                    Err(_) => false,
+                }
+            }) as Pin<Box<dyn Future<Output = bool> + Send>>
+        }) as Call
+    }};
+}
+
 /// `tasks` callers of `call`, each retrying at once; each keeps its own log (no lock on
 /// the hot path).
 fn load(call: Call, tasks: usize, stop: Arc<AtomicBool>) -> Tasks {
@@ -209,27 +226,9 @@ async fn main() -> Result<(), BoxError> {
         "|{:-<24}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<14}|{:-<13}|",
         "", "", "", "", "", "", ""
     );
-    let p = pool.clone();
-    let call: Call = Arc::new(move |t| {
-        let p = p.clone();
-        Box::pin(async move {
-            match p.get().await {
-                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    });
+    let call = set_on_checkout!(pool);
     redis_outage("connhub get()", call, &mut server).await?;
-    let b = bb8_pool.clone();
-    let call: Call = Arc::new(move |t| {
-        let b = b.clone();
-        Box::pin(async move {
-            match b.get().await {
-                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    });
+    let call = set_on_checkout!(bb8_pool);
     redis_outage("bb8-redis get()", call, &mut server).await?;
     manager.close().await?;
 
@@ -300,16 +299,7 @@ async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
     let mut cfg = server.config();
     cfg.pool_size = 16;
     let pool = manager.add_redis("cache", cfg).await?;
-    let p = pool.clone();
-    let call: Call = Arc::new(move |t| {
-        let p = p.clone();
-        Box::pin(async move {
-            match p.get().await {
-                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    });
+    let call = set_on_checkout!(pool);
     redis_freeze("connhub get()", call, server).await?;
     manager.close().await?;
 
@@ -317,29 +307,13 @@ async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
         .max_size(16)
         .build(bb8_redis::RedisConnectionManager::new(url.clone())?)
         .await?;
-    let call: Call = Arc::new(move |t| {
-        let b = bb8_pool.clone();
-        Box::pin(async move {
-            match b.get().await {
-                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    });
+    let call = set_on_checkout!(bb8_pool);
     redis_freeze("bb8-redis get()", call, server).await?;
 
     let mut dp = deadpool_redis::Config::from_url(url.clone());
     dp.pool = Some(deadpool_redis::PoolConfig::new(16));
     let deadpool = dp.create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
-    let call: Call = Arc::new(move |t| {
-        let d = deadpool.clone();
-        Box::pin(async move {
-            match d.get().await {
-                Ok(mut c) => c.set::<_, _, ()>(format!("k{t}"), t).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    });
+    let call = set_on_checkout!(deadpool);
     redis_freeze("deadpool-redis get()", call, server).await?;
 
     let fred =
