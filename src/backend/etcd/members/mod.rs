@@ -116,16 +116,12 @@ impl Members {
         for (i, (answer, client)) in results.into_iter().enumerate() {
             let passed = answer.up(newest);
             let missed = if passed {
-                self.misses[i].store(0, Ordering::Relaxed);
                 0
             } else {
-                self.misses[i]
-                    .fetch_add(1, Ordering::Relaxed)
-                    .saturating_add(1)
+                self.misses[i].load(Ordering::Relaxed).saturating_add(1)
             };
-            // A member that is up stays up until it misses `MISSES` probes in a row; one
-            // that is down comes back with its first.
-            let up = passed || (missed < MISSES && self.is_up(i));
+            self.misses[i].store(missed, Ordering::Relaxed);
+            let up = up_after(passed, missed, self.is_up(i));
             any_up |= up;
             made.push(client);
             if self.set(i, up) {
@@ -298,6 +294,13 @@ pub(crate) const STALLED: Duration = Duration::from_secs(1);
 /// before a request to it has waited [`STALLED`].
 const MISSES: u8 = 2;
 
+/// Whether a member is up after a probe it `passed` or not, having missed `missed` in a
+/// row, when it `was_up` before: one that passes is up; one that is up stays up until it
+/// has missed [`MISSES`] in a row; one that is down stays down until it passes.
+fn up_after(passed: bool, missed: u8, was_up: bool) -> bool {
+    passed || (was_up && missed < MISSES)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -306,7 +309,22 @@ mod tests {
     use etcd_client::ConnectOptions;
     use tokio::time::Instant;
 
-    use super::{Members, STALLED};
+    use super::{MISSES, Members, STALLED, up_after};
+
+    /// A member that is up is passed by only after `MISSES` missed probes in a row; one
+    /// that is down comes back with its first passed probe.
+    #[test]
+    fn a_member_up_is_passed_by_after_misses_in_a_row_and_one_down_back_at_once() {
+        assert!(up_after(true, 0, false), "back at once");
+        assert!(up_after(true, 0, true));
+        assert!(
+            up_after(false, MISSES - 1, true),
+            "one slow probe costs nothing"
+        );
+        assert!(!up_after(false, MISSES, true));
+        assert!(!up_after(false, 1, false), "down stays down");
+        assert!(!up_after(false, u8::MAX, true));
+    }
 
     fn three() -> Arc<Members> {
         Arc::new(Members::new(
