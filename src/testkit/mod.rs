@@ -9,6 +9,9 @@
 //! [`kill_master`](RedisSentinel::kill_master)) and [`RedisCluster`] (three masters with a
 //! replica each, made with `redis-cli --cluster create`).
 //!
+//! Faults of the network in between: a [`Relay`] in front of a server, whose connections
+//! can go [`silent`](Relay::silence) as a NAT's flows do when it drops them.
+//!
 //! Enabled by the `testkit` feature. The binaries must be on `PATH` (Debian:
 //! `apt-get install redis-server redis-tools etcd-server`); if one is missing, starting a server
 //! fails with an error that says so.
@@ -28,6 +31,7 @@ mod cluster;
 mod etcd;
 mod process;
 mod redis;
+mod relay;
 mod sentinel;
 
 pub use certs::TestCerts;
@@ -35,4 +39,5 @@ pub use cluster::{RedisCluster, RedisClusterBuilder};
 pub use etcd::{EtcdCluster, EtcdServer, EtcdServerBuilder, ServerTls};
 pub use process::free_port;
 pub use redis::{RedisServer, RedisServerBuilder};
+pub use relay::Relay;
 pub use sentinel::{RedisSentinel, RedisSentinelBuilder};
