@@ -366,6 +366,15 @@ impl Health {
         }
     }
 
+    /// Retires every connection made so far, with no change of state: one of them went
+    /// silent while a fresh one answered, and the others made before may be as dead (a
+    /// NAT or load balancer that dropped idle flows without a word). Those in use are
+    /// dropped when they come back; what is shared is opened afresh.
+    pub(crate) fn retire_connections(&self) {
+        self.life.next_epoch();
+        self.served.retire();
+    }
+
     /// This connector, as errors name it.
     pub(crate) fn origin(&self) -> Origin {
         Origin::new(self.name.clone(), self.kind.clone())

@@ -96,6 +96,12 @@ impl<C> Stamped<C> {
         self.epoch = RETIRED;
     }
 
+    /// Stamps it with the pool's current epoch: it was proven to work after the
+    /// connections of its own epoch were retired.
+    pub(crate) fn restamp(&mut self, life: &Life) {
+        self.epoch = life.epoch();
+    }
+
     /// Why its `on_connect` hook failed, once; it is retired then.
     pub(crate) fn take_hook_failure(&mut self) -> Option<Error> {
         let failed = self.held.hook_failed.take()?;

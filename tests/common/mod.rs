@@ -114,8 +114,16 @@ pub async fn add_bb8_redis(
     server: &RedisServer,
     max_size: u32,
 ) -> Pool<bb8_redis::RedisConnectionManager> {
-    let bb8_manager =
-        bb8_redis::RedisConnectionManager::new(format!("redis://{}", server.addr())).unwrap();
+    add_bb8_redis_at(manager, &server.addr(), max_size).await
+}
+
+/// [`add_bb8_redis`] for the server at `addr` (`host:port`), a relay's, say.
+pub async fn add_bb8_redis_at(
+    manager: &Manager,
+    addr: &str,
+    max_size: u32,
+) -> Pool<bb8_redis::RedisConnectionManager> {
+    let bb8_manager = bb8_redis::RedisConnectionManager::new(format!("redis://{addr}")).unwrap();
     let pool_config = PoolConfig {
         max_size,
         ..PoolConfig::default()
