@@ -3,8 +3,9 @@
 //! 5 s request timeout for the raw etcd client, which has none by default) and callers
 //! that retry at once, without sleeping: Redis killed under 32 tasks and restarted on the
 //! same port 2 s later (connhub vs bb8-redis); Redis frozen (`SIGSTOP`: nothing closed,
-//! nothing answered) for 12 s under 32 tasks (connhub vs bb8-redis, deadpool-redis and
-//! fred); and a follower of a three-member etcd cluster lost under 16 writers (connhub vs
+//! nothing answered) for 12 s under 32 tasks, and its connections gone silent through a
+//! relay (closing neither end, as a NAT that dropped their flows) for 12 s under 32 tasks
+//! (both connhub vs bb8-redis, deadpool-redis and fred); and a follower of a three-member etcd cluster lost under 16 writers (connhub vs
 //! raw etcd-client). Prints the tables.
 //!
 //! `cargo run --release --example outage_compare --features testkit`
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use connhub::redis::AsyncCommands;
-use connhub::testkit::{EtcdCluster, RedisServer};
+use connhub::testkit::{EtcdCluster, RedisServer, Relay};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Call = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
@@ -41,6 +42,9 @@ macro_rules! set_on_checkout {
     }};
 }
 
+/// How long a call may take before it is given up on.
+const GIVE_UP: Duration = Duration::from_secs(20);
+
 /// `tasks` callers of `call`, each retrying at once; each keeps its own log (no lock on
 /// the hot path).
 fn load(call: Call, tasks: usize, stop: Arc<AtomicBool>) -> Tasks {
@@ -51,7 +55,11 @@ fn load(call: Call, tasks: usize, stop: Arc<AtomicBool>) -> Tasks {
                 let mut log = Log::new();
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let ok = call(t).await;
+                    // A client that would wait forever (no timeout of its own) is given
+                    // up on, and the call counted failed.
+                    let ok = tokio::time::timeout(GIVE_UP, call(t))
+                        .await
+                        .unwrap_or(false);
                     log.push((started, Instant::now(), ok));
                 }
                 log
@@ -118,36 +126,63 @@ async fn redis_outage(label: &str, call: Call, server: &mut RedisServer) -> Resu
 /// How long the server stays frozen.
 const FROZEN: Duration = Duration::from_secs(12);
 
-/// `call` on 32 tasks while the server is frozen for [`FROZEN`], then resumed.
-async fn redis_freeze(label: &str, call: Call, server: &RedisServer) -> Result<(), BoxError> {
+/// What goes wrong for [`FROZEN`]: the server stops (`SIGSTOP`) and then resumes, or the
+/// connections made so far through a relay go silent for good (a NAT dropped their flows).
+#[derive(Clone, Copy)]
+enum Fault<'a> {
+    Freeze(&'a RedisServer),
+    Silence(&'a Relay),
+}
+
+impl<'a> Fault<'a> {
+    /// A silence of `relay`'s connections if there is one, else a freeze of `server`.
+    fn on(server: &'a RedisServer, relay: &'a Option<Relay>) -> Fault<'a> {
+        match relay {
+            Some(relay) => Fault::Silence(relay),
+            None => Fault::Freeze(server),
+        }
+    }
+}
+
+/// `call` on 32 tasks while `fault` lasts.
+async fn redis_fault(label: &str, call: Call, fault: Fault<'_>) -> Result<(), BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(call, 32, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.pause()?;
-    let frozen = Instant::now();
+    match fault {
+        Fault::Freeze(server) => server.pause()?,
+        Fault::Silence(relay) => relay.silence(),
+    }
+    let began = Instant::now();
     tokio::time::sleep(FROZEN).await;
-    server.resume()?;
-    let resumed = Instant::now();
+    // A silence is not lifted: the first success counts from its start.
+    let ended = match fault {
+        Fault::Freeze(server) => {
+            server.resume()?;
+            Instant::now()
+        }
+        Fault::Silence(_) => began,
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = finish(&stop, tasks).await?;
     let during: Vec<_> = log
         .iter()
-        .filter(|(s, d, _)| *d > frozen && *s < resumed)
+        .filter(|(s, d, _)| *d > began && *s < began + FROZEN)
         .collect();
     let failed = during.iter().filter(|(_, _, ok)| !ok).count();
     let ok = during.len() - failed;
     let took: Vec<Duration> = during.iter().map(|(s, d, _)| *d - *s).collect();
-    // The last call started during the freeze that failed: how long callers waited to be
-    // told before the connector was known down.
+    // The last call under way that failed slowly: how long callers waited to be told
+    // before the fault was known.
     let last_slow_failure = during
         .iter()
         .filter(|(s, d, ok)| !ok && *d - *s > Duration::from_millis(100))
-        .map(|(_, d, _)| *d - frozen)
+        .map(|(_, d, _)| *d - began)
         .max();
     let first_ok = log
         .iter()
-        .filter(|(_, d, ok)| *ok && *d > resumed)
-        .map(|(_, d, _)| *d - resumed)
+        .filter(|(s, d, ok)| *ok && *s > ended && *d > ended)
+        .map(|(_, d, _)| *d - ended)
         .min();
     println!(
         "| {label:<22} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>14} | {:>12} |",
@@ -232,7 +267,8 @@ async fn main() -> Result<(), BoxError> {
     redis_outage("bb8-redis get()", call, &mut server).await?;
     manager.close().await?;
 
-    redis_freezes(&server).await?;
+    redis_faults(&server, false).await?;
+    redis_faults(&server, true).await?;
 
     println!("\netcd: one member of three killed under 16 writers, 3 s\n");
     println!(
@@ -275,15 +311,25 @@ async fn manager_etcd(cfg: connhub::EtcdConfig) -> Result<connhub::EtcdPool, Box
     Ok(manager.add_etcd("cluster", cfg).await?)
 }
 
-/// The freeze through each client, each on its own connections to the same server.
-async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
+/// The fault through each client, each on its own connections to the same server
+/// (through a relay of its own when they go silent).
+async fn redis_faults(server: &RedisServer, silence: bool) -> Result<(), BoxError> {
+    if silence {
+        println!(
+            "\nRedis connections gone silent (a relay drops what they carry, closing \
+             neither end, as a NAT does) under 32 tasks, for {FROZEN:?} (default settings)\n"
+        );
+    } else {
+        println!(
+            "\nRedis frozen (SIGSTOP) for {FROZEN:?} under 32 tasks, then resumed (default \
+             settings)\n"
+        );
+    }
     println!(
-        "\nRedis frozen (SIGSTOP) for {FROZEN:?} under 32 tasks, then resumed (default settings)\n"
-    );
-    println!(
-        "Calls under way during the freeze: how many, how many succeeded and failed, how \
-         long they took; when the last slow failure came (after the freeze began); the \n\
-         first success after the resume.\n"
+        "Calls under way during the fault: how many, how many succeeded and failed, how \
+         long they took; when the last slow failure came (after the fault began); the \n\
+         first success after the resume (for a silence, of a call started after it began). \n\
+         A call still waiting after {GIVE_UP:?} is given up on and counted failed.\n"
     );
     println!(
         "| {:<22} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>14} | {:>12} |",
@@ -293,29 +339,45 @@ async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
         "|{:-<24}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|{:-<16}|{:-<14}|",
         "", "", "", "", "", "", "", ""
     );
-    let url = format!("redis://{}", server.addr());
+    // A relay of its own for each client when the fault is a silence.
+    let route = || -> Result<(String, Option<Relay>), BoxError> {
+        if silence {
+            let relay = Relay::start(server.addr())?;
+            Ok((relay.addr(), Some(relay)))
+        } else {
+            Ok((server.addr(), None))
+        }
+    };
 
+    let (addr, relay) = route()?;
     let manager = connhub::Manager::new();
     let mut cfg = server.config();
+    cfg.addr = addr;
     cfg.pool_size = 16;
     let pool = manager.add_redis("cache", cfg).await?;
     let call = set_on_checkout!(pool);
-    redis_freeze("connhub get()", call, server).await?;
+    redis_fault("connhub get()", call, Fault::on(server, &relay)).await?;
     manager.close().await?;
 
+    let (addr, relay) = route()?;
     let bb8_pool = bb8::Pool::builder()
         .max_size(16)
-        .build(bb8_redis::RedisConnectionManager::new(url.clone())?)
+        .build(bb8_redis::RedisConnectionManager::new(format!(
+            "redis://{addr}"
+        ))?)
         .await?;
     let call = set_on_checkout!(bb8_pool);
-    redis_freeze("bb8-redis get()", call, server).await?;
+    redis_fault("bb8-redis get()", call, Fault::on(server, &relay)).await?;
 
-    let mut dp = deadpool_redis::Config::from_url(url.clone());
+    let (addr, relay) = route()?;
+    let mut dp = deadpool_redis::Config::from_url(format!("redis://{addr}"));
     dp.pool = Some(deadpool_redis::PoolConfig::new(16));
     let deadpool = dp.create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let call = set_on_checkout!(deadpool);
-    redis_freeze("deadpool-redis get()", call, server).await?;
+    redis_fault("deadpool-redis get()", call, Fault::on(server, &relay)).await?;
 
+    let (addr, relay) = route()?;
+    let url = format!("redis://{addr}");
     let fred =
         fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&url)?).build()?;
     fred::prelude::ClientLike::init(&fred).await?;
@@ -334,6 +396,6 @@ async fn redis_freezes(server: &RedisServer) -> Result<(), BoxError> {
             .is_ok()
         })
     });
-    redis_freeze("fred", call, server).await?;
+    redis_fault("fred", call, Fault::on(server, &relay)).await?;
     Ok(())
 }
