@@ -5,8 +5,10 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
+
+use crate::sync::lock;
 
 /// A TCP relay on a free loopback port to one server. Each connection to it is relayed
 /// to the server over a connection of its own, byte for byte, until
@@ -79,10 +81,6 @@ impl Drop for Relay {
         // Wakes the accepting thread, which then sees it is stopped.
         let _ = TcpStream::connect(&self.addr);
     }
-}
-
-fn lock(links: &Mutex<Vec<Link>>) -> std::sync::MutexGuard<'_, Vec<Link>> {
-    links.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Accepts connections until the relay stops, each relayed by two threads.
