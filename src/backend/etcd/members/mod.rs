@@ -361,24 +361,24 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_to_a_member_found_down_is_given_up_once_it_waited_a_second() {
+        /// How long a request waited before it was given up, its member found down
+        /// `after` it was sent.
+        async fn waited_when_down_after(after: Duration) -> Option<Duration> {
+            let members = three();
+            let m = members.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                m.set(0, false);
+            });
+            given_up(&members, Instant::now(), Duration::from_secs(60)).await
+        }
+
         // Found down soon after it was sent: given up when it has waited `STALLED`.
-        let members = three();
-        let m = members.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            m.set(0, false);
-        });
-        let waited = given_up(&members, Instant::now(), Duration::from_secs(60)).await;
+        let waited = waited_when_down_after(Duration::from_millis(300)).await;
         assert_eq!(waited, Some(STALLED));
 
         // Found down later: given up then.
-        let members = three();
-        let m = members.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            m.set(0, false);
-        });
-        let waited = given_up(&members, Instant::now(), Duration::from_secs(60)).await;
+        let waited = waited_when_down_after(Duration::from_secs(3)).await;
         assert_eq!(waited, Some(Duration::from_secs(3)));
 
         // Down, then back before the request waited a second: not given up.
