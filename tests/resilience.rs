@@ -319,3 +319,29 @@ async fn a_frozen_server_is_found_down_and_callers_then_fail_fast() {
     assert!(common::eventually(Duration::from_secs(5), || pool.state() == State::Healthy).await);
     manager.close().await.unwrap();
 }
+
+/// A check in flight on a frozen server (started by a command that timed out) does not
+/// hold `close()`: closing ends it, and the connection it took comes back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_does_not_wait_for_a_check_on_a_frozen_server() {
+    let server = RedisServer::start().unwrap();
+    let manager = Manager::new();
+    let pool = manager.add_redis("cache", server.config()).await.unwrap();
+    pool.clone().set::<_, _, ()>("c", 1).await.unwrap();
+
+    server.pause().unwrap();
+    // Its timeout (`command_timeout`, 5 s) starts a check, which waits up to
+    // `connect_timeout` (5 s) for the frozen server.
+    let timed_out = pool.clone().set::<_, _, ()>("c", 2).await;
+    assert!(timed_out.is_err(), "a write to a frozen server");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    manager.close().await.unwrap();
+    let took = started.elapsed();
+    server.resume().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "close() took {took:?} with a check in flight"
+    );
+}

@@ -322,6 +322,17 @@ impl Health {
         self.down.notified()
     }
 
+    /// Completes when the connector is closed.
+    pub(crate) async fn until_closed(&self) {
+        loop {
+            let next = self.went_down();
+            if self.life.is_closed() {
+                return;
+            }
+            next.await;
+        }
+    }
+
     pub(crate) fn record_error(&self, error: &Error) {
         lock(&self.observed).last_error = Some(error.clone());
     }

@@ -115,8 +115,13 @@ async fn run<T: Trial>(health: Arc<Health>, pool: Weak<T>, losses: Option<LossSi
         };
         if let Some(probe) = act.probe {
             let Some(pool) = pool.upgrade() else { return };
-            let _ = run_trial(&health, &*pool, probe).await;
-            pool.after_trial();
+            // Closing does not wait for a trial: one on a server that answers nothing
+            // would hold `close()`, which drains the connection it took, for up to
+            // `connect_timeout`.
+            tokio::select! {
+                _ = run_trial(&health, &*pool, probe) => pool.after_trial(),
+                () = health.until_closed() => return,
+            }
         }
     }
 }

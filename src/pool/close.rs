@@ -52,14 +52,7 @@ impl<M: Bb8Manager> Pool<M> {
 
     /// Completes when the connector is closed: long-lived streams end then.
     pub(crate) async fn closed(&self) {
-        let h = &*self.inner.health;
-        loop {
-            let next = h.went_down();
-            if h.life.is_closed() {
-                return;
-            }
-            next.await;
-        }
+        self.inner.health.until_closed().await;
     }
 }
 
