@@ -89,6 +89,11 @@ impl RedisClusterBuilder {
                 // waits 5 s); a replica that never synced cannot be failed over to.
                 "--repl-diskless-sync-delay".into(),
                 "0".into(),
+                // A replica is listed in `CLUSTER SLOTS` once it has replicated something;
+                // on an empty cluster that is the master's first replication ping
+                // (default every 10 s).
+                "--repl-ping-replica-period".into(),
+                "1".into(),
             ];
             if let Some(pw) = &self.password {
                 args.extend([
@@ -244,6 +249,35 @@ impl RedisCluster {
             } else {
                 Err(format!("the cluster is not ok: {states:?}"))
             }
+        })
+    }
+
+    /// Waits until every running node's `CLUSTER SLOTS` lists every running node, its
+    /// replicas included. A cluster client reads the slot map once when it connects, so
+    /// one that connects before sends every read to the masters, even with
+    /// `read_from_replicas`. Redis lists a replica once it has replicated something
+    /// (within about a second here).
+    pub fn wait_replicas_listed(&self, within: Duration) -> io::Result<()> {
+        let running = self.running().count();
+        poll_until(within, || {
+            for n in self.running() {
+                let slots = cli(n.port(), self.password.as_deref(), &["CLUSTER", "SLOTS"])
+                    .map_err(|e| e.to_string())?;
+                // Each node of each run is listed with its 40-character id.
+                let ids: std::collections::BTreeSet<&str> = slots
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .collect();
+                if ids.len() < running {
+                    return Err(format!(
+                        "node {} lists {} of {running} nodes",
+                        n.port(),
+                        ids.len()
+                    ));
+                }
+            }
+            Ok(())
         })
     }
 
