@@ -58,7 +58,8 @@ pub struct ClusterConfig {
     /// answers gives the whole topology.
     pub nodes: Vec<String>,
     /// Send read-only commands to a replica of the key's shard (writes still go to its
-    /// master). Such reads may be slightly stale. Default `false`.
+    /// master). Such reads may be slightly stale. While a replica answers nothing, reads
+    /// go to the shard's other replicas or its master. Default `false`.
     pub read_from_replicas: bool,
 }
 

@@ -59,7 +59,7 @@ impl Link {
             Link::Node(c) => c.req_packed_command(cmd),
             Link::Cluster(c, nodes) => match nodes.refused(cmd) {
                 Some(e) => Box::pin(std::future::ready(Err(e))),
-                None => Box::pin(nodes.bounded(c.req_packed_command(cmd))),
+                None => Box::pin(nodes.bounded(nodes.reads(cmd), c.req_packed_command(cmd))),
             },
         }
     }
@@ -75,7 +75,10 @@ impl Link {
             Link::Node(c) => c.req_packed_commands(cmd, offset, count),
             Link::Cluster(c, nodes) => match nodes.refused_pipeline(cmd) {
                 Some(e) => Box::pin(std::future::ready(Err(e))),
-                None => Box::pin(nodes.bounded(c.req_packed_commands(cmd, offset, count))),
+                None => Box::pin(nodes.bounded(
+                    nodes.reads_pipeline(cmd),
+                    c.req_packed_commands(cmd, offset, count),
+                )),
             },
         }
     }

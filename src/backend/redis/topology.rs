@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_read_routing::RandomReplicaStrategy;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
@@ -14,7 +13,7 @@ use redis::{
 
 use super::connection::{Link, Watch};
 use super::invalid;
-use super::nodes::ClusterNodes;
+use super::nodes::{ClusterNodes, ReadTargets};
 use super::sentinel::SentinelMaster;
 use crate::config::{ClusterConfig, RedisConfig, SentinelConfig, TlsConfig, parse_redis};
 use crate::error::{Error, Origin, Result};
@@ -180,15 +179,17 @@ fn cluster(
     };
     let (connect_timeout, command_timeout) =
         (config.connector.connect_timeout, config.command_timeout);
-    let read_from_replicas = c.read_from_replicas;
+    // Reads go to replicas that answer (the node monitor says which do not).
+    let reads = c.read_from_replicas.then(ReadTargets::default);
+    let read_targets = reads.clone();
     let cluster_certs = certs.clone();
     let make_client = move |nodes: Vec<ConnectionInfo>| {
         let mut builder = ClusterClientBuilder::new(nodes).connection_timeout(connect_timeout);
         if let Some(t) = command_timeout {
             builder = builder.response_timeout(t);
         }
-        if read_from_replicas {
-            builder = builder.read_routing_strategy(RandomReplicaStrategy);
+        if let Some(targets) = &read_targets {
+            builder = builder.read_routing_strategy(targets.clone());
         }
         if let Some(certs) = &cluster_certs {
             builder = builder.certs(certs.clone());
@@ -210,6 +211,7 @@ fn cluster(
         Box::new(make_client),
         Box::new(make_probe),
         connect_timeout,
+        reads,
     );
     let endpoint = format!("cluster {}", shown.join(","));
     Ok(Topology::Cluster {

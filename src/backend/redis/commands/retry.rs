@@ -3,6 +3,8 @@
 //! cannot apply it twice: the server's own `COMMAND INFO` flags it `readonly`, or it was
 //! sent through [`RedisPool::idempotent`](crate::RedisPool::idempotent). A write that may
 //! have reached the server is not sent again: its error says it may have been applied.
+//! A read given up on a Redis Cluster replica that stopped answering is sent again the
+//! same way (reads keep away from that replica by then).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,9 +63,10 @@ fn lost(e: &RedisError) -> bool {
 }
 
 /// Where a command that failed with `e` (on the kind of connection `via` says) ends: sent
-/// again when its connection was lost and that is safe ([`retried`]); a timeout of one
-/// not known to be read-only says a write may have been applied (the server may still be
-/// working on it, and it is not sent again); any other error as it is.
+/// again when its connection was lost and that is safe, or when it was a read given up
+/// on a silent replica ([`retried`]); a timeout of one not known to be read-only says a
+/// write may have been applied (the server may still be working on it, and it is not
+/// sent again); any other error as it is.
 pub(super) async fn settled(
     pool: &RedisPool,
     sent: Sent<'_>,
@@ -71,11 +74,15 @@ pub(super) async fn settled(
     via: Via,
     e: RedisError,
 ) -> RedisResult<Reply> {
+    // Only commands the server flags read-only are given up this way.
+    if nodes::is_read_given_up(&e) {
+        return retried(pool, sent, true, via, e).await;
+    }
     if lost(&e) {
         return retried(pool, sent, any, via, e).await;
     }
     if e.is_timeout()
-        && !nodes::given_up(&e)
+        && !nodes::is_given_up(&e)
         && !any
         && pool.current().manager().readonly_known(sent) != Some(true)
     {
@@ -262,9 +269,9 @@ async fn retried(
             "db.client.connection.pool.name" => this.name().to_owned()
         )
         .increment(1);
-        tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "connection lost under a command that is safe to send again; retrying");
+        tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "a command that is safe to send again failed on its way (a lost connection, a silent replica); retrying");
         match fresh.send(sent).await {
-            Err(again) if lost(&again) => e = again,
+            Err(again) if lost(&again) || nodes::is_read_given_up(&again) => e = again,
             r => return r,
         }
     }

@@ -1,15 +1,18 @@
-//! Where a command's key is, as the server's `COMMAND` reply says, and which cluster slot
-//! a key is in: enough to tell, before sending, that a command goes to a master that
-//! does not answer.
+//! Where a command's key is and whether it only reads, as the server's `COMMAND` reply
+//! says, and which cluster slot a key is in: enough to tell, before sending, that a
+//! command goes to a master that does not answer, or may go to a replica.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redis::{Cmd, Value};
 
-/// Commands whose first key is at a fixed position, by lowercase name: from the server's
-/// `COMMAND` reply, so a command it added is known too.
+/// Commands whose first key is at a fixed position, and those flagged `readonly`, by
+/// lowercase name: from the server's `COMMAND` reply, so a command it added is known too.
 #[derive(Debug, Default)]
-pub(super) struct KeySpecs(HashMap<Vec<u8>, usize>);
+pub(super) struct KeySpecs {
+    first_key: HashMap<Vec<u8>, usize>,
+    readonly: HashSet<Vec<u8>>,
+}
 
 impl KeySpecs {
     /// From a `COMMAND` reply: each entry's name, flags and first key position. Commands
@@ -20,6 +23,7 @@ impl KeySpecs {
             return None;
         };
         let mut specs = HashMap::with_capacity(entries.len());
+        let mut readonly = HashSet::new();
         for entry in entries {
             let Value::Array(fields) = entry else {
                 return None;
@@ -30,27 +34,54 @@ impl KeySpecs {
             let (Some(name), Some(flags)) = (text(name), list(flags)) else {
                 return None;
             };
-            let movable = flags.iter().any(|f| f.eq_ignore_ascii_case(b"movablekeys"));
+            let flagged = |flag: &[u8]| flags.iter().any(|f| f.eq_ignore_ascii_case(flag));
+            if flagged(b"readonly") {
+                readonly.insert(name.to_ascii_lowercase());
+            }
             if let Ok(first @ 1..) = usize::try_from(*first)
-                && !movable
+                && !flagged(b"movablekeys")
             {
                 specs.insert(name.to_ascii_lowercase(), first);
             }
         }
-        Some(KeySpecs(specs))
+        Some(KeySpecs {
+            first_key: specs,
+            readonly,
+        })
+    }
+
+    /// True when `cmds` is not empty and the server flags every one of them `readonly`.
+    pub(super) fn reads_only<'a>(&self, cmds: impl Iterator<Item = &'a Cmd>) -> bool {
+        let mut any = false;
+        for cmd in cmds {
+            let read = name(cmd).is_some_and(|n| self.readonly.contains(&n.to_ascii_lowercase()));
+            if !read {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// The key `cmd` is sent for, when its command has one at a known position.
     pub(super) fn key<'a>(&self, cmd: &'a Cmd) -> Option<&'a [u8]> {
-        let mut args = cmd.args_iter().map(|a| match a {
-            redis::Arg::Simple(a) => Some(a),
-            _ => None,
-        });
+        let mut args = simple_args(cmd);
         let name = args.next()??;
         let lower = name.to_ascii_lowercase();
-        let at = *self.0.get(&lower)?;
+        let at = *self.first_key.get(&lower)?;
         args.nth(at - 1)?
     }
+}
+
+fn simple_args(cmd: &Cmd) -> impl Iterator<Item = Option<&[u8]>> {
+    cmd.args_iter().map(|a| match a {
+        redis::Arg::Simple(a) => Some(a),
+        _ => None,
+    })
+}
+
+fn name(cmd: &Cmd) -> Option<&[u8]> {
+    simple_args(cmd).next()?
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -143,5 +174,12 @@ mod tests {
         assert_eq!(specs.key(&redis::cmd("PING")), None);
         assert_eq!(specs.key(&redis::cmd("GET")), None, "no key given");
         assert!(KeySpecs::parse(&Value::Nil).is_none());
+        // Only what the server flags `readonly` reads only; an empty batch is no read.
+        let get = redis::cmd("get").arg("k").clone();
+        let set = redis::cmd("SET").arg("k").arg(1).clone();
+        assert!(specs.reads_only([&get, &object, &xread].into_iter()));
+        assert!(!specs.reads_only([&get, &set].into_iter()));
+        assert!(!specs.reads_only([&redis::cmd("PING")].into_iter()));
+        assert!(!specs.reads_only(std::iter::empty()));
     }
 }

@@ -19,10 +19,16 @@
 //!   applied ([`GivenUp`]); commands to the other masters never wait that long;
 //! - once the slot map names other masters (the failover is done), every cluster
 //!   connection made before is retired, so the next call reads the new map;
-//! - a fresh cluster connection starts from the configured nodes that answer.
+//! - a fresh cluster connection starts from the configured nodes that answer;
+//! - with `read_from_replicas`, replicas are probed too: reads keep away from one that
+//!   does not answer at all (`reads.rs`), and a read that has waited [`STALLED`] while
+//!   a node does not answer is given up ([`ReadGivenUp`]) and, being read-only, sent
+//!   again.
 
+mod errors;
 mod keys;
 mod probe;
+mod reads;
 mod view;
 
 use std::collections::HashMap;
@@ -38,8 +44,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sync::{every, lock};
+pub(super) use errors::{is_given_up, is_read_given_up};
 use keys::KeySpecs;
 use probe::split;
+pub(super) use reads::ReadTargets;
 use view::{Probe, View};
 
 /// How often every node is probed and the slot map read.
@@ -83,6 +91,8 @@ pub(super) struct ClusterNodes {
     probes: Mutex<HashMap<String, MultiplexedConnection>>,
     started: AtomicBool,
     probe_timeout: Duration,
+    /// With `read_from_replicas`: the replicas reads keep away from.
+    reads: Option<ReadTargets>,
 }
 
 impl std::fmt::Debug for ClusterNodes {
@@ -94,49 +104,11 @@ impl std::fmt::Debug for ClusterNodes {
     }
 }
 
-/// A command given up because a master stopped answering while it waited, or the
-/// slots moved to other masters (a failover): a timeout
-/// ([`redis::RedisError::is_timeout`]) that may have been applied.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{why}; the command was given up after {after:?} and may have been applied",
-    why = match masters {
-        Some(m) => format!("Redis Cluster master {m} stopped answering"),
-        None => "the Redis Cluster's slots moved to other masters while it waited".to_owned(),
-    }
-)]
-pub(super) struct GivenUp {
-    /// The masters down, `host:port`; `None` when slots moved.
-    masters: Option<String>,
-    after: Duration,
-}
-
-/// A command not sent, because the master serving its key's slot does not answer: safe
-/// to send again, on its replica once that has taken over.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "Redis Cluster master {master}, which serves slot {slot}, does not answer; the command \
-     was not sent"
-)]
-pub(super) struct NotSent {
-    master: String,
-    slot: u16,
-}
-
-/// True for the error of a command [given up](GivenUp).
-pub(super) fn given_up(e: &redis::RedisError) -> bool {
-    // The crate keeps the I/O error behind an `Arc`, which is the source it shows.
-    type Shown = Arc<dyn std::error::Error + Send + Sync>;
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<Shown>())
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(|io| io.get_ref())
-        .is_some_and(|inner| inner.is::<GivenUp>())
-}
-
 impl ClusterNodes {
     /// For the connector `name`, whose configured nodes are `seeds` (`host:port`) reached
-    /// as `infos`; `all` is the client over all of them.
+    /// as `infos`; `all` is the client over all of them; `reads` when reads go to
+    /// replicas, the read routing its clients were built with.
+    #[expect(clippy::too_many_arguments, reason = "built once, from the topology")]
     pub(super) fn new(
         name: Arc<str>,
         seeds: Vec<String>,
@@ -145,6 +117,7 @@ impl ClusterNodes {
         make_client: MakeClient,
         make_probe: MakeProbe,
         connect_timeout: Duration,
+        reads: Option<ReadTargets>,
     ) -> Self {
         ClusterNodes {
             name,
@@ -162,6 +135,7 @@ impl ClusterNodes {
             probes: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
             probe_timeout: connect_timeout.min(CHECK_INTERVAL.max(Duration::from_millis(200))),
+            reads,
         }
     }
 
@@ -184,7 +158,31 @@ impl ClusterNodes {
         if !self.master_silent() {
             return None;
         }
-        self.refused_for(self.keys.get()?.key(cmd)?)
+        let keys = self.keys.get()?;
+        // A read may go to a replica that answers.
+        if self.reads.is_some() && keys.reads_only(std::iter::once(cmd)) {
+            return None;
+        }
+        self.refused_for(keys.key(cmd)?)
+    }
+
+    /// True when reads go to replicas and the server flags `cmd` read-only: it may wait
+    /// on a replica.
+    pub(super) fn reads(&self, cmd: &redis::Cmd) -> bool {
+        self.reads.is_some()
+            && self
+                .keys
+                .get()
+                .is_some_and(|keys| keys.reads_only(std::iter::once(cmd)))
+    }
+
+    /// [`reads`](ClusterNodes::reads) for a pipeline: every command in it reads.
+    pub(super) fn reads_pipeline(&self, pipe: &redis::Pipeline) -> bool {
+        self.reads.is_some()
+            && self
+                .keys
+                .get()
+                .is_some_and(|keys| keys.reads_only(pipe.cmd_iter()))
     }
 
     /// [`refused`](ClusterNodes::refused) for a pipeline (a transaction too): the crate
@@ -203,13 +201,7 @@ impl ClusterNodes {
         let slot = keys::slot(key);
         let view = lock(&self.view);
         let master = view.master_of(slot).filter(|m| view.silent.contains(*m))?;
-        Some(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::HostUnreachable,
-            NotSent {
-                master: master.to_owned(),
-                slot,
-            },
-        )))
+        Some(errors::not_sent(master.to_owned(), slot))
     }
 
     /// The client a fresh connection starts from: over the configured nodes that answer.
@@ -229,40 +221,50 @@ impl ClusterNodes {
     /// A node that answered its last probe, `host:port`: where to ask about the cluster.
     pub(super) fn answering_node(&self) -> Option<(String, u16)> {
         let view = lock(&self.view);
-        let nodes = view.to_probe(&self.seeds);
+        let nodes = view.to_probe(&self.seeds, false);
         let node = nodes.iter().find(|n| !view.down.contains(*n))?;
         split(node)
     }
 
     /// `request`, given up once it has waited [`STALLED`] while a master does not answer
-    /// at all (or slots moved since it was sent, away from a node that does not).
+    /// at all (or slots moved since it was sent, away from a node that does not), or,
+    /// for a `read` ([`reads`](ClusterNodes::reads)), while any node does not: it may
+    /// wait on a replica that stopped answering, and a read is safe to send again.
     pub(super) async fn bounded<T>(
         &self,
+        read: bool,
         request: impl Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let (sent, generation) = (Instant::now(), self.generation());
         tokio::select! {
             biased;
             r = request => r,
-            () = self.stalled(sent, generation) => Err(self.given_up_error()),
+            stall = self.stalled(sent, generation, read) => Err(match stall {
+                Stall::Master => self.given_up_error(),
+                Stall::Read(silent) => errors::read_given_up(silent),
+            }),
         }
     }
 
     /// Completes once a request sent at `sent` under `generation` has waited
     /// [`STALLED`] and a master does not answer at all by then, or slots moved since
-    /// while a node does not (the request may be waiting for the old master). Never
-    /// while every node answers or refuses: a refused request fails by itself, and the
-    /// crate retries it and follows the failover.
-    async fn stalled(&self, sent: Instant, generation: u64) {
+    /// while a node does not (the request may be waiting for the old master), or, for a
+    /// `read`, any node does not answer at all. Never while every node answers or
+    /// refuses: a refused request fails by itself, and the crate retries it and follows
+    /// the failover.
+    async fn stalled(&self, sent: Instant, generation: u64, read: bool) -> Stall {
         tokio::time::sleep_until(sent + STALLED).await;
         loop {
             // Made before the look, so a change in between is not missed:
             // `notify_waiters` reaches every `Notified` made before it.
             let next = self.changed.notified();
-            if self.master_silent()
-                || (self.generation() != generation && self.any_silent.load(Ordering::Acquire))
-            {
-                return;
+            let any_silent = self.any_silent.load(Ordering::Acquire);
+            // A read first: whatever it waits on, it is safe to send again.
+            if read && any_silent {
+                return Stall::Read(lock(&self.view).silent_nodes().join(", "));
+            }
+            if self.master_silent() || (self.generation() != generation && any_silent) {
+                return Stall::Master;
             }
             next.await;
         }
@@ -274,13 +276,7 @@ impl ClusterNodes {
             let silent = view.silent_masters();
             (!silent.is_empty()).then(|| silent.join(", "))
         };
-        redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            GivenUp {
-                masters,
-                after: STALLED,
-            },
-        ))
+        errors::given_up(masters)
     }
 
     /// Starts the monitor once; it ends when the connector's manager is dropped.
@@ -300,7 +296,7 @@ impl ClusterNodes {
     /// One round: probes every node, reads the slot map from one that answers, and acts
     /// on what changed.
     async fn check_now(&self) {
-        let nodes = lock(&self.view).to_probe(&self.seeds);
+        let nodes = lock(&self.view).to_probe(&self.seeds, self.reads.is_some());
         let results = futures_util::future::join_all(nodes.iter().map(|n| self.probe(n))).await;
         // A node no longer configured nor serving slots is not probed again.
         lock(&self.probes).retain(|node, _| nodes.contains(node));
@@ -328,6 +324,9 @@ impl ClusterNodes {
             // Only nodes still probed: one that left the cluster while silent is no news.
             let silent = view.silent.iter().any(|n| nodes.contains(n));
             self.any_silent.store(silent, Ordering::Release);
+            if let Some(reads) = &self.reads {
+                reads.avoid(&view.silent_nodes());
+            }
             change
         };
         if change.moved {
@@ -346,48 +345,10 @@ impl ClusterNodes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{GivenUp, NotSent, STALLED, given_up};
-
-    /// A command given up is told apart from any other timeout, and says it may have
-    /// been applied.
-    #[test]
-    fn a_given_up_command_is_a_timeout_told_apart() {
-        let e = redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            GivenUp {
-                masters: Some("10.0.0.1:7000".to_owned()),
-                after: STALLED,
-            },
-        ));
-        assert!(e.is_timeout());
-        assert!(given_up(&e));
-        assert!(e.to_string().contains("may have been applied"), "{e}");
-        let other = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(!given_up(&other));
-    }
-
-    /// A command refused before it was sent is neither a timeout nor a lost connection:
-    /// the pool's retry rule leaves it alone, and its error says it was not sent.
-    #[test]
-    fn a_command_not_sent_is_neither_a_timeout_nor_a_lost_connection() {
-        let e = redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::HostUnreachable,
-            NotSent {
-                master: "10.0.0.1:7000".to_owned(),
-                slot: 866,
-            },
-        ));
-        assert!(!e.is_timeout());
-        assert!(!e.is_connection_dropped());
-        assert!(!e.is_unrecoverable_error());
-        assert!(!given_up(&e));
-        let shown = e.to_string();
-        assert!(
-            shown.contains("10.0.0.1:7000") && shown.contains("slot 866"),
-            "{shown}"
-        );
-        assert!(shown.contains("was not sent"), "{shown}");
-    }
+/// Why a request was given up.
+enum Stall {
+    /// A master does not answer at all, or slots moved away from a node that does not.
+    Master,
+    /// A read, while nodes do not answer at all (`host:port`, comma separated).
+    Read(String),
 }

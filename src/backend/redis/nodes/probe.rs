@@ -105,8 +105,8 @@ impl ClusterNodes {
     }
 }
 
-/// The masters of a `CLUSTER SLOTS` reply; `asked` is the host of the node that gave it,
-/// for entries that leave their host out.
+/// The masters and replicas of a `CLUSTER SLOTS` reply; `asked` is the host of the node
+/// that gave it, for entries that leave their host out.
 fn parse_slots(reply: &Value, asked: &str) -> Option<Vec<Shard>> {
     let Value::Array(entries) = reply else {
         return None;
@@ -116,30 +116,40 @@ fn parse_slots(reply: &Value, asked: &str) -> Option<Vec<Shard>> {
         let Value::Array(fields) = entry else {
             return None;
         };
-        let [Value::Int(start), Value::Int(end), Value::Array(master), ..] = fields.as_slice()
-        else {
+        let [Value::Int(start), Value::Int(end), master, replicas @ ..] = fields.as_slice() else {
             return None;
-        };
-        let [host, Value::Int(port), ..] = master.as_slice() else {
-            return None;
-        };
-        let host = match host {
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::SimpleString(s) => s.clone(),
-            _ => return None,
-        };
-        let host = if host.is_empty() || host == "?" {
-            asked.to_owned()
-        } else {
-            host
         };
         shards.push(Shard {
             start: u16::try_from(*start).ok()?,
             end: u16::try_from(*end).ok()?,
-            master: host_port(&host, *port),
+            master: node(master, asked)?,
+            replicas: replicas.iter().filter_map(|r| node(r, asked)).collect(),
         });
     }
     Some(shards)
+}
+
+/// One node of a `CLUSTER SLOTS` entry, `host:port`: `asked` for an empty or unknown
+/// (`?`) host, `None` for an entry of another shape.
+fn node(entry: &Value, asked: &str) -> Option<String> {
+    let Value::Array(fields) = entry else {
+        return None;
+    };
+    let [host, Value::Int(port), ..] = fields.as_slice() else {
+        return None;
+    };
+    let host = match host {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Nil => String::new(),
+        _ => return None,
+    };
+    let host = if host.is_empty() || host == "?" {
+        asked.to_owned()
+    } else {
+        host
+    };
+    Some(host_port(&host, *port))
 }
 
 /// `host:port`, as configured nodes are shown (`[v6]:port`).
@@ -164,26 +174,40 @@ mod tests {
 
     use super::parse_slots;
 
+    fn node(host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(host.as_bytes().to_vec()),
+            Value::Int(port),
+            Value::BulkString(b"id".to_vec()),
+        ])
+    }
+
     #[test]
     fn slots_are_read_with_the_asked_host_for_entries_without_one() {
-        let entry = |start, end, host: &str, port| {
-            Value::Array(vec![
-                Value::Int(start),
-                Value::Int(end),
-                Value::Array(vec![
-                    Value::BulkString(host.as_bytes().to_vec()),
-                    Value::Int(port),
-                    Value::BulkString(b"id".to_vec()),
-                ]),
-            ])
+        let entry = |start, end, nodes: Vec<Value>| {
+            let mut fields = vec![Value::Int(start), Value::Int(end)];
+            fields.extend(nodes);
+            Value::Array(fields)
         };
         let reply = Value::Array(vec![
-            entry(0, 5460, "10.0.0.1", 7000),
-            entry(5461, 16383, "", 7001),
+            entry(
+                0,
+                5460,
+                vec![node("10.0.0.1", 7000), node("10.0.0.2", 7000)],
+            ),
+            entry(
+                5461,
+                16383,
+                vec![node("", 7001), node("?", 7002), node("10.0.0.3", 7003)],
+            ),
         ]);
         let shards = parse_slots(&reply, "10.0.0.9").expect("a map");
         let masters: Vec<&str> = shards.iter().map(|s| s.master.as_str()).collect();
         assert_eq!(masters, ["10.0.0.1:7000", "10.0.0.9:7001"]);
+        assert_eq!(shards[0].replicas, ["10.0.0.2:7000"]);
+        assert_eq!(shards[1].replicas, ["10.0.0.9:7002", "10.0.0.3:7003"]);
         assert_eq!(parse_slots(&Value::Nil, "h"), None);
+        let no_master = Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(1)])]);
+        assert_eq!(parse_slots(&no_master, "h"), None);
     }
 }

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeSet;
 
-/// A run of slots and the master serving it, as `CLUSTER SLOTS` gives them.
+/// A run of slots, the master serving it and its replicas, as `CLUSTER SLOTS` gives them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Shard {
     pub(super) start: u16,
     pub(super) end: u16,
     /// `host:port`.
     pub(super) master: String,
+    /// `host:port` each, in the server's order.
+    pub(super) replicas: Vec<String>,
 }
 
 /// How a node answered its probe.
@@ -78,7 +80,10 @@ impl View {
         let shards = match shards {
             Some(mut shards) => {
                 shards.sort();
-                change.moved = !self.shards.is_empty() && shards != self.shards;
+                // Slots moved when a run has another master; a replica joining or
+                // leaving moves none.
+                change.moved =
+                    !self.shards.is_empty() && masters_of(&shards) != masters_of(&self.shards);
                 shards
             }
             None => self.shards.clone(),
@@ -111,18 +116,35 @@ impl View {
 
     /// The master serving `slot`, if the map has one.
     pub(super) fn master_of(&self, slot: u16) -> Option<&str> {
+        self.shard_of(slot).map(|s| s.master.as_str())
+    }
+
+    /// The nodes that do not answer at all, `host:port`.
+    pub(super) fn silent_nodes(&self) -> Vec<&str> {
+        self.silent.iter().map(String::as_str).collect()
+    }
+
+    fn shard_of(&self, slot: u16) -> Option<&Shard> {
         // Sorted by start; runs do not overlap.
         let i = self.shards.partition_point(|s| s.start <= slot);
         let shard = self.shards.get(i.checked_sub(1)?)?;
-        (slot <= shard.end).then_some(shard.master.as_str())
+        (slot <= shard.end).then_some(shard)
     }
 
-    /// The nodes to probe: `seeds` (the configured nodes) and every master serving slots.
-    pub(super) fn to_probe(&self, seeds: &[String]) -> Vec<String> {
+    /// The nodes to probe: `seeds` (the configured nodes), every master serving slots,
+    /// and with `replicas` (reads go to them) every replica too.
+    pub(super) fn to_probe(&self, seeds: &[String], replicas: bool) -> Vec<String> {
         let mut nodes: Vec<String> = seeds.to_vec();
-        for m in self.masters() {
-            if !nodes.iter().any(|n| n == m) {
-                nodes.push(m.to_owned());
+        let extra = self.masters().chain(
+            self.shards
+                .iter()
+                .flat_map(|s| &s.replicas)
+                .map(String::as_str)
+                .filter(|_| replicas),
+        );
+        for n in extra {
+            if !nodes.iter().any(|known| known == n) {
+                nodes.push(n.to_owned());
             }
         }
         nodes
@@ -142,6 +164,14 @@ impl View {
     }
 }
 
+/// Each run of slots with its master: what a failover or a resharding changes.
+fn masters_of(shards: &[Shard]) -> Vec<(u16, u16, &str)> {
+    shards
+        .iter()
+        .map(|s| (s.start, s.end, s.master.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Change, Probe, Shard, View};
@@ -151,7 +181,17 @@ mod tests {
             start,
             end,
             master: master.to_owned(),
+            replicas: Vec::new(),
         }
+    }
+
+    fn with_replicas() -> Vec<Shard> {
+        let mut shards = three();
+        for s in &mut shards {
+            let (host, _) = s.master.split_once(':').expect("host:port");
+            s.replicas = vec![format!("{host}:2")];
+        }
+        shards
     }
 
     fn probes(list: &[(&str, Probe)]) -> Vec<(String, Probe)> {
@@ -218,7 +258,7 @@ mod tests {
     fn probes_cover_seeds_and_masters_and_connections_start_from_answering_seeds() {
         let (v, _) = View::default().next(&probes(&[("a:1", Refused)]), Some(three()));
         let seeds = vec!["a:1".to_owned(), "x:1".to_owned()];
-        assert_eq!(v.to_probe(&seeds), ["a:1", "x:1", "b:1", "c:1"]);
+        assert_eq!(v.to_probe(&seeds, false), ["a:1", "x:1", "b:1", "c:1"]);
         assert_eq!(v.answering(&seeds), [1]);
         let (v, _) = v.next(&probes(&[("x:1", Silent)]), None);
         assert_eq!(v.answering(&seeds), [0, 1], "none answers: all of them");
@@ -246,5 +286,37 @@ mod tests {
         reversed.reverse();
         let (_, c) = v.next(&[], Some(reversed));
         assert!(!c.moved);
+    }
+
+    /// With reads on replicas, replicas are probed too; one that stops answering stays
+    /// silent after the cluster left it out of the map, and a replica joining or
+    /// leaving moves no slot.
+    #[test]
+    fn silent_replicas_stay_silent_and_replica_changes_move_no_slot() {
+        let (v, _) = View::default().next(&[], Some(with_replicas()));
+        let seeds = vec!["a:1".to_owned()];
+        assert_eq!(v.to_probe(&seeds, false), ["a:1", "b:1", "c:1"]);
+        assert_eq!(
+            v.to_probe(&seeds, true),
+            ["a:1", "b:1", "c:1", "a:2", "b:2", "c:2"]
+        );
+        let (v, c) = v.next(
+            &probes(&[("b:2", Silent), ("a:2", Answered)]),
+            Some(with_replicas()),
+        );
+        assert_eq!(c.went_down, vec!["b:2".to_owned()]);
+        assert!(!c.moved);
+        assert!(v.silent_masters().is_empty());
+        assert_eq!(v.silent_nodes(), ["b:2"]);
+        // The cluster marked it failed and left it out of the map: no slot moved, and
+        // it is still silent (a client's own map may still send reads to it).
+        let mut without = with_replicas();
+        without[1].replicas.clear();
+        let (v, c) = v.next(&probes(&[("b:2", Silent)]), Some(without));
+        assert!(!c.moved);
+        assert_eq!(v.silent_nodes(), ["b:2"]);
+        let (v, c) = v.next(&probes(&[("b:2", Answered)]), None);
+        assert_eq!(c.came_back, vec!["b:2".to_owned()]);
+        assert!(v.silent_nodes().is_empty());
     }
 }

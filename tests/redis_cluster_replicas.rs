@@ -1,0 +1,146 @@
+//! A Redis connector on a Redis Cluster with `read_from_replicas`, against a real cluster
+//! (testkit): a replica frozen under readers that retry without sleeping, default
+//! settings otherwise, on a 2-worker runtime. Bounds are generous; the figures are
+//! printed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use connhub::redis::AsyncCommands;
+use connhub::testkit::{RedisCluster, RedisServer};
+use connhub::{Manager, State};
+
+const KEYS: usize = 1000;
+
+fn key(i: usize) -> String {
+    format!("replica-read:{i}")
+}
+
+/// How many `GET`s `node` has run, as its `INFO commandstats` says.
+async fn gets_on(node: &RedisServer) -> u64 {
+    let mut conn = redis::Client::open(format!("redis://{}", node.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A replica frozen (SIGSTOP) for 6 s under 16 tasks that `GET` through the pool as a
+/// connection without sleeping. A frozen replica keeps its connections open and
+/// answers nothing, and the redis crate keeps it in its slot map after the cluster has
+/// marked it failed: without the node monitor no read at all succeeded for 4 s, and 16
+/// failed after `command_timeout`. Now reads keep away from it while it is silent, a
+/// read already waiting on it is given up after a second and sent again (a read
+/// changes nothing), and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
+    let cluster = RedisCluster::start().unwrap();
+    // The pool reads the slot map when it connects: with every replica in it.
+    cluster
+        .wait_replicas_listed(Duration::from_secs(30))
+        .unwrap();
+    let mut config = cluster.config();
+    config.cluster.as_mut().unwrap().read_from_replicas = true;
+    let manager = Manager::new();
+    let pool = manager.add_redis("replicas", config).await.unwrap();
+    let mut writer = pool.clone();
+    for i in 0..KEYS {
+        let _: () = writer.set(key(i), i).await.unwrap();
+    }
+    cluster.wait_synced(Duration::from_secs(10)).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let longest_ms = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<(Duration, String)>::new()));
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (pool, stop, ok, longest_ms, failures) = (
+                pool.clone(),
+                stop.clone(),
+                ok.clone(),
+                longest_ms.clone(),
+                failures.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 16) % KEYS;
+                    let mut conn = pool.clone();
+                    let started = Instant::now();
+                    let read: redis::RedisResult<Option<usize>> =
+                        AsyncCommands::get(&mut conn, key(i)).await;
+                    let took = started.elapsed();
+                    longest_ms.fetch_max(
+                        u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    match read {
+                        Ok(Some(v)) if v == i => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failures.lock().unwrap().push((took, format!("{other:?}"))),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let masters = cluster.masters().unwrap();
+    let victim = (0..cluster.nodes().len())
+        .find(|i| !masters.contains(i))
+        .expect("a replica");
+    let read_there = gets_on(&cluster.nodes()[victim]).await;
+    cluster.nodes()[victim].pause().unwrap();
+    let frozen_at = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late_in_freeze = ok.load(Ordering::Relaxed) - before;
+    let in_freeze = ok.load(Ordering::Relaxed) - frozen_at;
+    cluster.nodes()[victim].resume().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    let retried = pool.status().retried_commands;
+    println!(
+        "frozen cluster replica: {} reads ok ({in_freeze} in the 6 s freeze, \
+         {late_in_freeze} in its last 3 s), {} failed, longest {} ms, {retried} sent again; \
+         the replica had run {read_there} GETs before",
+        ok.load(Ordering::Relaxed),
+        failures.len(),
+        longest_ms.load(Ordering::Relaxed),
+    );
+    assert!(read_there > 0, "reads never went to the replica");
+    assert!(failures.is_empty(), "reads failed: {failures:?}");
+    assert!(
+        longest_ms.load(Ordering::Relaxed) < 3000,
+        "a read waited {} ms",
+        longest_ms.load(Ordering::Relaxed)
+    );
+    assert!(
+        late_in_freeze > 1000,
+        "only {late_in_freeze} reads in the last 3 s of the freeze"
+    );
+    assert!(
+        retried > 0,
+        "no read waiting on the frozen replica was given up and sent again"
+    );
+    assert_eq!(pool.state(), State::Healthy);
+    manager.close().await.unwrap();
+}
