@@ -92,13 +92,15 @@ pub(super) async fn settled(
 }
 
 /// The error of a command whose reply did not come in time: still a timeout
-/// ([`RedisError::is_timeout`]), saying a write may have been applied.
+/// ([`RedisError::is_timeout`]), saying that if it writes, the write may have been
+/// applied (it is not known to be read-only: a `GET` gets this too until a lost
+/// connection had the pool ask the server about it).
 fn unanswered(e: RedisError) -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!(
             "{e}: no reply within command_timeout; the server may still carry the command \
-             out, so it was not sent again (a write may have been applied)"
+             out, so it was not sent again (if it writes, the write may have been applied)"
         ),
     ))
 }
