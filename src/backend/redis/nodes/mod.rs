@@ -22,8 +22,8 @@
 //! - a fresh cluster connection starts from the configured nodes that answer;
 //! - with `read_from_replicas`, replicas are probed too: reads keep away from one that
 //!   does not answer at all (`reads.rs`), and a read that has waited [`STALLED`] while
-//!   a node does not answer is given up ([`ReadGivenUp`]) and, being read-only, sent
-//!   again.
+//!   a replica or a master does not answer is given up ([`ReadGivenUp`]) and, being
+//!   read-only, sent again.
 
 mod errors;
 mod keys;
@@ -80,6 +80,8 @@ pub(super) struct ClusterNodes {
     master_silent: AtomicBool,
     /// Any node does not answer at all.
     any_silent: AtomicBool,
+    /// A node a read may wait on (a replica, a master) does not answer at all.
+    silent_for_reads: AtomicBool,
     /// Counts slot maps that moved slots to other masters: a connection made under an
     /// older one is retired.
     generation: AtomicU64,
@@ -129,6 +131,7 @@ impl ClusterNodes {
             view: Mutex::new(View::default()),
             master_silent: AtomicBool::new(false),
             any_silent: AtomicBool::new(false),
+            silent_for_reads: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             changed: Notify::new(),
             keys: OnceLock::new(),
@@ -228,8 +231,8 @@ impl ClusterNodes {
 
     /// `request`, given up once it has waited [`STALLED`] while a master does not answer
     /// at all (or slots moved since it was sent, away from a node that does not), or,
-    /// for a `read` ([`reads`](ClusterNodes::reads)), while any node does not: it may
-    /// wait on a replica that stopped answering, and a read is safe to send again.
+    /// for a `read` ([`reads`](ClusterNodes::reads)), while a replica or a master does
+    /// not: it may wait on that one, and a read is safe to send again.
     pub(super) async fn bounded<T>(
         &self,
         read: bool,
@@ -249,21 +252,22 @@ impl ClusterNodes {
     /// Completes once a request sent at `sent` under `generation` has waited
     /// [`STALLED`] and a master does not answer at all by then, or slots moved since
     /// while a node does not (the request may be waiting for the old master), or, for a
-    /// `read`, any node does not answer at all. Never while every node answers or
-    /// refuses: a refused request fails by itself, and the crate retries it and follows
-    /// the failover.
+    /// `read`, a replica or a master does not answer at all. Never while every node
+    /// answers or refuses: a refused request fails by itself, and the crate retries it
+    /// and follows the failover.
     async fn stalled(&self, sent: Instant, generation: u64, read: bool) -> Stall {
         tokio::time::sleep_until(sent + STALLED).await;
         loop {
             // Made before the look, so a change in between is not missed:
             // `notify_waiters` reaches every `Notified` made before it.
             let next = self.changed.notified();
-            let any_silent = self.any_silent.load(Ordering::Acquire);
             // A read first: whatever it waits on, it is safe to send again.
-            if read && any_silent {
-                return Stall::Read(lock(&self.view).silent_nodes().join(", "));
+            if read && self.silent_for_reads.load(Ordering::Acquire) {
+                return Stall::Read(lock(&self.view).silent_for_reads().join(", "));
             }
-            if self.master_silent() || (self.generation() != generation && any_silent) {
+            if self.master_silent()
+                || (self.generation() != generation && self.any_silent.load(Ordering::Acquire))
+            {
                 return Stall::Master;
             }
             next.await;
@@ -325,7 +329,10 @@ impl ClusterNodes {
             let silent = view.silent.iter().any(|n| nodes.contains(n));
             self.any_silent.store(silent, Ordering::Release);
             if let Some(reads) = &self.reads {
-                reads.avoid(&view.silent_nodes());
+                let silent = view.silent_for_reads();
+                self.silent_for_reads
+                    .store(!silent.is_empty(), Ordering::Release);
+                reads.avoid(&silent);
             }
             change
         };
@@ -349,6 +356,7 @@ impl ClusterNodes {
 enum Stall {
     /// A master does not answer at all, or slots moved away from a node that does not.
     Master,
-    /// A read, while nodes do not answer at all (`host:port`, comma separated).
+    /// A read, while replicas or masters do not answer at all (`host:port`, comma
+    /// separated).
     Read(String),
 }

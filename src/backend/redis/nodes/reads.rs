@@ -6,7 +6,7 @@
 //! Measured against a testkit cluster with one replica frozen under 16 readers: no read
 //! at all succeeded for 4 s, and 16 failed after 5 s.
 //!
-//! So while the node monitor finds nodes silent, reads go round robin to the other
+//! So while the node monitor finds replicas silent, reads go round robin to the other
 //! replicas of the shard, or to its master when none answers. The crate's slot map
 //! keeps a frozen replica after the cluster itself has marked it failed (it reads the
 //! map again only on a redirect or a lost connection), so reads keep away from a node

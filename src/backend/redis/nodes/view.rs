@@ -36,6 +36,10 @@ pub(super) struct View {
     pub(super) down: BTreeSet<String>,
     /// Those of them that did not answer at all: [`Probe::Silent`].
     pub(super) silent: BTreeSet<String>,
+    /// Those silent nodes that served reads, as replicas in a map read while they were
+    /// silent: a client's own map may keep sending reads to one after the cluster left
+    /// it out of its map, so it stays here (and probed) until it answers.
+    silent_readers: BTreeSet<String>,
 }
 
 /// What a round changed.
@@ -88,11 +92,22 @@ impl View {
             }
             None => self.shards.clone(),
         };
+        let is_replica = |n: &String| {
+            [&self.shards, &shards]
+                .iter()
+                .any(|map| map.iter().any(|s| s.replicas.contains(n)))
+        };
+        let silent_readers = silent
+            .iter()
+            .filter(|n| self.silent_readers.contains(*n) || is_replica(n))
+            .cloned()
+            .collect();
         (
             View {
                 shards,
                 down,
                 silent,
+                silent_readers,
             },
             change,
         )
@@ -119,9 +134,12 @@ impl View {
         self.shard_of(slot).map(|s| s.master.as_str())
     }
 
-    /// The nodes that do not answer at all, `host:port`.
-    pub(super) fn silent_nodes(&self) -> Vec<&str> {
-        self.silent.iter().map(String::as_str).collect()
+    /// The nodes a read may be waiting on that do not answer at all, `host:port`: the
+    /// [silent readers](View::silent_readers) and the silent masters serving slots.
+    pub(super) fn silent_for_reads(&self) -> Vec<&str> {
+        let mut nodes: BTreeSet<&str> = self.silent_readers.iter().map(String::as_str).collect();
+        nodes.extend(self.silent_masters());
+        nodes.into_iter().collect()
     }
 
     fn shard_of(&self, slot: u16) -> Option<&Shard> {
@@ -132,16 +150,17 @@ impl View {
     }
 
     /// The nodes to probe: `seeds` (the configured nodes), every master serving slots,
-    /// and with `replicas` (reads go to them) every replica too.
+    /// and with `replicas` (reads go to them) every replica and silent reader too.
     pub(super) fn to_probe(&self, seeds: &[String], replicas: bool) -> Vec<String> {
         let mut nodes: Vec<String> = seeds.to_vec();
-        let extra = self.masters().chain(
-            self.shards
-                .iter()
-                .flat_map(|s| &s.replicas)
-                .map(String::as_str)
-                .filter(|_| replicas),
-        );
+        let readers = self
+            .shards
+            .iter()
+            .flat_map(|s| &s.replicas)
+            .chain(&self.silent_readers)
+            .map(String::as_str)
+            .filter(|_| replicas);
+        let extra = self.masters().chain(readers);
         for n in extra {
             if !nodes.iter().any(|known| known == n) {
                 nodes.push(n.to_owned());
@@ -307,16 +326,32 @@ mod tests {
         assert_eq!(c.went_down, vec!["b:2".to_owned()]);
         assert!(!c.moved);
         assert!(v.silent_masters().is_empty());
-        assert_eq!(v.silent_nodes(), ["b:2"]);
+        assert!(v.silent.contains("b:2"));
+        assert_eq!(v.silent_for_reads(), ["b:2"]);
         // The cluster marked it failed and left it out of the map: no slot moved, and
-        // it is still silent (a client's own map may still send reads to it).
+        // it is still a silent reader (a client's own map may still send reads to it),
+        // still probed.
         let mut without = with_replicas();
         without[1].replicas.clear();
         let (v, c) = v.next(&probes(&[("b:2", Silent)]), Some(without));
         assert!(!c.moved);
-        assert_eq!(v.silent_nodes(), ["b:2"]);
+        assert_eq!(v.silent_for_reads(), ["b:2"]);
+        assert!(v.to_probe(&seeds, true).contains(&"b:2".to_owned()));
         let (v, c) = v.next(&probes(&[("b:2", Answered)]), None);
         assert_eq!(c.came_back, vec!["b:2".to_owned()]);
-        assert!(v.silent_nodes().is_empty());
+        assert!(v.silent.is_empty() && v.silent_for_reads().is_empty());
+        assert!(!v.to_probe(&seeds, true).contains(&"b:2".to_owned()));
+    }
+
+    /// A configured node that is no replica (a seed whose host went dark) is silent, but
+    /// no read waits on it; a silent master is one a read may wait on.
+    #[test]
+    fn only_replicas_and_masters_are_silent_for_reads() {
+        let (v, _) = View::default().next(&[], Some(with_replicas()));
+        let (v, _) = v.next(&probes(&[("x:9", Silent)]), None);
+        assert!(v.silent.contains("x:9"));
+        assert!(v.silent_for_reads().is_empty());
+        let (v, _) = v.next(&probes(&[("a:1", Silent)]), None);
+        assert_eq!(v.silent_for_reads(), ["a:1"]);
     }
 }
