@@ -82,6 +82,8 @@ pub(super) struct ClusterNodes {
     any_silent: AtomicBool,
     /// A node a read may wait on (a replica, a master) does not answer at all.
     silent_for_reads: AtomicBool,
+    /// When reads were last kept away from one more node.
+    avoided_at: Mutex<Option<Instant>>,
     /// Counts slot maps that moved slots to other masters: a connection made under an
     /// older one is retired.
     generation: AtomicU64,
@@ -132,6 +134,7 @@ impl ClusterNodes {
             master_silent: AtomicBool::new(false),
             any_silent: AtomicBool::new(false),
             silent_for_reads: AtomicBool::new(false),
+            avoided_at: Mutex::new(None),
             generation: AtomicU64::new(0),
             changed: Notify::new(),
             keys: OnceLock::new(),
@@ -162,11 +165,8 @@ impl ClusterNodes {
             return None;
         }
         let keys = self.keys.get()?;
-        // A read may go to a replica that answers.
-        if self.reads.is_some() && keys.reads_only(std::iter::once(cmd)) {
-            return None;
-        }
-        self.refused_for(keys.key(cmd)?)
+        let read = self.reads.is_some() && keys.reads_only(std::iter::once(cmd));
+        self.refused_for(keys.key(cmd)?, read)
     }
 
     /// True when reads go to replicas and the server flags `cmd` read-only: it may wait
@@ -196,14 +196,16 @@ impl ClusterNodes {
             return None;
         }
         let keys = self.keys.get()?;
-        self.refused_for(pipe.cmd_iter().find_map(|cmd| keys.key(cmd))?)
+        let read = self.reads.is_some() && keys.reads_only(pipe.cmd_iter());
+        self.refused_for(pipe.cmd_iter().find_map(|cmd| keys.key(cmd))?, read)
     }
 
-    /// The error for a call sent for `key`, when its slot's master does not answer.
-    fn refused_for(&self, key: &[u8]) -> Option<redis::RedisError> {
+    /// The error for a call sent for `key`, when its slot's master does not answer and,
+    /// for a `read` (reads go to replicas), no replica of the slot does either.
+    fn refused_for(&self, key: &[u8], read: bool) -> Option<redis::RedisError> {
         let slot = keys::slot(key);
         let view = lock(&self.view);
-        let master = view.master_of(slot).filter(|m| view.silent.contains(*m))?;
+        let master = view.unanswered(slot, read)?;
         Some(errors::not_sent(master.to_owned(), slot))
     }
 
@@ -231,8 +233,8 @@ impl ClusterNodes {
 
     /// `request`, given up once it has waited [`STALLED`] while a master does not answer
     /// at all (or slots moved since it was sent, away from a node that does not), or,
-    /// for a `read` ([`reads`](ClusterNodes::reads)), while a replica or a master does
-    /// not: it may wait on that one, and a read is safe to send again.
+    /// for a `read` ([`reads`](ClusterNodes::reads)), while a master does not or a
+    /// replica that may have got it does not: a read is safe to send again.
     pub(super) async fn bounded<T>(
         &self,
         read: bool,
@@ -252,22 +254,33 @@ impl ClusterNodes {
     /// Completes once a request sent at `sent` under `generation` has waited
     /// [`STALLED`] and a master does not answer at all by then, or slots moved since
     /// while a node does not (the request may be waiting for the old master), or, for a
-    /// `read`, a replica or a master does not answer at all. Never while every node
-    /// answers or refuses: a refused request fails by itself, and the crate retries it
-    /// and follows the failover.
+    /// `read`, a replica that may have got it does not answer at all. Never while every
+    /// node answers or refuses: a refused request fails by itself, and the crate
+    /// retries it and follows the failover.
     async fn stalled(&self, sent: Instant, generation: u64, read: bool) -> Stall {
         tokio::time::sleep_until(sent + STALLED).await;
         loop {
             // Made before the look, so a change in between is not missed:
             // `notify_waiters` reaches every `Notified` made before it.
             let next = self.changed.notified();
-            // A read first: whatever it waits on, it is safe to send again.
-            if read && self.silent_for_reads.load(Ordering::Acquire) {
-                return Stall::Read(lock(&self.view).silent_for_reads().join(", "));
-            }
-            if self.master_silent()
-                || (self.generation() != generation && self.any_silent.load(Ordering::Acquire))
+            let stalled = self.master_silent()
+                || (self.generation() != generation && self.any_silent.load(Ordering::Acquire));
+            // A read is safe to send again, whatever it waits on. It may also wait on a
+            // silent replica, if it was sent before reads were last kept away from one
+            // (after that, reads are routed elsewhere: one still waiting is merely slow).
+            if read
+                && (stalled
+                    || (self.silent_for_reads.load(Ordering::Acquire)
+                        && lock(&self.avoided_at).is_some_and(|at| sent <= at)))
             {
+                let view = lock(&self.view);
+                let mut silent = view.silent_for_reads();
+                if silent.is_empty() {
+                    silent = view.silent.iter().map(String::as_str).collect();
+                }
+                return Stall::Read(silent.join(", "));
+            }
+            if stalled {
                 return Stall::Master;
             }
             next.await;
@@ -332,7 +345,9 @@ impl ClusterNodes {
                 let silent = view.silent_for_reads();
                 self.silent_for_reads
                     .store(!silent.is_empty(), Ordering::Release);
-                reads.avoid(&silent);
+                if reads.avoid(&silent) {
+                    *lock(&self.avoided_at) = Some(Instant::now());
+                }
             }
             change
         };

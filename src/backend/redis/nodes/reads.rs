@@ -42,12 +42,15 @@ struct Avoided {
 pub(in crate::backend::redis) struct ReadTargets(Arc<Avoided>);
 
 impl ReadTargets {
-    /// From now on reads keep away from `silent` (`host:port` each).
-    pub(super) fn avoid(&self, silent: &[&str]) {
+    /// From now on reads keep away from `silent` (`host:port` each). True when a node
+    /// was not kept away from before.
+    pub(super) fn avoid(&self, silent: &[&str]) -> bool {
         let nodes: Vec<(String, u16)> = silent.iter().filter_map(|n| split(n)).collect();
         let mut avoided = lock(&self.0.nodes);
+        let more = nodes.iter().any(|n| !avoided.contains(n));
         self.0.any.store(!nodes.is_empty(), Ordering::Release);
         *avoided = nodes;
+        more
     }
 }
 
@@ -138,13 +141,14 @@ mod tests {
     #[test]
     fn avoided_replicas_are_shared_and_cleared() {
         let targets = ReadTargets::default();
-        targets.avoid(&["10.0.0.3:7000", "[::1]:7001"]);
+        assert!(targets.avoid(&["10.0.0.3:7000", "[::1]:7001"]));
         assert!(targets.0.any.load(std::sync::atomic::Ordering::Acquire));
         assert_eq!(
             *targets.0.nodes.lock().expect("lock"),
             avoided(&[("10.0.0.3", 7000), ("::1", 7001)])
         );
-        targets.avoid(&[]);
+        assert!(!targets.avoid(&["10.0.0.3:7000"]), "no node more");
+        assert!(!targets.avoid(&[]));
         assert!(!targets.0.any.load(std::sync::atomic::Ordering::Acquire));
     }
 }

@@ -129,9 +129,13 @@ impl View {
             .into_iter()
     }
 
-    /// The master serving `slot`, if the map has one.
-    pub(super) fn master_of(&self, slot: u16) -> Option<&str> {
-        self.shard_of(slot).map(|s| s.master.as_str())
+    /// The master serving `slot` when it does not answer at all and, for a `read` (reads
+    /// go to replicas), no replica of the slot answers either: a call for the slot
+    /// would wait on it.
+    pub(super) fn unanswered(&self, slot: u16, read: bool) -> Option<&str> {
+        let shard = self.shard_of(slot)?;
+        let served = read && shard.replicas.iter().any(|r| !self.silent.contains(r));
+        (self.silent.contains(&shard.master) && !served).then_some(shard.master.as_str())
     }
 
     /// The nodes a read may be waiting on that do not answer at all, `host:port`: the
@@ -287,14 +291,27 @@ mod tests {
     #[test]
     fn a_slot_s_master_is_found_by_its_run() {
         let (v, _) = View::default().next(
-            &[],
+            &probes(&[("a:1", Silent), ("c:1", Silent)]),
             Some(vec![shard(0, 99, "a:1"), shard(200, 16383, "c:1")]),
         );
-        assert_eq!(v.master_of(0), Some("a:1"));
-        assert_eq!(v.master_of(99), Some("a:1"));
-        assert_eq!(v.master_of(100), None);
-        assert_eq!(v.master_of(16383), Some("c:1"));
-        assert_eq!(View::default().master_of(5), None);
+        assert_eq!(v.unanswered(0, false), Some("a:1"));
+        assert_eq!(v.unanswered(99, false), Some("a:1"));
+        assert_eq!(v.unanswered(100, false), None);
+        assert_eq!(v.unanswered(16383, false), Some("c:1"));
+        assert_eq!(View::default().unanswered(5, false), None);
+    }
+
+    /// With reads on replicas, a read for a silent master's slots waits on nothing while
+    /// a replica of the slot answers; a write still does.
+    #[test]
+    fn a_read_is_refused_only_when_no_replica_of_its_slot_answers() {
+        let (v, _) = View::default().next(&probes(&[("a:1", Silent)]), Some(with_replicas()));
+        assert_eq!(v.unanswered(0, false), Some("a:1"));
+        assert_eq!(v.unanswered(0, true), None);
+        let (v, _) = v.next(&probes(&[("a:2", Silent)]), None);
+        assert_eq!(v.unanswered(0, true), Some("a:1"));
+        let (v, _) = v.next(&[], Some(three()));
+        assert_eq!(v.unanswered(0, true), Some("a:1"), "no replica at all");
     }
 
     /// A map read in another order is the same map.
