@@ -21,9 +21,10 @@
 //!   connection made before is retired, so the next call reads the new map;
 //! - a fresh cluster connection starts from the configured nodes that answer;
 //! - with `read_from_replicas`, replicas are probed too: reads keep away from one that
-//!   does not answer at all (`reads.rs`), and a read that has waited [`STALLED`] while
-//!   a replica or a master does not answer is given up ([`ReadGivenUp`]) and, being
-//!   read-only, sent again.
+//!   does not answer at all (`reads.rs`), and a read that may be waiting on a silent
+//!   node (sent before reads kept away from it, or while a master is silent or slots
+//!   move) is given up once it has waited [`STALLED`] ([`ReadGivenUp`]) and, being
+//!   read-only, sent again; a read merely slower than that is left alone.
 
 mod errors;
 mod keys;
