@@ -59,7 +59,7 @@ impl Link {
             Link::Node(c) => c.req_packed_command(cmd),
             Link::Cluster(c, nodes) => match nodes.refused(cmd) {
                 Some(e) => Box::pin(std::future::ready(Err(e))),
-                None => Box::pin(nodes.bounded(nodes.reads(cmd), c.req_packed_command(cmd))),
+                None => Box::pin(nodes.bounded(|| nodes.reads(cmd), c.req_packed_command(cmd))),
             },
         }
     }
@@ -76,7 +76,7 @@ impl Link {
             Link::Cluster(c, nodes) => match nodes.refused_pipeline(cmd) {
                 Some(e) => Box::pin(std::future::ready(Err(e))),
                 None => Box::pin(nodes.bounded(
-                    nodes.reads_pipeline(cmd),
+                    || nodes.reads_pipeline(cmd),
                     c.req_packed_commands(cmd, offset, count),
                 )),
             },

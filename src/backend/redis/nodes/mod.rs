@@ -236,30 +236,36 @@ impl ClusterNodes {
     /// at all (or slots moved since it was sent, away from a node that does not), or,
     /// for a `read` ([`reads`](ClusterNodes::reads)), while a master does not or a
     /// replica that may have got it does not: a read is safe to send again.
+    ///
+    /// `read` is asked only once the request has waited that long, so a command that is
+    /// answered in time (nearly all) costs no look at its name.
     pub(super) async fn bounded<T>(
         &self,
-        read: bool,
+        read: impl FnOnce() -> bool,
         request: impl Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let (sent, generation) = (Instant::now(), self.generation());
+        let stall = async {
+            tokio::time::sleep_until(sent + STALLED).await;
+            self.stalled(sent, generation, read()).await
+        };
         tokio::select! {
             biased;
             r = request => r,
-            stall = self.stalled(sent, generation, read) => Err(match stall {
+            stall = stall => Err(match stall {
                 Stall::Master => self.given_up_error(),
                 Stall::Read(silent) => errors::read_given_up(silent),
             }),
         }
     }
 
-    /// Completes once a request sent at `sent` under `generation` has waited
-    /// [`STALLED`] and a master does not answer at all by then, or slots moved since
+    /// Called once a request sent at `sent` under `generation` has waited [`STALLED`]:
+    /// completes when a master does not answer at all, or slots moved since
     /// while a node does not (the request may be waiting for the old master), or, for a
     /// `read`, a replica that may have got it does not answer at all. Never while every
     /// node answers or refuses: a refused request fails by itself, and the crate
     /// retries it and follows the failover.
     async fn stalled(&self, sent: Instant, generation: u64, read: bool) -> Stall {
-        tokio::time::sleep_until(sent + STALLED).await;
         loop {
             // Made before the look, so a change in between is not missed:
             // `notify_waiters` reaches every `Notified` made before it.
