@@ -58,8 +58,35 @@ async fn gets_on(node: &RedisServer) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-/// 16 tasks that `GET` every key in turn through the pool as a connection, without
-/// sleeping, and check each value.
+/// What a reader `GET`s through.
+#[derive(Clone, Copy)]
+enum Via {
+    /// The pool itself, as a connection.
+    Pool,
+    /// A checkout of its own (`get()`), for each read.
+    Checkout,
+    /// The shared connection (`multiplexed()`), for each read.
+    Multiplexed,
+}
+
+/// One `GET` of `key` through `via`.
+async fn read(pool: &RedisPool, via: Via, key: String) -> redis::RedisResult<Option<usize>> {
+    let unavailable = |e: connhub::Error| redis::RedisError::from(std::io::Error::other(e));
+    match via {
+        Via::Pool => AsyncCommands::get(&mut pool.clone(), key).await,
+        Via::Checkout => pool.get().await.map_err(unavailable)?.get(key).await,
+        Via::Multiplexed => {
+            pool.multiplexed()
+                .await
+                .map_err(unavailable)?
+                .get(key)
+                .await
+        }
+    }
+}
+
+/// 16 tasks that `GET` every key in turn, without sleeping, and check each value: each
+/// task through the first of `vias` it is given in turn.
 struct Readers {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -70,13 +97,14 @@ struct Readers {
 }
 
 impl Readers {
-    fn start(pool: &RedisPool) -> Readers {
+    fn start(pool: &RedisPool, vias: &[Via]) -> Readers {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let longest_ms = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..16)
             .map(|t| {
+                let via = vias[t % vias.len()];
                 let (pool, stop, ok, longest_ms, failures) = (
                     pool.clone(),
                     stop.clone(),
@@ -88,10 +116,8 @@ impl Readers {
                     let mut i = t;
                     while !stop.load(Ordering::Relaxed) {
                         i = (i + 16) % KEYS;
-                        let mut conn = pool.clone();
                         let started = Instant::now();
-                        let read: redis::RedisResult<Option<usize>> =
-                            AsyncCommands::get(&mut conn, key(i)).await;
+                        let read = read(&pool, via, key(i)).await;
                         let took = started.elapsed();
                         longest_ms.fetch_max(
                             u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
@@ -131,18 +157,17 @@ impl Readers {
     }
 }
 
-/// A replica frozen (SIGSTOP) for 6 s under 16 tasks that `GET` through the pool as a
-/// connection without sleeping. A frozen replica keeps its connections open and
-/// answers nothing, and the redis crate keeps it in its slot map after the cluster has
-/// marked it failed: without the node monitor no read at all succeeded for 4 s, and 16
-/// failed after `command_timeout`. Now reads keep away from it while it is silent, a
-/// read already waiting on it is given up after a second and sent again (a read
-/// changes nothing), and none fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
+/// A replica frozen (SIGSTOP) for 6 s under 16 tasks that `GET` through `vias` without
+/// sleeping, on a cluster read from replicas. A frozen replica keeps its connections
+/// open and answers nothing, and the redis crate keeps it in its slot map after the
+/// cluster has marked it failed: without the node monitor no read at all succeeded for
+/// 4 s, and 16 failed after `command_timeout`. Now reads keep away from it while it is
+/// silent, and a read already waiting on it is given up after a second and sent again (a
+/// read changes nothing): none fails, whatever it went through.
+async fn freeze_a_replica(vias: &[Via], what: &str) {
     let _serial = SERIAL.lock().await;
     let (cluster, manager, pool) = reading_from_replicas().await;
-    let readers = Readers::start(&pool);
+    let readers = Readers::start(&pool, vias);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let masters = cluster.masters().unwrap();
@@ -164,9 +189,9 @@ async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
 
     let retried = pool.status().retried_commands;
     println!(
-        "frozen cluster replica: {ok} reads ok ({in_freeze} in the 6 s freeze, \
-         {late_in_freeze} in its last 3 s), {} failed, longest {longest_ms} ms, {retried} \
-         sent again; the replica had run {read_there} GETs before",
+        "frozen cluster replica, reads through {what}: {ok} reads ok ({in_freeze} in the \
+         6 s freeze, {late_in_freeze} in its last 3 s), {} failed, longest {longest_ms} \
+         ms, {retried} sent again; the replica had run {read_there} GETs before",
         failures.len(),
     );
     assert!(read_there > 0, "reads never went to the replica");
@@ -184,6 +209,23 @@ async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
     manager.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
+    freeze_a_replica(&[Via::Pool], "the pool").await;
+}
+
+/// The same on the connections a caller holds: a read given up on the frozen replica is
+/// sent again on the same cluster connection, which routes it elsewhere by then. Before,
+/// the caller got the given-up read as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_fails_no_read_on_a_checkout_or_a_shared_connection() {
+    freeze_a_replica(
+        &[Via::Checkout, Via::Multiplexed],
+        "checkouts and multiplexed()",
+    )
+    .await;
+}
+
 /// A master frozen for 3 s, with reads on replicas: its slots' reads are served by its
 /// replica throughout, none refused (a write for its slots is refused while it is
 /// silent; a read no longer is, since it does not go there).
@@ -191,7 +233,7 @@ async fn a_frozen_replica_holds_no_read_past_a_second_and_none_fails() {
 async fn a_frozen_master_costs_no_read_on_its_replica() {
     let _serial = SERIAL.lock().await;
     let (cluster, manager, pool) = reading_from_replicas().await;
-    let readers = Readers::start(&pool);
+    let readers = Readers::start(&pool, &[Via::Pool]);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let victim = cluster.masters().unwrap()[0];

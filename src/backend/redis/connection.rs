@@ -12,6 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::nodes::ClusterNodes;
+use super::resends::Resends;
 use super::route::{self, Block};
 use crate::health::LossSignal;
 
@@ -168,6 +169,8 @@ pub(super) struct ConnMeta {
     /// Told when a request on it timed out: the health engine checks the server at once
     /// (a frozen server closes nothing, so no `Disconnection` tells it).
     losses: LossSignal,
+    /// The connector's count of commands sent again, and how many times one may be.
+    resends: Arc<Resends>,
 }
 
 impl ConnMeta {
@@ -176,6 +179,7 @@ impl ConnMeta {
         watch: Watch,
         command_timeout: Option<Duration>,
         losses: LossSignal,
+        resends: Arc<Resends>,
     ) -> Arc<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Arc::new(ConnMeta {
@@ -184,6 +188,7 @@ impl ConnMeta {
             watch,
             command_timeout,
             losses,
+            resends,
         })
     }
 
@@ -342,20 +347,53 @@ impl Drop for Unfinished<'_> {
     }
 }
 
+impl RedisConnection {
+    /// Sends `cmd` once: a blocking command with its own timeout fitted to it; the
+    /// connection is marked broken if it failed under it, or if this is dropped before
+    /// the reply came.
+    pub(super) async fn send_once(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        let mut unfinished = Unfinished::new(&self.meta);
+        let usual = self.meta.command_timeout;
+        let r = match route::classify(cmd).1 {
+            Block::No => self.inner.send(cmd).await,
+            block => {
+                let limit = block.limit(usual);
+                self.inner.send_blocking(cmd, limit, usual).await
+            }
+        };
+        unfinished.done = true;
+        self.meta.observe(&r);
+        r
+    }
+
+    /// Sends a pipeline once, as [`send_once`](RedisConnection::send_once) does a command.
+    pub(super) async fn send_pipeline_once(
+        &mut self,
+        cmd: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let mut unfinished = Unfinished::new(&self.meta);
+        let r = self.inner.send_pipeline(cmd, offset, count).await;
+        unfinished.done = true;
+        self.meta.observe(&r);
+        r
+    }
+}
+
+/// On a Redis Cluster, a read given up on a node that stopped answering is sent again
+/// on the same connection, whose reads keep away from that node by then (up to
+/// `command_retries` times; see [`Resends`]).
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut unfinished = Unfinished::new(&self.meta);
-            let usual = self.meta.command_timeout;
-            let r = match route::classify(cmd).1 {
-                Block::No => self.inner.send(cmd).await,
-                block => {
-                    let limit = block.limit(usual);
-                    self.inner.send_blocking(cmd, limit, usual).await
-                }
-            };
-            unfinished.done = true;
-            self.meta.observe(&r);
+            let mut r = self.send_once(cmd).await;
+            let mut tries = 0;
+            while let Err(e) = &r
+                && self.meta.resends.again_on_held(e, &mut tries)
+            {
+                r = self.send_once(cmd).await;
+            }
             r
         })
     }
@@ -367,10 +405,13 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut unfinished = Unfinished::new(&self.meta);
-            let r = self.inner.send_pipeline(cmd, offset, count).await;
-            unfinished.done = true;
-            self.meta.observe(&r);
+            let mut r = self.send_pipeline_once(cmd, offset, count).await;
+            let mut tries = 0;
+            while let Err(e) = &r
+                && self.meta.resends.again_on_held(e, &mut tries)
+            {
+                r = self.send_pipeline_once(cmd, offset, count).await;
+            }
             r
         })
     }
@@ -382,12 +423,19 @@ impl ConnectionLike for RedisConnection {
 
 /// Shared by many tasks, so a cancelled request does not retire the connection (the
 /// multiplexed connection drops its late reply); blocking commands do not belong here.
+/// A Redis Cluster read given up on a silent node is sent again, as on a checkout.
 impl ConnectionLike for SharedRedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let r = self.inner.send(cmd).await;
-            self.meta.observe(&r);
-            r
+            let mut tries = 0;
+            loop {
+                let r = self.inner.send(cmd).await;
+                self.meta.observe(&r);
+                match &r {
+                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
+                    _ => return r,
+                }
+            }
         })
     }
 
@@ -398,9 +446,15 @@ impl ConnectionLike for SharedRedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let r = self.inner.send_pipeline(cmd, offset, count).await;
-            self.meta.observe(&r);
-            r
+            let mut tries = 0;
+            loop {
+                let r = self.inner.send_pipeline(cmd, offset, count).await;
+                self.meta.observe(&r);
+                match &r {
+                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
+                    _ => return r,
+                }
+            }
         })
     }
 

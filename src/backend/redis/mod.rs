@@ -17,6 +17,7 @@ mod commands;
 mod connection;
 mod errors;
 mod nodes;
+mod resends;
 mod route;
 mod sentinel;
 mod subscription;
@@ -24,7 +25,7 @@ mod telemetry;
 mod topology;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
@@ -35,6 +36,7 @@ use connection::{ConnMeta, Link};
 pub use connection::{RedisConnection, SharedRedisConnection};
 pub(crate) use errors::classify;
 use errors::invalid;
+use resends::Resends;
 pub use subscription::{Subscription, SubscriptionItem, Topics};
 use telemetry::Telemetry;
 use topology::Topology;
@@ -89,12 +91,10 @@ struct ManagerInner {
     losses: LossSignal,
     /// The database index selected on every connection.
     db: u32,
-    /// How many times a command on the pool itself is sent again when that is safe.
-    command_retries: u32,
     /// Which commands the server flags read-only, learned as they are needed.
     readonly: commands::ReadOnly,
-    /// Commands sent again after a lost connection.
-    retried: AtomicU64,
+    /// Commands sent again when that was safe, and how many times one may be.
+    resends: Arc<Resends>,
     /// Spans and duration samples of commands on the pool itself.
     telemetry: Telemetry,
 }
@@ -138,9 +138,8 @@ impl RedisConnectionManager {
                 reached: AtomicBool::new(false),
                 losses: LossSignal::new(),
                 db: config.db,
-                command_retries: config.command_retries,
                 readonly: commands::ReadOnly::default(),
-                retried: AtomicU64::new(0),
+                resends: Arc::new(Resends::new(name.into(), config.command_retries)),
                 telemetry,
             }),
         })
@@ -190,7 +189,10 @@ impl RedisConnectionManager {
                     m.reached.store(true, Ordering::Relaxed);
                     tracing::debug!(connector = %m.name, kind = "redis", endpoint = %m.topology.endpoint(), "connected");
                     let limit = m.command_timeout;
-                    return Ok((link, ConnMeta::new(broken, watch, limit, m.losses.clone())));
+                    return Ok((
+                        link,
+                        ConnMeta::new(broken, watch, limit, m.losses.clone(), m.resends.clone()),
+                    ));
                 }
                 Err(e) => {
                     let err = self.classify(e);
@@ -262,7 +264,7 @@ impl Backend for RedisConnectionManager {
     }
 
     fn retried_commands(&self) -> u64 {
-        self.inner.retried.load(Ordering::Relaxed)
+        self.inner.resends.count()
     }
 }
 

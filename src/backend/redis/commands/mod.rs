@@ -135,13 +135,14 @@ impl Sent<'_> {
         r
     }
 
-    /// Sends it on a connection of its own, `c`, which fits a blocking command's timeout
-    /// to it and marks itself broken if the connection failed under it.
+    /// Sends it once on a connection of its own, `c`, which fits a blocking command's
+    /// timeout to it and marks itself broken if the connection failed under it (sent
+    /// again or not by the retry rule here, not by the connection's own). Boxed, as the
+    /// crate's own request is.
     async fn on_own(self, c: &mut RedisConnection) -> RedisResult<Reply> {
         match self {
-            Sent::Command(cmd) => c.req_packed_command(cmd).await.map(Reply::One),
-            Sent::Pipeline(p, offset, count) => c
-                .req_packed_commands(p, offset, count)
+            Sent::Command(cmd) => Box::pin(c.send_once(cmd)).await.map(Reply::One),
+            Sent::Pipeline(p, offset, count) => Box::pin(c.send_pipeline_once(p, offset, count))
                 .await
                 .map(Reply::Many),
         }

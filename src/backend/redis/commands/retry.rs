@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
@@ -253,25 +252,18 @@ async fn retried(
         };
         match known {
             Some(false) => return Err(maybe_applied(e)),
-            Some(true) if retries >= m.inner.command_retries => return Err(e),
+            Some(true) if retries >= m.inner.resends.limit() => return Err(e),
             _ => {}
         }
         let mut fresh = Fresh::open(pool, via).await;
         if known.is_none() && !m.readonly(fresh.as_mut(), sent).await {
             return Err(maybe_applied(e));
         }
-        let Some(mut fresh) = fresh.filter(|_| retries < m.inner.command_retries) else {
+        let Some(mut fresh) = fresh.filter(|_| retries < m.inner.resends.limit()) else {
             return Err(e);
         };
         retries += 1;
-        m.inner.retried.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "connhub.commands.retried",
-            "db.client.connection.pool.name" => this.name().to_owned()
-        )
-        .increment(1);
-        tracing::debug!(connector = %this.name(), kind = "redis", error = %e, "a command that is safe to send again failed on its way (a lost connection, a silent replica); retrying");
+        m.inner.resends.counted(&e);
         match fresh.send(sent).await {
             Err(again) if lost(&again) || nodes::is_read_given_up(&again) => e = again,
             r => return r,

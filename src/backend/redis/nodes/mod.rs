@@ -24,7 +24,8 @@
 //!   does not answer at all (`reads.rs`), and a read that may be waiting on a silent
 //!   node (sent before reads kept away from it, or while a master is silent or slots
 //!   move) is given up once it has waited [`STALLED`] ([`ReadGivenUp`]) and, being
-//!   read-only, sent again; a read merely slower than that is left alone.
+//!   read-only, sent again (by the pool's retry rule, or on the same connection when a
+//!   caller holds it: `Resends`); a read merely slower than that is left alone.
 
 mod errors;
 mod keys;
