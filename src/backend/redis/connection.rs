@@ -3,10 +3,12 @@
 //! connection (a node's `MultiplexedConnection`, or a `ClusterConnection`) plus what the
 //! pool needs to know of it: whether it broke.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -29,13 +31,18 @@ pub(super) enum Link {
 
 impl Link {
     /// Sends `cmd`; its reply is bounded by the connection's response timeout
-    /// (`command_timeout`).
-    pub(super) async fn send(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+    /// (`command_timeout`). Not an async fn: on a single server the caller holds the
+    /// crate's own request future, with no state machine of this one's to poll through on
+    /// every command. A cluster command is boxed: what it waits on (the node monitor's
+    /// bound) stays out of every single-server command's future.
+    #[inline(always)]
+    pub(super) fn send<'a>(
+        &'a mut self,
+        cmd: &'a Cmd,
+    ) -> Either<impl Future<Output = RedisResult<Value>> + 'a, RedisFuture<'a, Value>> {
         match self {
-            Link::Node(c) => c.send_packed_command(cmd).await,
-            // Boxed: what a cluster command waits on (the node monitor's bound) stays out
-            // of every single-server command's future.
-            Link::Cluster(..) => self.request(cmd).await,
+            Link::Node(c) => Either::Left(c.send_packed_command(cmd)),
+            Link::Cluster(..) => Either::Right(self.request(cmd)),
         }
     }
 
