@@ -287,7 +287,7 @@ async fn plain<'a>(pool: &'a RedisPool, op: Op<'a>, cmd: &'a Cmd, any: bool) -> 
     let this = pool.current();
     let inner = &this.manager().inner;
     // `command` found no subscriber taking spans: no second look.
-    let started = inner.telemetry.unspanned();
+    let started = inner.telemetry.unspanned(&op);
     let open = inner.shared.now(this, |c| (c.inner.clone(), c.meta.id));
     let r = match open {
         Some((mut link, id)) => match link.send(cmd).await {

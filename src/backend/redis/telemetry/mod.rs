@@ -142,9 +142,13 @@ impl Telemetry {
     /// Starts an operation's clock with no span, for a caller that has found
     /// [`spans`](Telemetry::spans) off; it ends with [`finish`](Telemetry::finish).
     #[inline]
-    pub(super) fn unspanned(&self) -> Started {
+    pub(super) fn unspanned(&self, op: &Op<'_>) -> Started {
+        #[cfg(not(feature = "metrics"))]
+        let _ = op;
         Started {
             span: None,
+            #[cfg(feature = "metrics")]
+            op: meters::packed(op.bytes()),
             #[cfg(feature = "metrics")]
             at: self.clock.raw(),
         }
@@ -159,7 +163,7 @@ impl Telemetry {
         // macro would build (with `tracing`'s `log` feature on and no subscriber set, that
         // one is formatted for the `log` crate on every call).
         if !Self::spans() {
-            return self.unspanned();
+            return self.unspanned(op);
         }
         let span = tracing::info_span!(
             "redis.command",
@@ -190,6 +194,8 @@ impl Telemetry {
         Started {
             span,
             #[cfg(feature = "metrics")]
+            op: meters::packed(op.bytes()),
+            #[cfg(feature = "metrics")]
             at: self.clock.raw(),
         }
     }
@@ -212,7 +218,7 @@ impl Telemetry {
         {
             let nanos = self.clock.delta_as_nanos(started.at, self.clock.raw());
             self.histograms
-                .observe(op, failure.as_ref(), nanos as f64 * 1e-9);
+                .observe_packed(op, started.op, failure.as_ref(), nanos as f64 * 1e-9);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = op;
@@ -223,6 +229,10 @@ impl Telemetry {
 pub(super) struct Started {
     /// `None` when no subscriber takes it.
     span: Option<tracing::Span>,
+    /// The operation's name, [packed](meters::packed) as the histogram handles are
+    /// looked up by.
+    #[cfg(feature = "metrics")]
+    op: Option<u128>,
     /// The clock's raw reading at the start.
     #[cfg(feature = "metrics")]
     at: u64,
