@@ -394,14 +394,15 @@ impl RedisConnection {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut r = self.send_once(cmd).await;
+            // One await in a loop: the request's future is held once in this one.
             let mut tries = 0;
-            while let Err(e) = &r
-                && self.meta.resends.again_on_held(e, &mut tries)
-            {
-                r = self.send_once(cmd).await;
+            loop {
+                let r = self.send_once(cmd).await;
+                match &r {
+                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
+                    _ => return r,
+                }
             }
-            r
         })
     }
 
@@ -412,14 +413,14 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut r = self.send_pipeline_once(cmd, offset, count).await;
             let mut tries = 0;
-            while let Err(e) = &r
-                && self.meta.resends.again_on_held(e, &mut tries)
-            {
-                r = self.send_pipeline_once(cmd, offset, count).await;
+            loop {
+                let r = self.send_pipeline_once(cmd, offset, count).await;
+                match &r {
+                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
+                    _ => return r,
+                }
             }
-            r
         })
     }
 
