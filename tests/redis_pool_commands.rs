@@ -138,6 +138,33 @@ impl Seen {
     }
 }
 
+impl Seen {
+    /// No `GET` failed, and no `INCR` was applied twice: the counter is at least the
+    /// acknowledged ones and at most those and the failed ones, each of which says it may
+    /// have been applied.
+    fn assert_safe(&self, counter: i64) {
+        let gets_failed = self.gets_failed.load(Ordering::Relaxed);
+        assert_eq!(
+            gets_failed,
+            0,
+            "first: {:?}",
+            self.first_get_failure.lock().unwrap()
+        );
+        assert!(self.gets_ok.load(Ordering::Relaxed) > 1000);
+        let acked = i64::try_from(self.incrs_ok.load(Ordering::Relaxed)).unwrap();
+        let failed = i64::try_from(self.incrs_failed.load(Ordering::Relaxed)).unwrap();
+        assert!(
+            acked <= counter && counter <= acked + failed,
+            "counter {counter}, acknowledged {acked}, failed {failed}: an INCR applied twice"
+        );
+        assert_eq!(
+            self.incrs_said_maybe.load(Ordering::Relaxed),
+            self.incrs_failed.load(Ordering::Relaxed),
+            "every failed INCR says it may have been applied"
+        );
+    }
+}
+
 /// `CLIENT KILL TYPE normal` every 200 ms, `times` times, each from a fresh connection
 /// (the one before was killed too).
 async fn kill_clients_every_200ms(server: &RedisServer, times: u32) {
@@ -218,25 +245,7 @@ async fn killed_connections_fail_no_read_and_apply_no_write_twice() {
     let (manager, cache) = pool(&server, |_| {}).await;
     let (seen, counter) = under_client_kill(&server, cache.clone()).await;
     seen.report("connhub RedisPool", counter);
-    let gets_failed = seen.gets_failed.load(Ordering::Relaxed);
-    assert_eq!(
-        gets_failed,
-        0,
-        "first: {:?}",
-        seen.first_get_failure.lock().unwrap()
-    );
-    assert!(seen.gets_ok.load(Ordering::Relaxed) > 1000);
-    let acked = i64::try_from(seen.incrs_ok.load(Ordering::Relaxed)).unwrap();
-    let failed = i64::try_from(seen.incrs_failed.load(Ordering::Relaxed)).unwrap();
-    assert!(
-        acked <= counter && counter <= acked + failed,
-        "counter {counter}, acknowledged {acked}, failed {failed}: an INCR applied twice"
-    );
-    assert_eq!(
-        seen.incrs_said_maybe.load(Ordering::Relaxed),
-        seen.incrs_failed.load(Ordering::Relaxed),
-        "every failed INCR says it may have been applied"
-    );
+    seen.assert_safe(counter);
     let status = cache.status();
     assert!(status.retried_commands > 0, "{status:?}");
     assert_eq!(status.state, connhub::State::Healthy);
@@ -247,6 +256,26 @@ async fn killed_connections_fail_no_read_and_apply_no_write_twice() {
     let cm = client.get_connection_manager().await.unwrap();
     let (seen, counter) = under_client_kill(&server, cm).await;
     seen.report("redis ConnectionManager", counter);
+}
+
+/// A `multiplexed()` handle taken once and kept for the whole run, as a service stores
+/// one: after each kill it moves on to the pool's next shared connection, and a command
+/// that met the loss follows the retry rule. Before, the first kill left every kept
+/// handle failing for good (`broken pipe`), as the redis crate's own
+/// `MultiplexedConnection` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_multiplexed_handle_outlives_killed_connections() {
+    let server = RedisServer::start().unwrap();
+    let (manager, cache) = pool(&server, |_| {}).await;
+    let kept = cache.multiplexed().await.unwrap();
+    let (seen, counter) = under_client_kill(&server, kept.clone()).await;
+    seen.report("connhub multiplexed(), kept", counter);
+    seen.assert_safe(counter);
+    let mut kept = kept;
+    let after: Option<String> = kept.get("value").await.unwrap();
+    assert_eq!(after.as_deref(), Some("x"));
+    assert_eq!(cache.state(), connhub::State::Healthy);
+    manager.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,10 +62,10 @@ pub struct RedisConfig {
     /// used as a connection) is sent again after its connection was lost, when that
     /// cannot apply it twice: it is read-only (the server's own `COMMAND INFO` says so),
     /// or it went through [`RedisPool::idempotent`](crate::RedisPool::idempotent). A
-    /// write that may have reached the server is never sent again. On a Redis Cluster,
-    /// also how many times a read given up on a silent replica is sent again, on a
-    /// checkout and on [`multiplexed()`](crate::RedisPool::multiplexed) too. Default `1`;
-    /// `0` turns retries off.
+    /// write that may have reached the server is never sent again. The same holds on a
+    /// [`multiplexed()`](crate::RedisPool::multiplexed) handle; on a Redis Cluster, also
+    /// how many times a read given up on a silent replica is sent again on a checkout.
+    /// Default `1`; `0` turns retries off.
     pub command_retries: u32,
     /// Shared connections behind [`RedisPool::multiplexed`](crate::RedisPool::multiplexed),
     /// opened on first use. Default `1`: one socket pipelines deepest; more help only when one connection saturates.

@@ -52,6 +52,7 @@ pub use guard::PooledConnection;
 pub(crate) use hook::AnyHook;
 pub use hook::{HookError, OnConnect};
 pub(crate) use streams::{Feed, StreamGuard, StreamKind, Streams};
+pub(crate) use succession::WeakPool;
 pub(crate) use tracked::{Fault, Tracked};
 
 use crate::config::{ConnectorConfig, PoolConfig};

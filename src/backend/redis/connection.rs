@@ -4,8 +4,8 @@
 //! pool needs to know of it: whether it broke.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -16,7 +16,9 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use super::nodes::ClusterNodes;
 use super::resends::Resends;
 use super::route::{self, Block};
+use super::{RedisConnectionManager, RedisPool};
 use crate::health::LossSignal;
+use crate::pool::WeakPool;
 
 /// The redis crate's connection underneath.
 #[derive(Clone)]
@@ -111,7 +113,7 @@ impl Link {
         }
     }
 
-    fn db(&self) -> i64 {
+    pub(super) fn db(&self) -> i64 {
         match self {
             Link::Node(c) => c.get_db(),
             Link::Cluster(c, _) => c.get_db(),
@@ -178,6 +180,9 @@ pub(super) struct ConnMeta {
     losses: LossSignal,
     /// The connector's count of commands sent again, and how many times one may be.
     resends: Arc<Resends>,
+    /// For a shared connection, the pool it was opened for: a handle kept on it moves on
+    /// to the pool's next one once it breaks.
+    home: OnceLock<WeakPool<RedisConnectionManager>>,
 }
 
 impl ConnMeta {
@@ -196,7 +201,18 @@ impl ConnMeta {
             command_timeout,
             losses,
             resends,
+            home: OnceLock::new(),
         })
+    }
+
+    /// The pool a shared connection was opened for, while it exists.
+    pub(super) fn home(&self) -> Option<RedisPool> {
+        self.home.get()?.upgrade()
+    }
+
+    /// Records `pool` as the one this shared connection was opened for.
+    pub(super) fn set_home(&self, pool: &RedisPool) {
+        let _ = self.home.set(pool.downgrade());
     }
 
     pub(super) fn is_broken(&self) -> bool {
@@ -416,48 +432,6 @@ impl ConnectionLike for RedisConnection {
             let mut tries = 0;
             loop {
                 let r = self.send_pipeline_once(cmd, offset, count).await;
-                match &r {
-                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
-                    _ => return r,
-                }
-            }
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.db()
-    }
-}
-
-/// Shared by many tasks, so a cancelled request does not retire the connection (the
-/// multiplexed connection drops its late reply); blocking commands do not belong here.
-/// A Redis Cluster read given up on a silent node is sent again, as on a checkout.
-impl ConnectionLike for SharedRedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut tries = 0;
-            loop {
-                let r = self.inner.send(cmd).await;
-                self.meta.observe(&r);
-                match &r {
-                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
-                    _ => return r,
-                }
-            }
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let mut tries = 0;
-            loop {
-                let r = self.inner.send_pipeline(cmd, offset, count).await;
-                self.meta.observe(&r);
                 match &r {
                     Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
                     _ => return r,

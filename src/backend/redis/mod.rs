@@ -281,7 +281,11 @@ impl RedisPool {
     ///
     /// It fails fast like `get()` while the connector is down. The connections are
     /// separate from the pool's (`multiplexed_connections` of them, default 1), opened on
-    /// first use and replaced when they break or the connector goes down.
+    /// first use and replaced when they break or the connector goes down. A handle may be
+    /// kept: once its connection broke (lost; on Sentinel, its server no longer the
+    /// master; on a cluster, slots moved) its next command goes on the pool's current one,
+    /// and a command that met the loss follows the pool's retry rule (sent again only when
+    /// that cannot apply it twice).
     ///
     /// ```no_run
     /// # async fn demo(pool: connhub::RedisPool) -> Result<(), Box<dyn std::error::Error>> {
@@ -297,7 +301,10 @@ impl RedisPool {
             let (pool, manager) = (this.clone(), this.manager().clone());
             async move {
                 match manager.open().await {
-                    Ok((inner, meta)) => Ok(SharedRedisConnection { inner, meta }),
+                    Ok((inner, meta)) => {
+                        meta.set_home(&pool);
+                        Ok(SharedRedisConnection { inner, meta })
+                    }
                     Err(e) => Err(pool.connect_failed(e)),
                 }
             }

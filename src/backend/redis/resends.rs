@@ -52,7 +52,7 @@ impl Resends {
         tracing::debug!(connector = %self.name, kind = "redis", error = %e, "a command that is safe to send again failed on its way (a lost connection, a silent replica); retrying");
     }
 
-    /// True when a command that failed with `e` on a connection a caller holds is sent
+    /// True when a command that failed with `e` on a checkout a caller holds is sent
     /// again on it, `tries` times so far: a Redis Cluster read given up on a node that
     /// stopped answering (the connection's reads keep away from that node by then), up to
     /// `command_retries` times. Counted when true.

@@ -17,6 +17,7 @@
 //! - Every command and pipeline gets a span and a duration sample under OpenTelemetry's
 //!   database names (`telemetry.rs`).
 
+mod held;
 mod retry;
 
 use futures_util::TryFutureExt;
