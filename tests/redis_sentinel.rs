@@ -382,8 +382,8 @@ async fn a_failover_with_the_old_master_alive_moves_every_connection() {
         stray.is_empty(),
         "writes after the switch on {old_port}: {stray:?}"
     );
-    // The shared connection follows too.
-    let mut shared = pool.multiplexed().await.unwrap();
+    // The shared connection follows too, and so does a handle to it kept from before
+    // the failover.
     let _: () = shared.set("after", 1).await.unwrap();
     let port: HashMap<String, String> = connhub::redis::cmd("CONFIG")
         .arg("GET")
