@@ -406,7 +406,7 @@ impl RedisConnection {
 
 /// On a Redis Cluster, a read given up on a node that stopped answering is sent again
 /// on the same connection, whose reads keep away from that node by then (up to
-/// `command_retries` times; see [`Resends`]).
+/// `command_retries` times, counted in `retried_commands`).
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {

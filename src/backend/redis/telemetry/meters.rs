@@ -113,10 +113,10 @@ impl Histograms {
         self.observe_packed(op, packed(op.bytes()), failure, secs);
     }
 
-    /// [`observe`](Histograms::observe), with `op`'s name [packed](packed) already, as
-    /// `packed_op`: packed when the operation started, while its name was in the cache
-    /// (after its round trip, reading it again was most of this call's cost, at 512
-    /// tasks).
+    /// Records a sample of `secs` seconds for `op`, which failed if `failure` says so;
+    /// `packed_op` is `op`'s name [packed](packed) when the operation started, while the
+    /// name was in the cache (after its round trip, reading it again was most of this
+    /// call's cost, at 512 tasks).
     pub(super) fn observe_packed(
         &self,
         op: &Op<'_>,
