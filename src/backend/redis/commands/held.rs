@@ -7,6 +7,7 @@
 //! or a Redis Cluster read given up on a silent replica, follows the pool's retry rule
 //! (`retry.rs`).
 
+use futures_util::TryFutureExt;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
@@ -34,38 +35,24 @@ impl SharedRedisConnection {
         }
     }
 
-    /// Sends `cmd` on this handle's connection, or on its replacement.
-    async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+    /// Sends `sent` on this handle's connection, or on its replacement. The crate's
+    /// request future is held inline: this one is boxed once per command.
+    async fn send(&mut self, sent: Sent<'_>) -> RedisResult<Reply> {
         if self.meta.is_broken() {
             Box::pin(self.follow()).await?;
         }
-        let r = self.inner.send(cmd).await;
+        let r = match sent {
+            Sent::Command(cmd) => self.inner.send(cmd).await.map(Reply::One),
+            Sent::Pipeline(pipe, offset, count) => self
+                .inner
+                .send_pipeline(pipe, offset, count)
+                .await
+                .map(Reply::Many),
+        };
         self.meta.observe(&r);
         match r {
             // Boxed: a retry's future stays out of every command's.
-            Err(e) => Box::pin(self.failed(Sent::Command(cmd), e))
-                .await
-                .map(Reply::one),
-            ok => ok,
-        }
-    }
-
-    /// Sends a pipeline on this handle's connection, or on its replacement.
-    async fn pipeline(
-        &mut self,
-        pipe: &Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        if self.meta.is_broken() {
-            Box::pin(self.follow()).await?;
-        }
-        let r = self.inner.send_pipeline(pipe, offset, count).await;
-        self.meta.observe(&r);
-        match r {
-            Err(e) => Box::pin(self.failed(Sent::Pipeline(pipe, offset, count), e))
-                .await
-                .map(Reply::many),
+            Err(e) => Box::pin(self.failed(sent, e)).await,
             ok => ok,
         }
     }
@@ -75,7 +62,7 @@ impl SharedRedisConnection {
 /// multiplexed connection drops its late reply); blocking commands do not belong here.
 impl ConnectionLike for SharedRedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.command(cmd))
+        Box::pin(self.send(Sent::Command(cmd)).map_ok(Reply::one))
     }
 
     fn req_packed_commands<'a>(
@@ -84,7 +71,10 @@ impl ConnectionLike for SharedRedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.pipeline(pipe, offset, count))
+        Box::pin(
+            self.send(Sent::Pipeline(pipe, offset, count))
+                .map_ok(Reply::many),
+        )
     }
 
     fn get_db(&self) -> i64 {
