@@ -1,5 +1,6 @@
 //! Losing one member of a three-member etcd cluster (a follower, and in another run the
-//! leader) under 16 concurrent writers, with the **default** config: no write started
+//! leader) under 16 concurrent writers (half check out a connection per write, half keep
+//! one `client()` handle throughout), with the **default** config: no write started
 //! more than half a second after the loss fails, a lost follower fails at most the writes
 //! in flight to it, and `EtcdPool::get()` keeps up with a raw `etcd_client::Client`
 //! measured in the same run.
@@ -27,23 +28,33 @@ const WRITERS: usize = 16;
 /// client.
 const ROUNDS: u32 = 4;
 
-/// 16 writers through `pool.get()`, logging every write, until `stop`.
+/// 16 writers, logging every write, until `stop`: half check out a connection with
+/// `pool.get()` for each write, half keep one `pool.client()` handle from before the
+/// trouble, as a service keeps one in its state.
 fn writers(pool: &EtcdPool, stop: &Arc<AtomicBool>, log: &Log) -> Vec<tokio::task::JoinHandle<()>> {
     (0..WRITERS)
         .map(|t| {
             let (pool, stop, log) = (pool.clone(), stop.clone(), log.clone());
             tokio::spawn(async move {
+                let mut kept = match t % 2 {
+                    0 => None,
+                    _ => Some(pool.client().await.unwrap()),
+                };
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let started = Instant::now();
-                    let error = match pool.get().await {
-                        Ok(mut c) => c
-                            .put(format!("w{t}"), i.to_string(), None)
+                    let (key, value) = (format!("w{t}"), i.to_string());
+                    let error = match &mut kept {
+                        Some(client) => client
+                            .put(key, value, None)
                             .await
                             .err()
                             .map(|e| e.to_string()),
-                        Err(e) => Some(e.to_string()),
+                        None => match pool.get().await {
+                            Ok(mut c) => c.put(key, value, None).await.err().map(|e| e.to_string()),
+                            Err(e) => Some(e.to_string()),
+                        },
                     };
                     log.lock().await.push((started, Instant::now(), error));
                 }
