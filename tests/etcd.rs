@@ -168,6 +168,8 @@ async fn shared_client_serves_many_tasks_and_fails_fast_when_down() {
     server.restart_async().await.unwrap();
     let back = common::eventually(Duration::from_secs(10), || pool.state() == State::Healthy).await;
     assert!(back);
+    // The handle kept from before the outage works again, as does a new one.
+    c.put("kept", "1", None).await.unwrap();
     let mut c = pool.client().await.unwrap();
     c.put("after", "1", None).await.unwrap();
     manager.close().await.unwrap();
