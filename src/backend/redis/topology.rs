@@ -11,8 +11,9 @@ use redis::{
     RedisConnectionInfo, RedisResult, TlsMode,
 };
 
-use super::connection::{Link, Watch};
 use super::invalid;
+use super::link::Link;
+use super::meta::Watch;
 use super::nodes::{ClusterNodes, ReadTargets};
 use super::sentinel::SentinelMaster;
 use crate::config::{ClusterConfig, RedisConfig, SentinelConfig, TlsConfig, parse_redis};

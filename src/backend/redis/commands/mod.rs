@@ -398,9 +398,8 @@ mod tests {
     async fn a_plain_command_future_is_its_request_and_a_few_words() {
         let (_manager, pool) = lazy_pool().await;
         let cmd: &'static redis::Cmd = Box::leak(Box::new(redis::cmd("GET")));
-        let request = output_size(
-            &|link: &'static mut crate::backend::redis::connection::Link| link.send(cmd),
-        );
+        let request =
+            output_size(&|link: &'static mut crate::backend::redis::link::Link| link.send(cmd));
         let call = super::plain(&pool, Op::Command(b"GET"), cmd, false);
         let size = size_of_val(&call);
         assert!(

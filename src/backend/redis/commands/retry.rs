@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
 use super::{Reply, Sent};
-use crate::backend::redis::connection::Link;
+use crate::backend::redis::link::Link;
 use crate::backend::redis::nodes;
 use crate::backend::redis::{
     PooledRedisConnection, RedisConnectionManager, RedisPool, SharedRedisConnection, route,
