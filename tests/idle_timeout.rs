@@ -1,6 +1,7 @@
 //! A server that closes idle connections (`timeout` in redis.conf; NAT and load balancers
 //! do the same) is no outage: the closed connections are replaced without a caller
-//! seeing them, for connhub's Redis backend and for a plain bb8 manager alike.
+//! seeing them, for connhub's Redis backend and for a plain bb8 manager alike, and a
+//! handle kept on a closed shared connection moves on to a fresh one.
 
 mod common;
 
@@ -135,5 +136,45 @@ async fn server_closed_idle_connections_at_a_connection_cap_are_no_outage_for_a_
         s.last_connect_error.is_some(),
         "the server did refuse a connection at its cap: {s:?}"
     );
+    manager.close().await.unwrap();
+}
+
+/// Handles a service keeps (a `multiplexed()` handle, the pool itself as a connection)
+/// across pauses longer than the server's idle timeout: the server closes their shared
+/// connection while nobody uses it, and the next command on each goes to a fresh one,
+/// with nothing failed, nothing applied twice, and no state change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_handles_outlive_server_closed_idle_connections() {
+    let server = server();
+    let manager = Manager::new();
+    let pool = manager.add_redis("cache", server.config()).await.unwrap();
+    let mut events = manager.subscribe();
+    let mut kept = pool.multiplexed().await.unwrap();
+    let mut as_connection = pool.clone();
+    let mut ids = Vec::new();
+    const ROUNDS: i64 = 4;
+    for round in 1..=ROUNDS {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let a: i64 = kept.incr("kept:a", 1).await.unwrap();
+        let b: i64 = as_connection.incr("kept:b", 1).await.unwrap();
+        let v: Option<String> = kept.get("kept:missing").await.unwrap();
+        assert_eq!((a, b, v), (round, round, None), "round {round}");
+        let id: i64 = connhub::redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut kept)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids.dedup();
+    assert!(
+        ids.len() > 1,
+        "the server did close the kept handle's idle connection: {ids:?}"
+    );
+    let mut changes = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        changes.push(e);
+    }
+    assert!(changes.is_empty(), "{changes:?}");
     manager.close().await.unwrap();
 }
