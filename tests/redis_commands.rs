@@ -236,11 +236,55 @@ async fn a_request_cut_short_retires_its_connection() {
         let e = conn.get::<_, Option<String>>("after").await.unwrap_err();
         server.resume().unwrap();
         assert!(e.is_timeout(), "{e}");
+        // It says what a timeout means for the command: not sent again, and a write may
+        // have been applied.
+        assert!(e.to_string().contains("may have been applied"), "{e}");
         assert!(conn.is_broken());
     }
     let mut conn = pool.get().await.unwrap();
     let pong: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
     assert_eq!(pong, "PONG");
     drop(conn);
+    manager.close().await.unwrap();
+}
+
+/// A checkout whose connection the server closed under it (`CLIENT KILL`): its next
+/// command fails as a dropped connection, says that a write may have been applied and to
+/// check out another connection, and the connection is not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_checkout_says_what_a_lost_connection_means() {
+    let server = RedisServer::start().unwrap();
+    let (manager, pool) = setup(&server, 1).await;
+    let mut admin = pool.multiplexed().await.unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // The kill may reach the connection after the command went out; either way it fails.
+    let e = conn.incr::<_, _, i64>("n", 1).await.unwrap_err();
+    assert!(e.is_connection_dropped(), "{e}");
+    let said = e.to_string();
+    assert!(said.contains("may have been applied"), "{said}");
+    assert!(said.contains("check out another connection"), "{said}");
+    assert!(conn.is_broken());
+    drop(conn);
+    let mut fresh = pool.get().await.unwrap();
+    let other: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut *fresh)
+        .await
+        .unwrap();
+    assert_ne!(other, id, "the killed connection is not handed out again");
+    drop(fresh);
     manager.close().await.unwrap();
 }

@@ -10,6 +10,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+use super::errors::on_held;
 use super::link::Link;
 use super::meta::ConnMeta;
 use super::route::{self, Block};
@@ -167,10 +168,9 @@ impl ConnectionLike for RedisConnection {
             // One await in a loop: the request's future is held once in this one.
             let mut tries = 0;
             loop {
-                let r = self.send_once(cmd).await;
-                match &r {
-                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
-                    _ => return r,
+                match self.send_once(cmd).await {
+                    Err(e) if self.meta.resends.again_on_held(&e, &mut tries) => {}
+                    r => return r.map_err(on_held),
                 }
             }
         })
@@ -185,10 +185,9 @@ impl ConnectionLike for RedisConnection {
         Box::pin(async move {
             let mut tries = 0;
             loop {
-                let r = self.send_pipeline_once(cmd, offset, count).await;
-                match &r {
-                    Err(e) if self.meta.resends.again_on_held(e, &mut tries) => {}
-                    _ => return r,
+                match self.send_pipeline_once(cmd, offset, count).await {
+                    Err(e) if self.meta.resends.again_on_held(&e, &mut tries) => {}
+                    r => return r.map_err(on_held),
                 }
             }
         })

@@ -1,10 +1,13 @@
 //! Redis errors as connhub's: a failed connection attempt sorted into its kinds (TLS,
 //! authentication, timeout, connect), and a config key refused while the connector is
-//! built.
+//! built. And what a command's timeout or lost connection means for the command, said
+//! in the redis crate's own error (the pool's retry rule and a checkout both say it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use redis::{ErrorKind, RedisError};
 
 use super::RedisConnectionManager;
 use crate::backend::classify::{self, Class, Site};
@@ -80,6 +83,59 @@ pub(crate) fn classify(
         after,
     };
     classify::error(class, site, Arc::new(e))
+}
+
+/// True when the connection was lost under a request (not a timeout: the server may
+/// still be working on it).
+pub(super) fn lost(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
+}
+
+/// The error of a command whose reply did not come in time: still a timeout
+/// ([`RedisError::is_timeout`]), saying that if it writes, the write may have been
+/// applied (it is not known to be read-only: on the pool, a `GET` gets this too until a
+/// lost connection had the pool ask the server about it).
+pub(super) fn unanswered(e: RedisError) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "{e}: no reply within command_timeout; the server may still carry the command \
+             out, so it was not sent again (if it writes, the write may have been applied)"
+        ),
+    ))
+}
+
+/// The error of a write whose connection was lost after it may have been sent.
+pub(super) fn maybe_applied(e: RedisError) -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "the connection was lost after the command may have reached the server; it may \
+         have been applied, so it was not sent again",
+        e.to_string(),
+    ))
+}
+
+/// What a caller holding a connection (a checkout) sees of a command that failed with
+/// `e`: a timeout or a lost connection says what that means for the command (nothing is
+/// sent again on a connection the caller holds, and a write may have been applied);
+/// anything else as it is. Still a timeout or a dropped connection to the redis crate's
+/// own tests ([`RedisError::is_timeout`], [`RedisError::is_connection_dropped`]).
+pub(super) fn on_held(e: RedisError) -> RedisError {
+    if super::nodes::is_given_up(&e) || super::nodes::is_read_given_up(&e) {
+        // Says so itself.
+        e
+    } else if e.is_timeout() {
+        unanswered(e)
+    } else if lost(&e) {
+        RedisError::from((
+            ErrorKind::Io,
+            "the connection was lost under the command, which was not sent again (if it \
+             writes, the write may have been applied); check out another connection",
+            e.to_string(),
+        ))
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]

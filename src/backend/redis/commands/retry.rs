@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use redis::{RedisError, RedisResult, Value};
 
 use super::{Reply, Sent};
+use crate::backend::redis::errors::{lost, maybe_applied, unanswered};
 use crate::backend::redis::link::Link;
 use crate::backend::redis::nodes;
 use crate::backend::redis::{
@@ -55,12 +56,6 @@ fn flagged_readonly(info: &Value) -> bool {
     })
 }
 
-/// True when the connection was lost under the request (not a timeout: the server may
-/// still be working on it).
-fn lost(e: &RedisError) -> bool {
-    !e.is_timeout() && (e.is_connection_dropped() || e.is_unrecoverable_error())
-}
-
 /// Where a command that failed with `e` (on the kind of connection `via` says) ends: sent
 /// again when its connection was lost and that is safe, or when it was a read given up
 /// on a silent replica ([`retried`]); a timeout of one not known to be read-only says a
@@ -88,30 +83,6 @@ pub(super) async fn settled(
         return Err(unanswered(e));
     }
     Err(e)
-}
-
-/// The error of a command whose reply did not come in time: still a timeout
-/// ([`RedisError::is_timeout`]), saying that if it writes, the write may have been
-/// applied (it is not known to be read-only: a `GET` gets this too until a lost
-/// connection had the pool ask the server about it).
-fn unanswered(e: RedisError) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!(
-            "{e}: no reply within command_timeout; the server may still carry the command \
-             out, so it was not sent again (if it writes, the write may have been applied)"
-        ),
-    ))
-}
-
-/// The error of a write whose connection was lost after it may have been sent.
-fn maybe_applied(e: RedisError) -> RedisError {
-    RedisError::from((
-        ErrorKind::Io,
-        "the connection was lost after the command may have reached the server; it may \
-         have been applied, so it was not sent again",
-        e.to_string(),
-    ))
 }
 
 /// The names of the commands in `sent`.
