@@ -284,3 +284,140 @@ async fn commands_on_the_pool_itself_use_its_own_connections_at_the_cap() {
     assert_eq!(pool.status().state, State::Healthy);
     manager.close().await.unwrap();
 }
+
+/// Every connection of a pool at the cap killed at once (`CLIENT KILL TYPE normal` every
+/// 200 ms for 3 s) under 64 callers that check out and retry without sleeping, default
+/// settings: the replacements the pool opens fill the room the kill made, so a fresh
+/// connection refused then is the cap, not an outage. No state change and no refused
+/// checkout; the only failures are commands in flight on a killed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_all_at_once_at_the_cap_are_no_outage() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, admin) = capped_at_six().await;
+    let manager = Manager::new();
+    let pool = manager.add_redis("cache", server.config()).await.unwrap();
+    killed_at_the_cap(admin, manager, pool, "connhub's Redis backend").await;
+}
+
+/// A server that takes 6 clients, and the killer's own connection to it, made first: a
+/// pool fills the rest.
+async fn capped_at_six() -> (RedisServer, redis::aio::MultiplexedConnection) {
+    let server = RedisServer::builder()
+        .args(["--maxclients", "6"])
+        .start()
+        .unwrap();
+    let admin = redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let admin = admin.get_multiplexed_async_connection().await.unwrap();
+    (server, admin)
+}
+
+/// The story of the tests above for `pool` (of `manager`, just built), killing through
+/// `admin`.
+async fn killed_at_the_cap<M>(
+    mut admin: redis::aio::MultiplexedConnection,
+    manager: Manager,
+    pool: Pool<M>,
+    what: &str,
+) where
+    M: Bb8Manager,
+    M::Connection: redis::aio::ConnectionLike + Send + Sync,
+{
+    let mut events = manager.subscribe();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, refused, lost) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let first_other = Arc::new(std::sync::Mutex::new(None::<String>));
+    let callers: Vec<_> = (0..64)
+        .map(|i| {
+            let (pool, stop, ok, refused, lost, first_other) = (
+                pool.clone(),
+                stop.clone(),
+                ok.clone(),
+                refused.clone(),
+                lost.clone(),
+                first_other.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut c = match pool.get().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            first_other.lock().unwrap().get_or_insert(e.to_string());
+                            continue;
+                        }
+                    };
+                    match (*c).get::<_, Option<String>>(format!("cap:{i}")).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.is_connection_dropped() => lost.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            first_other.lock().unwrap().get_or_insert(e.to_string());
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    // The callers grow the pool until the server refuses one more.
+    let filled = Instant::now();
+    while pool.status().pool.limit.is_none() {
+        assert!(
+            filled.elapsed() < Duration::from_secs(10),
+            "never reached the cap: {:?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = changes(&mut events);
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let served_during = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let during = changes(&mut events);
+    let status = pool.status();
+    println!(
+        "{what}, maxclients 6, 64 callers, every connection killed 15 times: {} ok, {} lost \
+         in flight, {} other failures ({:?}); state changes {during:?}; limit {:?}",
+        ok.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+        first_other.lock().unwrap(),
+        status.pool.limit,
+    );
+    assert!(before.is_empty(), "{before:?}");
+    assert!(during.is_empty(), "an outage was declared: {during:?}");
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        first_other.lock().unwrap()
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > served_during,
+        "serves after the kills"
+    );
+    assert!(
+        served_during > 1000,
+        "served {served_during} during the kills"
+    );
+    assert_eq!(status.state, State::Healthy);
+    manager.close().await.unwrap();
+}

@@ -193,13 +193,13 @@ impl Health {
         }
     }
 
-    /// A trial of kind `probe` failed as `failed` says. A connection the server had
-    /// taken that failed its check (every [`Probe::Pooled`] one, and any other the
-    /// trial says) is an outage, whatever the error: a connection cap refuses new
+    /// A trial failed as `failed` says. A connection the server had taken that failed
+    /// its check (one of the pool's own in a [`Probe::Pooled`] check, or a fresh one
+    /// past its handshake) is an outage, whatever the error: a connection cap refuses new
     /// connections, never the ones it let in.
-    pub(crate) fn probe_failed(&self, probe: Probe, failed: &TrialFailure) -> Actions {
+    pub(crate) fn probe_failed(&self, failed: &TrialFailure) -> Actions {
         let mut failure = self.failure(&failed.error);
-        failure.outage |= probe == Probe::Pooled || failed.taken_connection;
+        failure.outage |= failed.taken_connection;
         self.apply(Input::ProbeFailed(failure), Some(&failed.error))
     }
 
@@ -207,6 +207,7 @@ impl Health {
         Failure {
             outage: error.is_gone(),
             live: self.life.live(),
+            opening: self.life.opening(),
         }
     }
 

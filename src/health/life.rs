@@ -19,6 +19,8 @@ pub(crate) struct Life {
     closed: AtomicBool,
     /// Connections of the pool that exist now ([`Live`] counts them).
     live: AtomicU32,
+    /// Connections being opened now ([`Opening`] counts them).
+    opening: AtomicU32,
     /// Told when the last connection goes ([`Life::none_live`]).
     emptied: Notify,
     /// The start of the pool's clock ([`Life::now_ms`]).
@@ -59,12 +61,32 @@ impl Drop for Live {
     }
 }
 
+/// Counts one connection in [`Life`] while it is being opened. Dropped once it is made
+/// (after its [`Live`] counts it) or failed (before its failure is reported), so a failure
+/// never counts itself, and a connection is never out of both counts on its way in.
+#[derive(Debug)]
+pub(crate) struct Opening<'a>(&'a Life);
+
+impl<'a> Opening<'a> {
+    pub(crate) fn new(life: &'a Life) -> Self {
+        life.opening.fetch_add(1, Ordering::AcqRel);
+        Opening(life)
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Life {
     pub(crate) fn new(pool_size: u32) -> Self {
         Life {
             epoch: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             live: AtomicU32::new(0),
+            opening: AtomicU32::new(0),
             emptied: Notify::new(),
             born: Instant::now(),
             turns: Turns::new(pool_size),
@@ -109,6 +131,11 @@ impl Life {
     /// Connections of the pool that exist now, pooled or checked out.
     pub(crate) fn live(&self) -> u32 {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Connections of the pool being opened now.
+    pub(crate) fn opening(&self) -> u32 {
+        self.opening.load(Ordering::Acquire)
     }
 
     /// Completes once no connection of the pool exists (at once if none does now).

@@ -18,7 +18,7 @@ mod task;
 mod turns;
 
 pub(crate) use engine::{Health, Served};
-pub(crate) use life::{Life, Live, RETIRED};
+pub(crate) use life::{Life, Live, Opening, RETIRED};
 pub(crate) use machine::{Input, Probe};
 pub use signal::LossSignal;
 pub(crate) use task::{Trial, TrialFailure, TrialFuture, run_trial, spawn};
@@ -26,3 +26,5 @@ pub(crate) use turns::{Turn, Turns};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mass_loss;

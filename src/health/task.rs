@@ -72,7 +72,7 @@ pub(crate) async fn run_trial(
             let e = &failed.error;
             tracing::warn!(connector = %health.name, kind = %health.kind, error = %e, "health check failed");
             health.record_check(start.elapsed(), Some(e));
-            health.probe_failed(probe, failed);
+            health.probe_failed(failed);
         }
     }
     r.map_err(|failed| failed.error)

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::machine::{Failure, Input, Machine, Probe, Resize, Rules};
 use crate::status::State;
 
-fn rules() -> Rules {
+pub(super) fn rules() -> Rules {
     Rules {
         health_check_interval: Duration::from_secs(10),
         auto_reconnect: true,
@@ -22,12 +22,14 @@ fn rules() -> Rules {
 const GONE: Input = Input::ConnectFailed(Failure {
     outage: true,
     live: 4,
+    opening: 0,
 });
 
 /// A trial's fresh connection failed in a way that says the server is gone.
 const PROBE_FAILED: Input = Input::ProbeFailed(Failure {
     outage: true,
     live: 4,
+    opening: 0,
 });
 
 /// A fresh connection was refused (hung up, full, no answer) while the pool holds `live`.
@@ -35,14 +37,15 @@ fn busy(live: u32) -> Input {
     Input::ConnectFailed(Failure {
         outage: false,
         live,
+        opening: 0,
     })
 }
 
-const S: Duration = Duration::from_secs(1);
+pub(super) const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
 /// A machine that connected at `t0`.
-fn healthy(r: Rules, t0: Instant) -> Machine {
+pub(super) fn healthy(r: Rules, t0: Instant) -> Machine {
     let mut m = Machine::new(r, 0.5, t0);
     assert!(m.step(Input::Tick, t0).probe.is_some());
     let a = m.step(Input::ProbeOk, t0);
@@ -53,7 +56,7 @@ fn healthy(r: Rules, t0: Instant) -> Machine {
 
 /// A machine limited at `t0` to the 4 connections a server at its cap accepted, the
 /// check on them passed.
-fn limited_at_four(t0: Instant) -> Machine {
+pub(super) fn limited_at_four(t0: Instant) -> Machine {
     let mut m = healthy(rules(), t0);
     m.step(busy(4), t0);
     assert_eq!(m.step(Input::Tick, t0).probe, Some(Probe::Pooled));
@@ -518,6 +521,7 @@ async fn a_check_refused_while_the_pool_is_full_makes_a_limit_not_an_outage() {
         Input::ProbeFailed(Failure {
             outage: false,
             live: 4,
+            opening: 0,
         }),
         t0 + 10 * S,
     );
@@ -529,6 +533,7 @@ async fn a_check_refused_while_the_pool_is_full_makes_a_limit_not_an_outage() {
         Input::ProbeFailed(Failure {
             outage: true,
             live: 4,
+            opening: 0,
         }),
         t0 + 11 * S,
     );

@@ -168,7 +168,7 @@ impl<M: Bb8Manager> Inner<M> {
     /// connections, and from [`HEDGE_AFTER`] on another beside it (one connection that
     /// went silent is not the server). Bounded by `connect_timeout`; see
     /// [`pooled_answer`](Self::pooled_answer).
-    async fn probe_pooled(&self) -> Result<Duration> {
+    async fn probe_pooled(&self) -> Result<Duration, TrialFailure> {
         self.timed(hedge(self.pooled_answer(), self.pooled_answer()))
             .await
     }
@@ -176,10 +176,12 @@ impl<M: Bb8Manager> Inner<M> {
     /// A round trip on one of the pool's own connections, waiting for one if all are in
     /// use (a fresh one would be refused). A connection found lost (the server closed it
     /// while idle, say) is dropped and the next one tried; once none is left, a fresh one
-    /// is, as the server may have room again. Fails when a connection's check fails for
-    /// any other reason, or when the fresh one fails too. A connection whose check is
-    /// given up before it ends is retired.
-    async fn pooled_answer(&self) -> Result<()> {
+    /// is, as the server may have room again. Fails on a connection the server had taken
+    /// when a pooled connection's check fails for any other reason; else as the fresh
+    /// one failed (a refusal there may be the cap, filled by the pool's own replacements
+    /// of the connections it lost). A connection whose check is given up before it ends
+    /// is retired.
+    async fn pooled_answer(&self) -> Result<(), TrialFailure> {
         let h = &*self.health;
         let parts = &*self.parts;
         let limit = h.config.connect_timeout;
@@ -189,11 +191,12 @@ impl<M: Bb8Manager> Inner<M> {
                 () = h.life.none_live() => break,
             };
             let conn = got.map_err(|e| match e {
-                bb8::RunError::User(Fault::Connect(e) | Fault::Invalid(e)) => {
-                    parts.backend.classify(&h.name, e)
+                bb8::RunError::User(Fault::Connect(e)) => {
+                    TrialFailure::from(parts.backend.classify(&h.name, e))
                 }
-                bb8::RunError::User(Fault::Retired) => h.closed(),
-                bb8::RunError::TimedOut => h.timeout(TimeoutKind::HealthCheck, limit),
+                bb8::RunError::User(Fault::Invalid(e)) => taken(parts.backend.classify(&h.name, e)),
+                bb8::RunError::User(Fault::Retired) => taken(h.closed()),
+                bb8::RunError::TimedOut => taken(h.timeout(TimeoutKind::HealthCheck, limit)),
             })?;
             let mut checked = UnderCheck { conn, done: false };
             let answer = parts.backend.probe(&parts.manager, &mut checked.conn).await;
@@ -204,23 +207,26 @@ impl<M: Bb8Manager> Inner<M> {
             checked.conn.retire();
             let e = parts.backend.classify(&h.name, e);
             if !e.is_dropped() {
-                return Err(e);
+                return Err(taken(e));
             }
             tracing::debug!(connector = %h.name, kind = %h.kind, error = %e, "pooled connection was lost; checking the next");
         }
-        // Any failure of this check is an outage already.
-        self.probe_fresh(Instant::now()).await.map_err(|f| f.error)
+        self.probe_fresh(Instant::now()).await
     }
 
-    /// `check`, bounded by `connect_timeout`: how long it took, or why it failed.
-    async fn timed(&self, check: impl Future<Output = Result<()>>) -> Result<Duration> {
+    /// `check`, bounded by `connect_timeout`: how long it took, or why it failed. Not
+    /// answering in time is a failure on a connection the server had taken.
+    async fn timed(
+        &self,
+        check: impl Future<Output = Result<(), TrialFailure>>,
+    ) -> Result<Duration, TrialFailure> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
         let start = Instant::now();
         match tokio::time::timeout(limit, check).await {
             Ok(Ok(())) => Ok(start.elapsed()),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(h.timeout(TimeoutKind::HealthCheck, limit)),
+            Err(_) => Err(taken(h.timeout(TimeoutKind::HealthCheck, limit))),
         }
     }
 
@@ -234,12 +240,20 @@ impl<M: Bb8Manager> Inner<M> {
     }
 }
 
+/// A failure on a connection the server had taken: an outage, whatever the error.
+fn taken(error: crate::error::Error) -> TrialFailure {
+    TrialFailure {
+        error,
+        taken_connection: true,
+    }
+}
+
 /// `first`, and from [`HEDGE_AFTER`] on `second` beside it: the first to succeed
 /// decides. It fails only when both failed, with `first`'s failure.
-async fn hedge(
-    first: impl Future<Output = Result<()>>,
-    second: impl Future<Output = Result<()>>,
-) -> Result<()> {
+async fn hedge<E>(
+    first: impl Future<Output = std::result::Result<(), E>>,
+    second: impl Future<Output = std::result::Result<(), E>>,
+) -> std::result::Result<(), E> {
     let mut first = std::pin::pin!(first);
     if let Ok(answer) = tokio::time::timeout(HEDGE_AFTER, first.as_mut()).await {
         return answer;
@@ -279,7 +293,7 @@ impl<M: Bb8Manager> Trial for Inner<M> {
     fn trial(&self, probe: Probe) -> TrialFuture<'_> {
         match probe {
             Probe::Check => Box::pin(self.probe()),
-            Probe::Pooled => Box::pin(self.probe_pooled().map_err(TrialFailure::from)),
+            Probe::Pooled => Box::pin(self.probe_pooled()),
             Probe::Grow => Box::pin(self.grow().map_err(TrialFailure::from)),
         }
     }
@@ -337,7 +351,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_first_is_decided_by_the_second() {
         let start = tokio::time::Instant::now();
-        hedge(pending(), ready(Ok(()))).await.unwrap();
+        hedge(pending::<Result<()>>(), ready(Ok(()))).await.unwrap();
         assert_eq!(start.elapsed(), HEDGE_AFTER);
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::backend::{Backend, Bb8Manager};
 use crate::error::{Error, Origin, TimeoutKind};
-use crate::health::{Health, Life, Live, RETIRED};
+use crate::health::{Health, Life, Live, Opening, RETIRED};
 
 /// What a [`Tracked`] manager and its pool share.
 pub(crate) struct Parts<M: Bb8Manager> {
@@ -212,8 +212,12 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         let epoch = life.epoch();
         #[cfg(feature = "metrics")]
         let started = tokio::time::Instant::now();
+        // Counted as on its way until it is counted live; a failure is reported after
+        // this count is dropped (bb8 reports it once this returns).
+        let opening = Opening::new(life);
         let conn = self.parts.manager.connect().await.map_err(Fault::Connect)?;
         let mut conn = Stamped::new(conn, epoch, life);
+        drop(opening);
         self.parts.health.connected();
         if let Some(hook) = &self.parts.on_connect {
             conn.held.hook_failed = self.hook(hook, &mut conn.conn).await.err();

@@ -10,9 +10,10 @@
 //! ```
 //!
 //! **A capacity limit is not an outage.** A fresh connection that fails while the pool
-//! holds connections that work, in a way that does not say the server is gone (it hung up
-//! on the handshake, said it is full, or did not answer in time), is the server's
-//! connection cap: the connector stays `Healthy` and the pool is *limited* to the
+//! holds connections that work (or is opening others, as it replaces connections lost all
+//! at once), in a way that does not say the server is gone (it hung up on the handshake,
+//! said it is full, or did not answer in time), is the server's connection cap: the
+//! connector stays `Healthy` and the pool is *limited* to the
 //! connections it has ([`Actions::resize`]); one [`Probe::Pooled`] trial proves those
 //! still answer, and [`Probe::Grow`] trials try one more connection at a time, with
 //! backoff, until the pool is back to its size. A refusal, an unreachable host or bad
@@ -261,9 +262,12 @@ impl Machine {
     }
 
     /// True when `f` is a capacity limit rather than an outage: the connector is up, the
-    /// pool holds connections, and the failure is not an outage by itself.
+    /// pool holds connections or is opening others (the replacements of connections lost
+    /// all at once, which a server at its cap lets in first), and the failure is not an
+    /// outage by itself. Once every connection and every one on the way failed, the last
+    /// failure is the outage.
     fn may_limit(&self, f: Failure) -> bool {
-        self.state == State::Healthy && !f.outage && f.live > 0
+        self.state == State::Healthy && !f.outage && (f.live > 0 || f.opening > 0)
     }
 
     /// The check to run while up: a fresh connection would be refused at a limit, so

@@ -43,9 +43,10 @@ pub(crate) enum Input {
     ProbeOk,
     /// A trial failed. A [`Probe::Check`] fails on a freshly opened connection (one that
     /// only found an idle connection dead tries a fresh one before it reports): the server
-    /// is down, unless the failure is a refusal while the pool's connections are there,
-    /// which makes a limit as [`Input::ConnectFailed`] does. A [`Probe::Pooled`] check fails
-    /// when the pool's own connections do not answer: an outage.
+    /// is down, unless the failure is a refusal while the pool's connections are there (or
+    /// on the way), which makes a limit as [`Input::ConnectFailed`] does. A
+    /// [`Probe::Pooled`] check fails as an outage when the pool's own connections do not
+    /// answer; when none was left, it reports how the fresh one it tried did.
     ProbeFailed(Failure),
     /// A fresh connection opened outside a check failed: by the pool, for a shared
     /// handle, or by a [`Probe::Grow`] trial.
@@ -66,11 +67,15 @@ pub(crate) enum Input {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Failure {
     /// An outage whatever else works: the server is gone (connection refused, host
-    /// unreachable) or will not have this client (credentials, TLS), or the pool's own
-    /// connections did not answer a [`Probe::Pooled`] check.
+    /// unreachable) or will not have this client (credentials, TLS), or a connection it
+    /// had taken (one of the pool's own, in a [`Probe::Pooled`] check) did not answer.
     pub outage: bool,
     /// Connections the pool holds now (not yet known broken).
     pub live: u32,
+    /// Other connections being opened now. Right after the pool lost every connection at
+    /// once, their replacements are on the way: a refusal then is the server's cap,
+    /// filled by them, unless every one of them fails too.
+    pub opening: u32,
 }
 
 /// The kind of trial the engine runs.
