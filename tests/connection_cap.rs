@@ -299,6 +299,15 @@ async fn connections_killed_all_at_once_at_the_cap_are_no_outage() {
     killed_at_the_cap(admin, manager, pool, "connhub's Redis backend").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_all_at_once_at_the_cap_are_no_outage_for_a_plain_bb8_manager() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, admin) = capped_at_six().await;
+    let manager = Manager::new();
+    let pool = common::add_bb8_redis(&manager, &server, 10).await;
+    killed_at_the_cap(admin, manager, pool, "add_pool(bb8-redis)").await;
+}
+
 /// A server that takes 6 clients, and the killer's own connection to it, made first: a
 /// pool fills the rest.
 async fn capped_at_six() -> (RedisServer, redis::aio::MultiplexedConnection) {
