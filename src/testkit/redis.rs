@@ -204,9 +204,14 @@ impl RedisServer {
     }
 }
 
-/// True when a `PING` on `port` gets an answer (a refusal for want of a password counts).
+/// True when a `PING` on `port` gets an answer. A refusal for want of a password counts,
+/// and so does one at the server's connection cap (`--maxclients`): clients that were
+/// waiting for the server may have taken every connection it accepts by then.
 fn answers(port: u16) -> bool {
     exchange(port, b"PING\r\n").is_some_and(|r| {
-        r.starts_with("+PONG") || r.starts_with("-NOAUTH") || r.starts_with("-WRONGPASS")
+        r.starts_with("+PONG")
+            || r.starts_with("-NOAUTH")
+            || r.starts_with("-WRONGPASS")
+            || r.starts_with("-ERR max number of clients reached")
     })
 }
