@@ -430,3 +430,43 @@ async fn killed_at_the_cap<M>(
     assert_eq!(status.state, State::Healthy);
     manager.close().await.unwrap();
 }
+
+/// `min_idle_conns` above the server's cap: bb8 asks for a connection on every checkout
+/// while the pool holds fewer, which would dial the capped server thousands of times a
+/// second. Past the limit the pool lets one such dial through per `reconnect_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_idle_above_the_cap_makes_no_connect_storm() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (server, mut admin) = capped_at_six().await;
+    let manager = Manager::new();
+    let mut cfg = server.config();
+    cfg.pool_size = POOL;
+    cfg.min_idle_conns = POOL;
+    let pool = manager.add_redis("cache", cfg).await.unwrap();
+    let rejected = async |admin: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(admin)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("rejected_connections:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats says how many connections it rejected")
+    };
+    let before = rejected(&mut admin).await;
+    let served = through(&pool).await;
+    let refused = rejected(&mut admin).await - before;
+    let status = pool.status();
+    println!(
+        "min_idle_conns {POOL} at maxclients 6, {CALLERS} callers for {RUN:?}: {} ok / {} \
+         failed, {refused} connections refused by the server, limit {:?}",
+        served.ok, served.failed, status.pool.limit
+    );
+    assert_eq!(served.failed, 0, "{:?}", served.first_error);
+    assert!(status.pool.limit.is_some(), "{status:?}");
+    // One dial per reconnect_interval (250 ms) past the limit, and the growth trials:
+    // about 20 in 4 s. bb8 alone asks thousands of times a second.
+    assert!(refused < 100, "{refused} connections refused in {RUN:?}");
+    manager.close().await.unwrap();
+}

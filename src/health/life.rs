@@ -21,6 +21,8 @@ pub(crate) struct Life {
     live: AtomicU32,
     /// Connections being opened now ([`Opening`] counts them).
     opening: AtomicU32,
+    /// When the pool last dialed past a connection cap's limit ([`Life::now_ms`]).
+    past_limit_at: AtomicU32,
     /// Told when the last connection goes ([`Life::none_live`]).
     emptied: Notify,
     /// The start of the pool's clock ([`Life::now_ms`]).
@@ -87,6 +89,7 @@ impl Life {
             closed: AtomicBool::new(false),
             live: AtomicU32::new(0),
             opening: AtomicU32::new(0),
+            past_limit_at: AtomicU32::new(0),
             emptied: Notify::new(),
             born: Instant::now(),
             turns: Turns::new(pool_size),
@@ -138,6 +141,20 @@ impl Life {
         self.opening.load(Ordering::Acquire)
     }
 
+    /// True, for one caller, when no dial past a connection cap's limit started within
+    /// `every`: the server may take more by now, and one dial finds out; the rest are
+    /// refused without one.
+    pub(crate) fn may_dial_past_limit(&self, every: std::time::Duration) -> bool {
+        let every = u32::try_from(every.as_millis()).unwrap_or(u32::MAX);
+        let now = self.now_ms();
+        let last = self.past_limit_at.load(Ordering::Relaxed);
+        now.wrapping_sub(last) >= every
+            && self
+                .past_limit_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Completes once no connection of the pool exists (at once if none does now).
     pub(crate) async fn none_live(&self) {
         loop {
@@ -155,8 +172,27 @@ impl Life {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::{Life, Live};
+
+    /// Dials past a connection cap's limit: one per interval, to one caller.
+    #[tokio::test(start_paused = true)]
+    async fn one_dial_past_the_limit_per_interval() {
+        let life = Life::new(4);
+        let every = Duration::from_millis(250);
+        assert!(
+            !life.may_dial_past_limit(every),
+            "none in the pool's first interval"
+        );
+        tokio::time::advance(every).await;
+        assert!(life.may_dial_past_limit(every));
+        assert!(!life.may_dial_past_limit(every), "one per interval");
+        tokio::time::advance(every / 2).await;
+        assert!(!life.may_dial_past_limit(every));
+        tokio::time::advance(every / 2).await;
+        assert!(life.may_dial_past_limit(every));
+    }
 
     /// A wait for no connection to be left ends as the last one goes, not before, and at
     /// once when there is none.

@@ -7,7 +7,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 
-use super::{Bb8Manager, Fault, Inner, Pool, tracked::Stamped};
+use super::{Bb8Manager, Fault, Inner, Pool, Tracked, tracked::Stamped};
 use crate::error::{Error, Result, TimeoutKind};
 
 /// A connection opened for one caller; it joins the pool when dropped, if the pool has
@@ -41,10 +41,21 @@ impl<M: Bb8Manager> Inner<M> {
     pub(super) async fn open_dedicated(&self) -> Result<Stamped<M::Connection>> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
-        match tokio::time::timeout(limit, self.bb8.dedicated_connection()).await {
+        match tokio::time::timeout(limit, self.dial()).await {
             Ok(opened) => opened.map_err(|f| self.open_failed(f)),
             Err(_) => Err(h.timeout(TimeoutKind::Connect, limit)),
         }
+    }
+
+    /// Opens a connection now, past the limit a connection cap set (bb8's own requests
+    /// stop there): a trial, a growth step, or a connection for one caller.
+    pub(super) async fn dial(
+        &self,
+    ) -> std::result::Result<Stamped<M::Connection>, Fault<M::Error>> {
+        let tracked = Tracked {
+            parts: self.parts.clone(),
+        };
+        tracked.dial().await
     }
 
     /// Why a connection opened outside the pool's count failed, as connhub's error.

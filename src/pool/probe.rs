@@ -149,7 +149,7 @@ impl<M: Bb8Manager> Inner<M> {
     async fn fresh(&self, start: Instant) -> Result<Stamped<M::Connection>, TrialFailure> {
         let h = &*self.health;
         let limit = h.config.connect_timeout;
-        let opened = tokio::time::timeout_at(start + limit, self.bb8.dedicated_connection());
+        let opened = tokio::time::timeout_at(start + limit, self.dial());
         let mut conn = match opened.await {
             Ok(Ok(conn)) => conn,
             Ok(Err(f)) => return Err(self.open_failed(f).into()),

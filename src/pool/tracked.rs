@@ -205,13 +205,28 @@ impl<M: Bb8Manager> Tracked<M> {
     fn current(&self, conn: &Stamped<M::Connection>) -> bool {
         self.parts.life.is_current(conn.epoch)
     }
-}
 
-impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
-    type Connection = Stamped<M::Connection>;
-    type Error = Fault<M::Error>;
+    /// True when bb8's request for a connection is to be refused without a dial: the
+    /// server refuses more connections than the pool holds (or is opening) now, and a
+    /// dial past that limit started within `reconnect_interval`. bb8 asks on every
+    /// checkout while the pool holds fewer than `min_idle` (and after every drop and
+    /// reaper run), so above a server's cap it would dial without end, thousands of
+    /// times a second under load. One dial per interval finds out, while callers ask,
+    /// that the server takes more (the health engine's growth trials do when nobody
+    /// does).
+    fn held_back(&self) -> bool {
+        let p = &*self.parts;
+        let life = &p.life;
+        p.health
+            .limit()
+            .is_some_and(|limit| life.live() + life.opening() >= limit)
+            && !life.may_dial_past_limit(p.health.config.reconnect_interval)
+    }
 
-    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+    /// Opens a connection now, stamped with the current epoch, counted while on its way
+    /// and once made, its `on_connect` hook run. What bb8 asks for, and what the pool
+    /// opens itself (trials, growth, a connection for one caller).
+    pub(crate) async fn dial(&self) -> Result<Stamped<M::Connection>, Fault<M::Error>> {
         let life = &self.parts.life;
         if life.is_closed() {
             return Err(Fault::Retired);
@@ -234,6 +249,20 @@ impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
         #[cfg(feature = "metrics")]
         self.parts.meters.created(started.elapsed());
         Ok(conn)
+    }
+}
+
+impl<M: Bb8Manager> bb8::ManageConnection for Tracked<M> {
+    type Connection = Stamped<M::Connection>;
+    type Error = Fault<M::Error>;
+
+    /// bb8's own requests (checkouts finding none idle, `min_idle`): held back past a
+    /// server's connection cap, one dial per `reconnect_interval` let through.
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        if self.held_back() {
+            return Err(Fault::Retired);
+        }
+        self.dial().await
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
