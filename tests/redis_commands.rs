@@ -257,11 +257,7 @@ async fn a_killed_checkout_says_what_a_lost_connection_means() {
     let (manager, pool) = setup(&server, 1).await;
     let mut admin = pool.multiplexed().await.unwrap();
     let mut conn = pool.get().await.unwrap();
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut *conn)
-        .await
-        .unwrap();
+    let id = client_id(&mut conn).await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("ID")
@@ -279,12 +275,20 @@ async fn a_killed_checkout_says_what_a_lost_connection_means() {
     assert!(conn.is_broken());
     drop(conn);
     let mut fresh = pool.get().await.unwrap();
-    let other: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut *fresh)
-        .await
-        .unwrap();
-    assert_ne!(other, id, "the killed connection is not handed out again");
+    assert_ne!(
+        client_id(&mut fresh).await,
+        id,
+        "the killed connection is not handed out again"
+    );
     drop(fresh);
     manager.close().await.unwrap();
+}
+
+/// The server's id of the connection `conn` checked out.
+async fn client_id(conn: &mut connhub::backend::redis::PooledRedisConnection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut **conn)
+        .await
+        .unwrap()
 }
