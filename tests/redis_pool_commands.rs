@@ -394,3 +394,45 @@ async fn commands_on_a_checkout_of_their_own_follow_the_retry_rule() {
     assert!(cache.status().retried_commands > 0, "{:?}", cache.status());
     manager.close().await.unwrap();
 }
+
+/// A read lost with its connection while the server went away, before the pool ever had
+/// to ask whether that command only reads: it is not sent again (nothing answers), and its
+/// error says what is not known instead of calling it a write that may have been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_lost_with_the_server_is_not_called_a_write() {
+    let mut server = RedisServer::start().unwrap();
+    let (manager, mut cache) = pool(&server, |_| {}).await;
+    // The shared connection is open; no command was ever lost, so none was asked about.
+    let _: () = cache.set("k", "v").await.unwrap();
+    // The server holds every command from now on, and answers none before it dies (a
+    // SIGSTOP would not do: the testkit's kill resumes the server first).
+    let mut admin = connhub::redis::Client::open(format!("redis://{}", server.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = connhub::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut reader = cache.clone();
+    let read =
+        tokio::spawn(
+            async move { AsyncCommands::get::<_, Option<String>>(&mut reader, "k").await },
+        );
+    // The GET is held by the paused server; then the server dies under it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let e = read.await.unwrap().unwrap_err();
+    assert!(e.is_connection_dropped(), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("could not be asked whether the command only reads"),
+        "{e}"
+    );
+    assert!(!e.contains("it may have been applied, so"), "{e}");
+    manager.close().await.unwrap();
+}

@@ -115,6 +115,19 @@ pub(super) fn maybe_applied(e: RedisError) -> RedisError {
     ))
 }
 
+/// The error of a command whose connection was lost after it may have been sent, when the
+/// server could not be asked whether the command only reads (it was unreachable, or the
+/// question failed): not sent again, and said so without calling a read a write.
+pub(super) fn not_known_to_read(e: RedisError) -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "the connection was lost after the command may have reached the server, and the \
+         server could not be asked whether the command only reads, so it was not sent again \
+         (if it writes, it may have been applied)",
+        e.to_string(),
+    ))
+}
+
 /// What a caller holding a connection (a checkout) sees of a command that failed with
 /// `e`: a timeout or a lost connection says what that means for the command (nothing is
 /// sent again on a connection the caller holds, and a write may have been applied);

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use redis::{RedisError, RedisResult, Value};
 
 use super::{Reply, Sent};
-use crate::backend::redis::errors::{lost, maybe_applied, unanswered};
+use crate::backend::redis::errors::{lost, maybe_applied, not_known_to_read, unanswered};
 use crate::backend::redis::link::Link;
 use crate::backend::redis::nodes;
 use crate::backend::redis::{
@@ -112,38 +112,32 @@ impl RedisConnectionManager {
         all.then_some(true)
     }
 
-    /// True when every command in `sent` is read-only, as the server says; asked on
-    /// `conn` the first time a command is seen. `false` when the server cannot say (or
-    /// there is no connection to ask on and it was never asked).
-    async fn readonly(&self, mut conn: Option<&mut Fresh>, sent: Sent<'_>) -> bool {
+    /// Whether every command in `sent` is read-only, as the server says; asked on `conn`
+    /// the first time a command is seen. `None` when the server could not be asked
+    /// (no connection to ask on, or the question failed).
+    async fn readonly(&self, mut conn: Option<&mut Fresh>, sent: Sent<'_>) -> Option<bool> {
         let names = names(sent);
         if names.is_empty() {
-            return false;
+            return Some(false);
         }
         let m = &*self.inner;
         for name in names {
             let readonly = match m.readonly.known(name) {
                 Some(r) => r,
                 None => {
-                    let Some(conn) = conn.as_deref_mut() else {
-                        return false;
-                    };
+                    let conn = conn.as_deref_mut()?;
                     let ask = redis::cmd("COMMAND").arg("INFO").arg(name).clone();
-                    match conn.link().send(&ask).await {
-                        Ok(info) => {
-                            let r = flagged_readonly(&info);
-                            m.readonly.learn(name, r);
-                            r
-                        }
-                        Err(_) => return false,
-                    }
+                    let info = conn.link().send(&ask).await.ok()?;
+                    let r = flagged_readonly(&info);
+                    m.readonly.learn(name, r);
+                    r
                 }
             };
             if !readonly {
-                return false;
+                return Some(false);
             }
         }
-        true
+        Some(true)
     }
 }
 
@@ -202,7 +196,8 @@ impl Fresh {
 /// After `sent` met a lost connection (`e`) on the kind of connection `via` says: sends
 /// it again on a fresh one of that kind, up to `command_retries` times, when that cannot
 /// apply it twice. A command that is not known to be safe to send twice fails saying it
-/// may have been applied, whether retries are on or not.
+/// may have been applied, whether retries are on or not; one the server could not be
+/// asked about (it went away too) says that instead.
 async fn retried(
     pool: &RedisPool,
     sent: Sent<'_>,
@@ -227,8 +222,13 @@ async fn retried(
             _ => {}
         }
         let mut fresh = Fresh::open(pool, via).await;
-        if known.is_none() && !m.readonly(fresh.as_mut(), sent).await {
-            return Err(maybe_applied(e));
+        if known.is_none() {
+            match m.readonly(fresh.as_mut(), sent).await {
+                Some(true) => {}
+                Some(false) => return Err(maybe_applied(e)),
+                // A read is not "applied": say what is not known, and why.
+                None => return Err(not_known_to_read(e)),
+            }
         }
         let Some(mut fresh) = fresh.filter(|_| retries < m.inner.resends.limit()) else {
             return Err(e);
