@@ -29,7 +29,7 @@ use tower::discover::Change as Discovered;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use super::members::Members;
+use super::members::{Members, Stall};
 
 type Request = http::Request<tonic::body::Body>;
 /// Where etcd-client sends the members it adds and removes.
@@ -110,14 +110,14 @@ impl Service<Request> for Gate {
     fn call(&mut self, request: Request) -> Self::Future {
         let sent = self.channel.call(request);
         let (members, member) = (self.members.clone(), self.member);
-        let at = tokio::time::Instant::now();
+        let (at, term) = (tokio::time::Instant::now(), self.members.term());
         Box::pin(async move {
             // A single member is never marked down: no timer to race against.
             let response = match member.filter(|_| members.is_cluster()) {
                 Some(i) => tokio::select! {
                     biased;
                     r = sent => r.map_err(BoxError::from),
-                    () = members.stalled(i, at) => return Err(stalled(members.endpoint(i))),
+                    why = members.stalled(i, at, term) => return Err(stalled(members.endpoint(i), why)),
                 },
                 None => sent.await.map_err(BoxError::from),
             };
@@ -148,15 +148,26 @@ impl tower::load::Load for Gate {
     }
 }
 
-/// The error of a request given up on a member that stopped answering: `Unavailable`, as
-/// a lost connection is, and saying the request may have been applied (the member may
-/// still act on it when it wakes).
-fn stalled(endpoint: &str) -> BoxError {
-    Box::new(tonic::Status::unavailable(format!(
-        "etcd member {endpoint} stopped answering and the request was given up after {}; \
-         it may have been applied",
-        humantime::format_duration(super::members::STALLED)
-    )))
+/// The error of a request given up on a member that stopped answering, or across the
+/// election of a new leader: `Unavailable`, as a lost connection is, and saying the
+/// request may have been applied (the member may still act on it when it wakes; a write
+/// may have been committed before the old leader went).
+fn stalled(endpoint: &str, why: Stall) -> BoxError {
+    let after = humantime::format_duration(super::members::STALLED);
+    Box::new(tonic::Status::unavailable(match why {
+        Stall::Down => format!(
+            "etcd member {endpoint} stopped answering and the request was given up after \
+             {after}; it may have been applied"
+        ),
+        Stall::NoLeader => format!(
+            "etcd member {endpoint} has no leader (the cluster lost its quorum) and the \
+             request was given up after {after}; it may have been applied"
+        ),
+        Stall::Elected => format!(
+            "a new etcd leader was elected while the request waited on member {endpoint}, \
+             and it was given up after {after}; it may have been applied"
+        ),
+    }))
 }
 
 /// True for etcd's refusal of a request by a member too far behind in applying what was

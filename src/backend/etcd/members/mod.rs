@@ -7,10 +7,19 @@
 //! also probes each member on its own every `member_check_interval`: a down member is
 //! passed by from then on, and taken back once it answers again. Both are local
 //! operations on the client: no round trip at checkout.
+//!
+//! A member that answers its probes without a leader (it lost touch with a majority of
+//! the cluster) is passed by the same way while another member has a leader. When none
+//! has (the cluster lost its quorum), requests go to the members that answer, not to the
+//! silent ones, the connector is told, and its health check fails: it is down. A request
+//! held by a member that stopped answering, has no leader, or forwarded it to a leader
+//! that died (a new one was elected since) is given up a second after it was sent
+//! instead of at `command_timeout`.
 
+mod check;
 mod probe;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
@@ -29,11 +38,24 @@ pub(crate) struct Members {
     /// `host:port` of each endpoint, to know a member by its channel's URI.
     authorities: Vec<String>,
     healthy: Vec<AtomicBool>,
+    /// Each member answered its last probe or request, leader or not: while no member
+    /// is healthy, requests go to those that answer.
+    answers: Vec<AtomicBool>,
+    /// Each member answered its last probe without a leader.
+    leaderless: Vec<AtomicBool>,
+    /// Members answer, but none has a leader: the cluster lost its quorum.
+    no_quorum: AtomicBool,
     /// Probes in a row each member did not pass: one that is up is passed by only after
     /// [`MISSES`] of them, so a loaded machine that slows one probe costs nothing.
     misses: Vec<AtomicU8>,
     /// Told when a member is marked down: requests in flight to it stop waiting.
     down: Vec<Notify>,
+    /// The newest Raft term a member reported following a leader in (0 before the first
+    /// probe): it grows once an election has elected one.
+    term: AtomicU64,
+    /// Told when `term` grows: requests in flight since before the election stop waiting
+    /// (sent again now, they reach the new leader).
+    elected: Notify,
     /// Channels waiting for a member to be taken back (or for no member to answer).
     waiting: Mutex<Vec<Waker>>,
     /// Told when a member's channel fails: the connector's health engine checks at once.
@@ -63,6 +85,8 @@ impl Members {
         probe_options: ConnectOptions,
     ) -> Self {
         let healthy = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        let answers = endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        let leaderless = endpoints.iter().map(|_| AtomicBool::new(false)).collect();
         let misses = endpoints.iter().map(|_| AtomicU8::new(0)).collect();
         let down = endpoints.iter().map(|_| Notify::new()).collect();
         let probes = Mutex::new(vec![None; endpoints.len()]);
@@ -79,8 +103,13 @@ impl Members {
             endpoints,
             authorities,
             healthy,
+            answers,
+            leaderless,
+            no_quorum: AtomicBool::new(false),
             misses,
             down,
+            term: AtomicU64::new(0),
+            elected: Notify::new(),
             waiting: Mutex::new(Vec::new()),
             losses: LossSignal::new(),
             monitor_started: AtomicBool::new(false),
@@ -111,10 +140,19 @@ impl Members {
             .filter_map(|(answer, _)| answer.committed())
             .max()
             .unwrap_or(0);
+        if let Some(term) = results
+            .iter()
+            .filter_map(|(answer, _)| answer.led_term())
+            .max()
+        {
+            self.saw_term(term);
+        }
         let mut any_up = false;
         let mut made = Vec::with_capacity(results.len());
         for (i, (answer, client)) in results.into_iter().enumerate() {
             let passed = answer.up(newest);
+            self.set_answers(i, answer.answers());
+            self.leaderless[i].store(answer.leaderless(), Ordering::Release);
             let missed = if passed {
                 0
             } else {
@@ -134,7 +172,17 @@ impl Members {
             }
         }
         *lock(&self.probes) = made;
+        let no_quorum = !any_up && (0..self.endpoints.len()).any(|i| self.is_leaderless(i));
+        if self.no_quorum.swap(no_quorum, Ordering::AcqRel) != no_quorum && no_quorum {
+            // Nothing failed on the way: the connector is told, and checks itself.
+            tracing::warn!(connector = %self.name, kind = "etcd", "no etcd member has a leader: the cluster lost its quorum");
+            self.losses.connection_lost();
+        }
         any_up
+    }
+
+    fn is_leaderless(&self, i: usize) -> bool {
+        self.answers[i].load(Ordering::Acquire) && self.leaderless[i].load(Ordering::Acquire)
     }
 
     pub(crate) fn endpoints(&self) -> &[String] {
@@ -152,9 +200,11 @@ impl Members {
         self.authorities.iter().position(|a| a == authority)
     }
 
-    /// True when a request may go to member `i`: it answers, or none does (the connector
-    /// is down, and every member stays in play). Otherwise `waker` is woken when that
-    /// changes.
+    /// True when a request may go to member `i`: it is healthy; or none is, and it
+    /// answers (without a leader, or catching up: [`stalled`](Members::stalled) gives up
+    /// what it holds a second in, where a silent member would hold it until
+    /// `command_timeout`); or none answers (the connector is down, and every member stays
+    /// in play). Otherwise `waker` is woken when that changes.
     pub(crate) fn admits(&self, i: usize, waker: &Waker) -> bool {
         if self.is_up(i) {
             return true;
@@ -166,15 +216,25 @@ impl Members {
             }
         }
         // Looked at again after registering, so a change in between is not missed.
-        self.is_up(i) || !self.any_up()
+        self.routable(i)
+    }
+
+    fn routable(&self, i: usize) -> bool {
+        let any = |of: &[AtomicBool]| of.iter().any(|b| b.load(Ordering::Acquire));
+        self.is_up(i)
+            || (!any(&self.healthy)
+                && (self.answers[i].load(Ordering::Acquire) || !any(&self.answers)))
     }
 
     /// A request to member `i` failed at the transport level: it is passed by from now on
     /// (until a probe finds it answering), and the connector checks itself at once.
     pub(crate) fn lost(&self, i: usize, error: &dyn std::error::Error) {
-        if self.is_cluster() && self.set(i, false) {
-            let endpoint = &self.endpoints[i];
-            tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, %error, "etcd member lost; routing around it");
+        if self.is_cluster() {
+            self.set_answers(i, false);
+            if self.set(i, false) {
+                let endpoint = &self.endpoints[i];
+                tracing::warn!(connector = %self.name, kind = "etcd", %endpoint, %error, "etcd member lost; routing around it");
+            }
         }
         self.losses.connection_lost();
     }
@@ -188,10 +248,6 @@ impl Members {
         }
     }
 
-    fn any_up(&self) -> bool {
-        (0..self.endpoints.len()).any(|i| self.is_up(i))
-    }
-
     fn set(&self, i: usize, up: bool) -> bool {
         let changed = self.healthy[i].swap(up, Ordering::AcqRel) != up;
         if changed && !up {
@@ -200,32 +256,69 @@ impl Members {
         if changed {
             // Any change may open a gate: this member is back, or the last one that
             // answered went too.
-            for w in lock(&self.waiting).drain(..) {
-                w.wake();
-            }
+            self.wake_gates();
         }
         changed
+    }
+
+    fn set_answers(&self, i: usize, answers: bool) {
+        if self.answers[i].swap(answers, Ordering::AcqRel) != answers {
+            self.wake_gates();
+        }
+    }
+
+    fn wake_gates(&self) {
+        for w in lock(&self.waiting).drain(..) {
+            w.wake();
+        }
     }
 
     fn is_up(&self, i: usize) -> bool {
         self.healthy[i].load(Ordering::Acquire)
     }
 
-    /// Completes when a request sent to member `i` at `sent` has waited [`STALLED`] and
-    /// the member is down by then (it stopped answering its probes, or failed another
-    /// request): a member frozen or overloaded holds what it was sent until
-    /// `command_timeout`, and the caller is better told now and sent elsewhere on its
-    /// next try. Never completes for a member that answers.
-    pub(crate) async fn stalled(&self, i: usize, sent: Instant) {
+    /// A member reported following a leader in Raft term `term`: a newer one means a new
+    /// leader was elected.
+    fn saw_term(&self, term: u64) {
+        if self.term.fetch_max(term, Ordering::AcqRel) < term {
+            self.elected.notify_waiters();
+        }
+    }
+
+    /// The newest Raft term a member reported following a leader in, 0 before the first
+    /// probe: what a request is sent in, for [`stalled`](Members::stalled).
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// Completes when a request sent to member `i` at `sent`, in Raft term `term`, has
+    /// waited [`STALLED`] and by then either the member is down (it stopped answering its
+    /// probes, or failed another request) or a new leader was elected: a member frozen or
+    /// overloaded holds what it was sent until `command_timeout`, and so does one that
+    /// forwarded a write to a leader that died (etcd does not send it again to the next
+    /// one). The caller is better told now and sent elsewhere on its next try. Never
+    /// completes for a member that answers under the same leader.
+    pub(crate) async fn stalled(&self, i: usize, sent: Instant, term: u64) -> Stall {
         tokio::time::sleep_until(sent + STALLED).await;
         loop {
-            // Made before the look, so the member going down in between is not missed:
-            // `notify_waiters` reaches every `Notified` made before it.
-            let next = self.down[i].notified();
+            // Made before the look, so a change in between is not missed: `notify_waiters`
+            // reaches every `Notified` made before it.
+            let down = self.down[i].notified();
+            let elected = self.elected.notified();
             if !self.is_up(i) {
-                return;
+                return if self.is_leaderless(i) {
+                    Stall::NoLeader
+                } else {
+                    Stall::Down
+                };
             }
-            next.await;
+            if term != 0 && self.term() > term {
+                return Stall::Elected;
+            }
+            tokio::select! {
+                () = down => {}
+                () = elected => {}
+            }
         }
     }
 
@@ -248,39 +341,6 @@ impl Members {
             },
         ));
     }
-
-    /// A status request on `client`; if it fails on the way to a member and this is a
-    /// cluster, every member is probed (the ones down are passed by from then on) and the
-    /// request is sent once more. So one dead member does not fail the connector's health
-    /// check.
-    pub(crate) async fn status(&self, client: &mut Client) -> Result<(), etcd_client::Error> {
-        match client.status().await {
-            Ok(_) => Ok(()),
-            Err(e) if self.is_cluster() && is_transport(&e) => {
-                if self.check_now().await {
-                    client.status().await.map(|_| ())
-                } else {
-                    Err(e)
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// An error on the way to a member (refused, reset, timed out), not an answer from one.
-fn is_transport(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    match e {
-        E::TransportError(_) | E::IoError(_) => true,
-        E::GRpcStatus(s) => {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-            ) || (s.code() == tonic::Code::Unknown && s.message().contains("transport error"))
-        }
-        _ => false,
-    }
 }
 
 /// How long a request to a member found down may wait for its answer before it is given
@@ -288,6 +348,17 @@ fn is_transport(e: &etcd_client::Error) -> bool {
 /// no request, short against the default `command_timeout` (5 s) a frozen member would
 /// otherwise hold every caller that reached it.
 pub(crate) const STALLED: Duration = Duration::from_secs(1);
+
+/// Why a request was given up on a member ([`Members::stalled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// The member stopped answering.
+    Down,
+    /// The member answers, but has no leader (the cluster lost its quorum).
+    NoLeader,
+    /// A new leader was elected while the request waited.
+    Elected,
+}
 
 /// Probes in a row a member that is up may miss before it is passed by: a frozen member
 /// is then down within about three probe intervals (0.75 s with the default 250 ms),
@@ -302,97 +373,4 @@ fn up_after(passed: bool, missed: u8, was_up: bool) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use etcd_client::ConnectOptions;
-    use tokio::time::Instant;
-
-    use super::{MISSES, Members, STALLED, up_after};
-
-    /// A member that is up is passed by only after `MISSES` missed probes in a row; one
-    /// that is down comes back with its first passed probe.
-    #[test]
-    fn a_member_up_is_passed_by_after_misses_in_a_row_and_one_down_back_at_once() {
-        assert!(up_after(true, 0, false), "back at once");
-        assert!(up_after(true, 0, true));
-        assert!(
-            up_after(false, MISSES - 1, true),
-            "one slow probe costs nothing"
-        );
-        assert!(!up_after(false, MISSES, true));
-        assert!(!up_after(false, 1, false), "down stays down");
-        assert!(!up_after(false, u8::MAX, true));
-    }
-
-    fn three() -> Arc<Members> {
-        Arc::new(Members::new(
-            "etcd".into(),
-            (1..=3).map(|i| format!("http://127.0.0.1:{i}")).collect(),
-            Duration::from_millis(250),
-            ConnectOptions::new(),
-        ))
-    }
-
-    /// When a request sent at `sent` to member 0 is given up, if it is within `limit`.
-    async fn given_up(members: &Members, sent: Instant, limit: Duration) -> Option<Duration> {
-        tokio::time::timeout(limit, members.stalled(0, sent))
-            .await
-            .ok()
-            .map(|()| sent.elapsed())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_to_a_member_that_answers_is_never_given_up() {
-        let members = three();
-        assert_eq!(
-            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
-            None
-        );
-        // Another member going down changes nothing for it.
-        let m = members.clone();
-        tokio::spawn(async move { m.set(1, false) });
-        assert_eq!(
-            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
-            None
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_request_to_a_member_found_down_is_given_up_once_it_waited_a_second() {
-        /// How long a request waited before it was given up, its member found down
-        /// `after` it was sent.
-        async fn waited_when_down_after(after: Duration) -> Option<Duration> {
-            let members = three();
-            let m = members.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                m.set(0, false);
-            });
-            given_up(&members, Instant::now(), Duration::from_secs(60)).await
-        }
-
-        // Found down soon after it was sent: given up when it has waited `STALLED`.
-        let waited = waited_when_down_after(Duration::from_millis(300)).await;
-        assert_eq!(waited, Some(STALLED));
-
-        // Found down later: given up then.
-        let waited = waited_when_down_after(Duration::from_secs(3)).await;
-        assert_eq!(waited, Some(Duration::from_secs(3)));
-
-        // Down, then back before the request waited a second: not given up.
-        let members = three();
-        let m = members.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            m.set(0, false);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            m.set(0, true);
-        });
-        assert_eq!(
-            given_up(&members, Instant::now(), Duration::from_secs(60)).await,
-            None
-        );
-    }
-}
+mod tests;

@@ -23,8 +23,15 @@ fn caught_up(newest: u64, applied: u64) -> bool {
 pub(super) enum Answer {
     /// Not in time, or not at all.
     Silent,
-    /// Its status: the last entry it knows committed, and the last it applied.
-    Status { committed: u64, applied: u64 },
+    /// Its status: the last entry it knows committed, the last it applied, whether it
+    /// follows a leader (one that lost touch with a majority of the cluster does not),
+    /// and the Raft term it is in (one more with every election).
+    Status {
+        committed: u64,
+        applied: u64,
+        leader: bool,
+        term: u64,
+    },
     /// Refused for want of credentials: it answers.
     Denied,
 }
@@ -37,16 +44,40 @@ impl Answer {
         }
     }
 
+    /// The Raft term the member follows a leader in; `None` while it has none (during
+    /// an election, a candidate's term has no leader yet).
+    pub(super) fn led_term(self) -> Option<u64> {
+        match self {
+            Answer::Status {
+                term, leader: true, ..
+            } => Some(term),
+            _ => None,
+        }
+    }
+
     /// True when a request may go to the member, `newest` being the newest entry any
     /// member knows committed: a member that woke from a freeze answers at once, but
     /// refuses every request ("too many requests") while it applies what it missed, so
-    /// it is let back once its backlog is small.
+    /// it is let back once its backlog is small. One with no leader can serve no write
+    /// either (it holds it until it times out).
     pub(super) fn up(self, newest: u64) -> bool {
         match self {
             Answer::Silent => false,
             Answer::Denied => true,
-            Answer::Status { applied, .. } => caught_up(newest, applied),
+            Answer::Status {
+                applied, leader, ..
+            } => leader && caught_up(newest, applied),
         }
+    }
+
+    /// True when the member answered at all.
+    pub(super) fn answers(self) -> bool {
+        !matches!(self, Answer::Silent)
+    }
+
+    /// True when the member answered that it has no leader.
+    pub(super) fn leaderless(self) -> bool {
+        matches!(self, Answer::Status { leader: false, .. })
     }
 }
 
@@ -71,6 +102,8 @@ pub(super) async fn probe(
         Ok(Ok(status)) => Answer::Status {
             committed: status.raft_index(),
             applied: status.raft_applied_index(),
+            leader: status.leader() != 0,
+            term: status.raft_term(),
         },
         Ok(Err(etcd_client::Error::GRpcStatus(s)))
             if matches!(
@@ -87,6 +120,28 @@ pub(super) async fn probe(
 
 #[cfg(test)]
 mod tests {
+    use super::Answer;
+
+    /// A member with no leader answers, but takes no requests; a silent one neither.
+    #[test]
+    fn a_member_without_a_leader_answers_but_is_not_up() {
+        let status = |leader| Answer::Status {
+            committed: 10,
+            applied: 10,
+            leader,
+            term: 2,
+        };
+        assert!(status(true).up(10));
+        assert!(!status(false).up(10));
+        assert!(status(false).answers() && status(false).leaderless());
+        assert!(!status(true).leaderless());
+        // A candidate's term has no leader yet: no election is over until one has.
+        assert_eq!(status(true).led_term(), Some(2));
+        assert_eq!(status(false).led_term(), None);
+        assert!(!Answer::Silent.answers());
+        assert!(Answer::Denied.answers() && Answer::Denied.up(10));
+    }
+
     /// A member is let back only with its apply backlog well under etcd's refusal gap.
     #[test]
     fn a_member_is_caught_up_with_a_small_backlog() {
