@@ -160,8 +160,9 @@ fn stalled(endpoint: &str, why: Stall) -> BoxError {
              {after}; it may have been applied"
         ),
         Stall::NoLeader => format!(
-            "etcd member {endpoint} has no leader (the cluster lost its quorum) and the \
-             request was given up after {after}; it may have been applied"
+            "etcd member {endpoint} has no leader (it is out of touch with a majority of \
+             the cluster) and the request was given up after {after}; it may have been \
+             applied"
         ),
         Stall::Elected => format!(
             "a new etcd leader was elected while the request waited on member {endpoint}, \

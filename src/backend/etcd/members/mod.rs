@@ -354,7 +354,8 @@ pub(crate) const STALLED: Duration = Duration::from_secs(1);
 pub(crate) enum Stall {
     /// The member stopped answering.
     Down,
-    /// The member answers, but has no leader (the cluster lost its quorum).
+    /// The member answers, but has no leader: it is out of touch with a majority of the
+    /// cluster (the cluster lost its quorum, or this member is cut off from the rest).
     NoLeader,
     /// A new leader was elected while the request waited.
     Elected,
