@@ -17,7 +17,8 @@ impl Members {
     /// ordinary election is no outage, a cluster that lost its quorum is.
     pub(crate) async fn status(&self, client: &mut Client) -> Result<(), etcd_client::Error> {
         let e = match led(client.status().await) {
-            Err(e) if self.is_cluster() && (is_transport(&e) || is_no_leader(&e)) => e,
+            // No leader is `Unavailable`: on the way to a member, as far as routing goes.
+            Err(e) if self.is_cluster() && is_transport(&e) => e,
             done => return done,
         };
         let until = Instant::now() + STALLED;
